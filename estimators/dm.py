@@ -1,0 +1,32 @@
+"""The direct method: trust the reward model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from estimators.base import BaseEstimator, Prepared
+from estimators.statistic import Terms
+
+__all__ = ["DM"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DM(BaseEstimator):
+    """Direct method, V = mean(Σ_a π(a|x) q̂(x, a)).
+
+    Notes
+    -----
+    Low variance, but biased wherever q̂ is wrong (Dudík, Langford & Li, 2011). Its interval only
+    reflects sampling noise in the contexts, not the model's error.
+    """
+
+    name: ClassVar[str] = "DM"
+    needs_q_hat: ClassVar[bool] = True
+
+    def _terms(self, prep: Prepared) -> Terms:
+        assert prep.dm is not None
+        zeros = np.zeros_like(prep.dm)
+        return Terms(a=prep.dm, b=zeros, c=np.ones_like(prep.dm), weights=prep.weights)

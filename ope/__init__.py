@@ -1,0 +1,6 @@
+"""llm-ope: offline counterfactual evaluation of LLM request-routing policies."""
+
+from __future__ import annotations
+
+__all__ = ["__version__"]
+__version__ = "0.1.0"

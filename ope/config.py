@@ -1,0 +1,167 @@
+"""Experiment configs: TOML files loaded into frozen dataclasses that reject unknown keys."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ope.errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "EvaluationConfig",
+    "PolicyConfig",
+    "TrackingConfig",
+    "OutputConfig",
+    "ExperimentConfig",
+    "load_config",
+    "PROJECT_ROOT",
+    "DEFAULT_CONFIG",
+]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "quickstart.toml"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataConfig:
+    """Where the logs and the catalog are; optional file for quarantined rows."""
+
+    logs: Path
+    catalog: Path
+    quarantine: Path | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvaluationConfig:
+    """Which estimators, at which level, against which baseline policy."""
+
+    baseline: str = "direct_official"
+    estimators: tuple[str, ...] = ("IPS", "SNIPS")
+    alpha: float = 0.05
+    sla_latency_ms: float = 10_000.0
+    inference: str = "normal"
+    bootstrap_replicates: int = 1000
+    time_slice: str = "1d"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyConfig:
+    """One policy: a name, a kind, and the kind's own settings (checked by the policy factory)."""
+
+    name: str
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackingConfig:
+    """MLflow tracking; ``uri`` None means MLflow's own default (a local SQLite store)."""
+
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str = "llm-ope"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputConfig:
+    """Where reports go; ``run_name`` defaults to the config name and a timestamp."""
+
+    dir: Path = Path("reports")
+    run_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExperimentConfig:
+    """A whole `ope run`: data, evaluation, policies, tracking, output; ``source`` is the file."""
+
+    data: DataConfig
+    evaluation: EvaluationConfig
+    policies: tuple[PolicyConfig, ...]
+    tracking: TrackingConfig
+    output: OutputConfig
+    source: Path
+    text: str = field(repr=False, default="")
+
+    def flat(self) -> dict[str, str]:
+        """The config flattened to dotted keys, for MLflow params."""
+        out: dict[str, str] = {}
+        for section in ("data", "evaluation", "tracking", "output"):
+            for f in fields(getattr(self, section)):
+                out[f"{section}.{f.name}"] = str(getattr(getattr(self, section), f.name))
+        for p in self.policies:
+            out[f"policies.{p.name}.kind"] = p.kind
+            for k, v in p.params.items():
+                out[f"policies.{p.name}.{k}"] = str(v)
+        return out
+
+
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "logs": str, "catalog": str, "quarantine": str, "baseline": str, "estimators": list, "alpha": (int, float),
+    "sla_latency_ms": (int, float), "inference": str, "bootstrap_replicates": int, "time_slice": str,
+    "enabled": bool, "uri": str, "experiment": str, "dir": str, "run_name": str,
+}
+_PATHS = {"logs", "catalog", "quarantine", "dir"}
+
+
+def _section(cls: type, raw: dict[str, Any], name: str, source: Path, base: Path) -> Any:
+    known = {f.name for f in fields(cls)}
+    for key, value in raw.items():
+        if key not in known:
+            msg = f"{source}: unknown key '{key}' in [{name}] (known keys: {', '.join(sorted(known))})."
+            raise ConfigError(msg)
+        want = _TYPES[key]
+        if not isinstance(value, want) or (isinstance(value, bool) and want != bool):
+            msg = f"{source}: [{name}] {key} has the wrong type: got {type(value).__name__} {value!r}."
+            raise ConfigError(msg)
+    values = {k: (base / v if k in _PATHS and not Path(v).is_absolute() else Path(v) if k in _PATHS else v)
+              for k, v in raw.items()}
+    if "estimators" in values:
+        values["estimators"] = tuple(values["estimators"])
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{source}: [{name}] is incomplete: {exc}") from exc
+
+
+def load_config(path: str | Path, *, base: Path | None = None) -> ExperimentConfig:
+    """Read a TOML config. Relative paths resolve against ``base`` (default: current directory)."""
+    source = Path(path)
+    try:
+        text = source.read_text()
+        raw = tomllib.loads(text)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"Config file not found: {source}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}") from exc
+    base = Path.cwd() if base is None else base
+    allowed = {"data", "evaluation", "policies", "tracking", "output"}
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"{source}: unknown section '{key}' (known: {', '.join(sorted(allowed))}).")
+    if "data" not in raw:
+        raise ConfigError(f"{source}: the [data] section with 'logs' and 'catalog' is required.")
+    evaluation = _section(EvaluationConfig, raw.get("evaluation", {}), "evaluation", source, base)
+    if not 0 < evaluation.alpha < 1:
+        raise ConfigError(f"{source}: [evaluation] alpha must be in (0, 1). Got {evaluation.alpha}.")
+    policies = []
+    for i, entry in enumerate(raw.get("policies", [])):
+        entry = dict(entry)
+        name, kind = entry.pop("name", None), entry.pop("kind", None)
+        if not isinstance(name, str) or not isinstance(kind, str):
+            raise ConfigError(f"{source}: [[policies]] entry {i + 1} needs string 'name' and 'kind'.")
+        policies.append(PolicyConfig(name=name, kind=kind, params=entry))
+    names = [p.name for p in policies]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: policy names must be unique. Got {names}.")
+    return ExperimentConfig(
+        data=_section(DataConfig, raw["data"], "data", source, base),
+        evaluation=evaluation,
+        policies=tuple(policies),
+        tracking=_section(TrackingConfig, raw.get("tracking", {}), "tracking", source, base),
+        output=_section(OutputConfig, raw.get("output", {}), "output", source, base),
+        source=source,
+        text=text,
+    )

@@ -1,0 +1,128 @@
+"""Render report.html: one self-contained page (inline CSS and SVG), every logged string escaped."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import Any
+
+import polars as pl
+
+from ope.plots import METRIC_LABELS, forest_plot, time_plot
+from ope.runner import RunResult
+from ope.schema import METRICS
+
+__all__ = ["render", "esc"]
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;color:#1b1f24;max-width:1180px;margin:24px auto;padding:0 16px}
+h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:32px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
+table{border-collapse:collapse;margin:8px 0;font-variant-numeric:tabular-nums}
+th,td{border:1px solid #d0d7de;padding:3px 7px;text-align:right;vertical-align:top}th{background:#f6f8fa}
+td.l,th.l{text-align:left}.muted{color:#57606a;font-size:12px}.good{color:#1a7f37}.bad{color:#cf222e}
+.warn{background:#fff8c5;border:1px solid #d4a72c;padding:8px 12px;border-radius:6px;margin:8px 0}
+pre{background:#f6f8fa;padding:8px;overflow-x:auto;font-size:12px}svg{max-width:100%;height:auto}
+@media print{body{max-width:none;margin:0}h2{page-break-after:avoid}table,svg{page-break-inside:avoid}}
+"""
+LOWER_IS_BETTER = {"cost_usd", "ttft_ms", "latency_ms"}
+
+
+def esc(value: object) -> str:
+    """HTML-escape any value: every string from logs or configs goes through here."""
+    return escape(str(value), quote=True)
+
+
+def _num(x: float, metric: str = "") -> str:
+    if x != x:  # NaN
+        return "–"
+    if metric == "cost_usd":
+        return f"{x:.6f}"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.4f}" if abs(x) < 10 else f"{x:.2f}"
+
+
+def _table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
+    th = "".join(f'<th class="{"l" if i < left else ""}">{h}</th>' for i, h in enumerate(head))
+    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _headline(info: dict[str, Any]) -> str:
+    head = ["policy"] + [esc(METRIC_LABELS[m]) for m in METRICS]
+    rows = []
+    for name, h in info["policies"].items():
+        cells = [esc(name)]
+        for m in METRICS:
+            v = h["value"].get(m)
+            cell = f"{_num(v['value'], m)}<br><span class='muted'>[{_num(v['ci_low'], m)}, {_num(v['ci_high'], m)}]</span>"
+            rel = h["relative"].get(m)
+            if rel is not None:
+                better = (rel["value"] < 0) == (m in LOWER_IS_BETTER)
+                sig = rel["ci_low"] > 0 or rel["ci_high"] < 0
+                cls = ("good" if better else "bad") if sig else "muted"
+                cell += f"<br><span class='{cls}'>{rel['value']:+.1f}% [{rel['ci_low']:+.1f}, {rel['ci_high']:+.1f}]</span>"
+            cells.append(cell)
+        rows.append(cells)
+    return _table(head, rows)
+
+
+def _agreement(est: pl.DataFrame) -> str:
+    values = est.filter(pl.col("kind") == "value")
+    names = values["estimator"].unique(maintain_order=True).to_list()
+    rows = []
+    for (policy, metric), sub in values.group_by(["policy", "metric"], maintain_order=True):
+        by = {r["estimator"]: r for r in sub.iter_rows(named=True)}
+        rows.append([esc(policy), esc(metric)] + [f"{_num(by[n]['value'], str(metric))} ± {_num(by[n]['stderr'], str(metric))}" if n in by else "–" for n in names])
+    return _table(["policy", "metric"] + [esc(n) for n in names], rows, left=2)
+
+
+def _diagnostics(diag: dict[str, dict[str, Any]]) -> str:
+    rows = []
+    for policy, by_est in diag.items():
+        for name, d in by_est.items():
+            flag = "<span class='bad'>yes</span>" if d["mean_weight_flag"] else "no"
+            rows.append([esc(policy), esc(name), f"{d['ess']:,.0f}", _num(d["max_weight"]), f"{d['mean_weight']:.3f} ± {d['mean_weight_se']:.3f}",
+                         flag, f"{d['unsupported_share']:.2%}", str(d["n_modified"]), "<br>".join(esc(w) for w in d["warnings"]) or "–"])
+    head = ["policy", "estimator", "ESS", "max weight", "mean weight", "flagged", "unsupported mass", "rows clipped", "warnings"]
+    return _table(head, rows, left=2)
+
+
+def render(result: RunResult, info: dict[str, Any]) -> str:
+    """The whole report page."""
+    est = result.estimates
+    data = info["data"]
+    rel = est.filter((pl.col("kind") == "relative") & (pl.col("estimator") == info["primary_estimator"]))
+    warnings_ = list(info["warnings"])
+    if data["quarantined_rows"]:
+        warnings_.insert(0, f"{data['quarantined_rows']} rows failed validation and were set aside (quarantine file).")
+    if data["rows_with_satisfaction"] < data["rows"]:
+        warnings_.append(f"Satisfaction is evaluated on the {data['rows_with_satisfaction']:,} of {data['rows']:,} rows that have feedback.")
+    warn_html = "".join(f"<div class='warn'>{esc(w)}</div>" for w in warnings_) or "<p class='good'>No support or overlap problems found.</p>"
+    slices = result.slices
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>llm-ope report — {esc(info['run_name'])}</title><style>{CSS}</style></head><body>",
+        f"<h1>Counterfactual routing report: {esc(info['run_name'])}</h1>",
+        f"<p class='muted'>Created {esc(info['created'])} from {esc(info['config_file'])}. Baseline: <b>{esc(info['baseline'])}</b>. "
+        f"Headline estimator: <b>{esc(info['primary_estimator'])}</b>, {1 - info['alpha']:.0%} intervals. SLA: latency ≤ {info['sla_latency_ms']:,.0f} ms. "
+        f"Propensities: {esc(info['propensities'])}.</p>",
+        "<h2>Warnings and support</h2>", warn_html,
+        "<h2>Headline: each policy against the baseline</h2>",
+        "<p class='muted'>Per request averages with intervals; below, the paired relative change vs the baseline (green: better and significant, red: worse and significant).</p>",
+        _headline(info),
+        "<h2>Differences against the baseline</h2>", forest_plot(rel, list(METRICS)) if rel.height else "<p>Only the baseline was evaluated.</p>",
+        "<h2>Over time</h2>", f"<p class='muted'>{esc(slices['estimator'][0] if slices.height else '')} estimate per {esc(result.config.evaluation.time_slice)}.</p>",
+        time_plot(slices, list(METRICS)) if slices.height else "<p>Not enough rows per period.</p>",
+        "<h2>Diagnostics</h2>", _diagnostics(info["diagnostics"]),
+        "<h2>Estimator agreement</h2>", _agreement(est),
+        "<h2>Data</h2>",
+        _table(["", ""], [[esc(k), esc(v)] for k, v in data.items() if k not in ("models", "arms")]),
+        _table(["model", "rows"], [[esc(m["model"]), f"{m['count']:,}"] for m in data["models"]]),
+        "<h2>Reproducibility</h2>",
+        _table(["package", "version"], [[esc(k), esc(v)] for k, v in info["versions"].items()]),
+        f"<p>Config ({esc(info['config_file'])}):</p><pre>{esc(result.config.text)}</pre>",
+        f"<p class='muted'>Timings (s): {esc(json.dumps(info['timings_s']))}</p>",
+        "</body></html>",
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,42 @@
+"""Policies by config kind: build one from a `PolicyConfig`, rejecting unknown settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ope.config import PolicyConfig
+from ope.errors import ConfigError
+from policies import Cheapest, DirectOfficial, Fastest, Mixture, Policy, PriceWeighted, Uniform
+
+__all__ = ["build_policy", "KINDS"]
+
+#: kind → (constructor, settings it accepts besides name and epsilon)
+KINDS: dict[str, tuple[Callable[..., Policy], set[str]]] = {
+    "direct_official": (DirectOfficial, {"fallback"}),
+    "cheapest": (Cheapest, set()),
+    "fastest": (Fastest, set()),
+    "price_weighted": (PriceWeighted, set()),
+    "uniform": (Uniform, set()),
+}
+
+
+def build_policy(cfg: PolicyConfig) -> Policy:
+    """The policy a config entry describes; ``epsilon`` mixes any kind with uniform exploration."""
+    if cfg.kind not in KINDS:
+        msg = f"Policy '{cfg.name}': unknown kind '{cfg.kind}' (known kinds: {', '.join(sorted(KINDS))})."
+        raise ConfigError(msg)
+    make, allowed = KINDS[cfg.kind]
+    params: dict[str, Any] = dict(cfg.params)
+    epsilon = params.pop("epsilon", None)
+    unknown = set(params) - allowed
+    if unknown:
+        msg = f"Policy '{cfg.name}' (kind {cfg.kind}): unknown setting(s) {sorted(unknown)}; allowed: {sorted(allowed | {'epsilon'})}."
+        raise ConfigError(msg)
+    try:
+        policy = make(name=cfg.name, **params)
+        if epsilon is not None:
+            policy = Mixture(policy=policy, epsilon=float(epsilon), name=cfg.name)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"Policy '{cfg.name}': {exc}") from exc
+    return policy

@@ -1,0 +1,126 @@
+"""Write a run's results: report.html (self-contained), summary.json, estimates.csv, actions/*.parquet."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ope.html import render
+from ope.runner import RunResult
+from ope.schema import METRICS
+
+__all__ = ["write_outputs", "data_hash", "versions", "primary_estimator"]
+
+PREFERENCE = ("DR", "SNDR", "DRos", "SwitchDR", "SNIPS", "IPS", "DM")
+PACKAGES = ("llm-ope", "numpy", "polars", "cvxpy", "scikit-learn", "lightgbm", "mlflow")
+
+
+def data_hash(*paths: Path) -> str:
+    """SHA-256 over the bytes of the input files, in order."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """Python and package versions, for reproducibility."""
+    out = {"python": platform.python_version()}
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def primary_estimator(estimators: list[str] | tuple[str, ...]) -> str:
+    """The estimator headlines quote: the most robust one the run computed."""
+    return next((e for e in PREFERENCE if e in estimators), estimators[0])
+
+
+def _actions(result: RunResult, out: Path) -> None:
+    ids = result.dataset.logs["request_id"].to_numpy()
+    arms = np.array(result.dataset.arms, dtype=object)
+    (out / "actions").mkdir(parents=True, exist_ok=True)
+    for i, (name, pi) in enumerate(result.probabilities.items()):
+        rows, cols = np.nonzero(pi)
+        frame = pl.DataFrame({"request_id": ids[rows], "arm": arms[cols].astype(str), "probability": pi[rows, cols]})
+        frame.write_parquet(out / "actions" / f"{_safe(name, i)}.parquet")
+
+
+def _safe(name: str, i: int) -> str:
+    clean = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
+    return clean or f"policy{i}"
+
+
+def summary(result: RunResult, run_name: str) -> dict[str, Any]:
+    """The machine-readable summary of a run."""
+    cfg = result.config
+    est = result.estimates
+    primary = primary_estimator(cfg.evaluation.estimators)
+    headline: dict[str, Any] = {}
+    for name in result.probabilities:
+        sub = est.filter((pl.col("policy") == name) & (pl.col("estimator") == primary))
+        headline[name] = {
+            kind: {r["metric"]: {k: r[k] for k in ("value", "stderr", "ci_low", "ci_high")} for r in sub.filter(pl.col("kind") == kind).iter_rows(named=True)}
+            for kind in ("value", "difference", "relative")
+        }
+    ds = result.dataset
+    sat = int((~np.isnan(ds.outcomes[:, METRICS.index("satisfaction")])).sum())
+    warnings_ = list(result.notes) + sorted({f"{p}: {w}" for p, d in result.diagnostics.items() for e in d.values() for w in e["warnings"]})
+    return {
+        "run_name": run_name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config_file": str(cfg.source),
+        "baseline": cfg.evaluation.baseline,
+        "primary_estimator": primary,
+        "estimators": list(cfg.evaluation.estimators),
+        "alpha": cfg.evaluation.alpha,
+        "sla_latency_ms": cfg.evaluation.sla_latency_ms,
+        "metrics": list(METRICS),
+        "relative_unit": "percent",
+        "propensities": "logged",
+        "data": {
+            "logs": str(cfg.data.logs),
+            "catalog": str(cfg.data.catalog),
+            "sha256": data_hash(cfg.data.logs, cfg.data.catalog),
+            "rows": ds.n,
+            "quarantined_rows": ds.n_quarantined,
+            "rows_with_satisfaction": sat,
+            "start": ds.logs["ts"].min().isoformat(),  # type: ignore[union-attr]
+            "end": ds.logs["ts"].max().isoformat(),  # type: ignore[union-attr]
+            "arms": list(ds.arms),
+            "models": ds.logs["model"].value_counts(sort=True).to_dicts(),
+        },
+        "policies": headline,
+        "diagnostics": result.diagnostics,
+        "warnings": warnings_,
+        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
+        "versions": versions(),
+    }
+
+
+def write_outputs(result: RunResult, out_dir: Path, run_name: str) -> dict[str, Path]:
+    """Write every output of a run into ``out_dir/run_name``; return their paths."""
+    out = out_dir / run_name
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"estimates": out / "estimates.csv", "summary": out / "summary.json", "report": out / "report.html"}
+    result.estimates.write_csv(paths["estimates"])
+    info = summary(result, run_name)
+    paths["summary"].write_text(json.dumps(info, indent=2, default=str))
+    (out / "config.toml").write_text(result.config.text)
+    paths["config"] = out / "config.toml"
+    _actions(result, out)
+    paths["report"].write_text(render(result, info))
+    return paths

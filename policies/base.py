@@ -1,0 +1,47 @@
+"""The policy contract: contexts in, an (n, K) matrix of action probabilities out."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from ope.dataset import BanditDataset
+
+__all__ = ["Policy", "PolicyError", "spread", "uniform_over"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class PolicyError(ValueError):
+    """A policy cannot act as asked (no official endpoint, infeasible constraints, ...)."""
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A routing policy. ``fit`` learns from logs where the policy learns; it returns self."""
+
+    name: str
+
+    def fit(self, dataset: BanditDataset) -> Policy: ...
+
+    def action_probabilities(self, dataset: BanditDataset) -> FloatArray:
+        """π(a|x) for every logged context, shape (n, K), rows sum to 1, zero outside eligible."""
+        ...
+
+
+def uniform_over(mask: npt.NDArray[np.bool_]) -> FloatArray:
+    """Uniform probabilities over the True entries of each row; rows without any stay zero."""
+    counts = mask.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(mask, 1.0 / np.maximum(counts, 1), 0.0)
+
+
+def spread(scores: FloatArray, eligible: npt.NDArray[np.bool_], *, rtol: float = 1e-9) -> FloatArray:
+    """Put each row's mass on its lowest-score eligible arms, split evenly among ties."""
+    masked = np.where(eligible, scores, np.inf)
+    best = masked.min(axis=1, keepdims=True)
+    winners = eligible & (masked <= best + rtol * np.abs(best))
+    return uniform_over(winners)

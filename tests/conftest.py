@@ -1,0 +1,73 @@
+"""Shared fixtures: a tiny hand-made log and catalog, and a small simulated log on disk."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded generator per test (no global seeding)."""
+    return np.random.default_rng(12345)
+
+
+def tiny_catalog() -> pl.DataFrame:
+    """Three arms for one model (one official, one with a price change) and one arm of another model."""
+    t0 = datetime(2025, 10, 1, tzinfo=UTC)
+    return pl.DataFrame({
+        "arm": ["maker/m1", "cheap/m1", "cheap/m1", "fast/m1", "maker/m2"],
+        "provider": ["maker", "cheap", "cheap", "fast", "maker"],
+        "model": ["m1", "m1", "m1", "m1", "m2"],
+        "official": [True, False, False, False, True],
+        "price_in_per_mtok": [1.0, 0.2, 0.1, 2.0, 0.5],
+        "price_out_per_mtok": [2.0, 0.4, 0.2, 4.0, 1.0],
+        "context_tokens": [32000, 8000, 8000, 128000, 32000],
+        "supports_tools": [True, False, False, True, True],
+        "valid_from": [t0, t0, t0 + timedelta(hours=12), t0, t0],
+    })
+
+
+def tiny_logs(n: int = 40) -> pl.DataFrame:
+    """A valid log on `tiny_catalog`, one request every hour."""
+    t0 = datetime(2025, 10, 1, tzinfo=UTC)
+    arms = ["maker/m1", "cheap/m1", "fast/m1", "maker/m2"]
+    arm = [arms[i % 4] for i in range(n)]
+    ok = [i % 10 != 7 for i in range(n)]
+    return pl.DataFrame({
+        "request_id": [f"r{i:03d}" for i in range(n)],
+        "ts": [t0 + timedelta(hours=i) for i in range(n)],
+        "model": [a.split("/")[1] for a in arm],
+        "task": ["chat" if i % 2 else "code" for i in range(n)],
+        "input_tokens": [100 + 10 * i for i in range(n)],
+        "arm": arm,
+        "propensity": [0.5 if a.endswith("m2") else 0.25 for a in arm],
+        "status": ["ok" if k else "server_error" for k in ok],
+        "output_tokens": [50 + i if k else 0 for i, k in enumerate(ok)],
+        "ttft_ms": [200.0 + i for i in range(n)],
+        "latency_ms": [1200.0 + 30 * i if k else 200.0 + i for i, k in enumerate(ok)],
+        "cost_usd": [0.001 * (1 + i % 3) if k else 0.0 for i, k in enumerate(ok)],
+        "satisfaction": [(1.0 if i % 3 else 0.0) if k else None for i, k in enumerate(ok)],
+        "sample_weight": [1.0 if i % 2 else 2.0 for i in range(n)],
+        "needs_tools": [False] * n,
+    })
+
+
+@pytest.fixture
+def catalog_file(tmp_path: Path) -> Path:
+    path = tmp_path / "catalog.csv"
+    tiny_catalog().write_csv(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A small simulated log + catalog on disk (shared by end-to-end tests)."""
+    from ope.simulate import write_simulation
+
+    out = tmp_path_factory.mktemp("sim")
+    return write_simulation(out, rows=6000, days=2, seed=7)

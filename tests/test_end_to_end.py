@@ -1,0 +1,120 @@
+"""`ope run` end to end on a small simulated log in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ope.cli import main
+from ope.dataset import BanditDataset
+from ope.runner import ESTIMATE_COLUMNS
+from ope.schema import METRICS
+
+CONFIG = """
+[data]
+logs = "{logs}"
+catalog = "{catalog}"
+[evaluation]
+baseline = "direct_official"
+estimators = ["IPS", "SNIPS"]
+alpha = 0.1
+sla_latency_ms = 8000
+[[policies]]
+name = "direct_official"
+kind = "direct_official"
+fallback = "cheapest"
+[[policies]]
+name = "cheapest"
+kind = "cheapest"
+epsilon = 0.05
+[[policies]]
+name = "logging <script>alert(1)</script>"
+kind = "price_weighted"
+epsilon = 0.1
+[tracking]
+uri = "sqlite:///{tmp}/mlflow.db"
+experiment = "e2e"
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(simulated: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    logs, catalog = simulated
+    tmp = tmp_path_factory.mktemp("run")
+    config = tmp / "e2e.toml"
+    config.write_text(CONFIG.format(logs=logs, catalog=catalog, tmp=tmp))
+    code = main(["run", str(config), "--out", str(tmp / "reports"), "--run-name", "e2e", "--quiet"])
+    assert code == 0
+    return tmp
+
+
+def test_outputs_exist_in_long_form(run_dir: Path) -> None:
+    out = run_dir / "reports" / "e2e"
+    est = pl.read_csv(out / "estimates.csv")
+    assert est.columns == ESTIMATE_COLUMNS
+    assert set(est["metric"]) == set(METRICS)
+    assert set(est["kind"]) == {"value", "difference", "relative"}
+    assert est.filter(pl.col("kind") == "value").height == 3 * 2 * len(METRICS)
+    assert est.filter(pl.col("kind") != "value").height == 2 * 2 * 2 * len(METRICS)
+    assert (est["ci_low"] <= est["value"]).all() and (est["value"] <= est["ci_high"]).all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["baseline"] == "direct_official" and summary["data"]["rows"] == 6000
+    assert set(summary["policies"]) == {"direct_official", "cheapest", "logging <script>alert(1)</script>"}
+    html = (out / "report.html").read_text()
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert html.count("<svg") >= 2
+    actions = pl.read_parquet(out / "actions" / "direct_official.parquet")
+    assert actions.columns == ["request_id", "arm", "probability"]
+    sums = actions.group_by("request_id").agg(pl.col("probability").sum())
+    assert sums.height == 6000 and np.allclose(sums["probability"].to_numpy(), 1.0)
+
+
+def test_ips_of_the_logging_policy_is_the_observed_mean(run_dir: Path, simulated: tuple[Path, Path]) -> None:
+    """The simulator logs with 0.9 · price-weighted + 0.1 · uniform: IPS weights are exactly 1."""
+    est = pl.read_csv(run_dir / "reports" / "e2e" / "estimates.csv")
+    ds = BanditDataset.load(*simulated, sla_latency_ms=8000)
+    w = ds.sample_weight
+    for j, metric in enumerate(METRICS):
+        observed = ~np.isnan(ds.outcomes[:, j])
+        mean = np.dot(w[observed], ds.outcomes[observed, j]) / w[observed].sum()
+        for estimator in ("IPS", "SNIPS"):
+            got = est.filter((pl.col("policy").str.starts_with("logging")) & (pl.col("metric") == metric)
+                             & (pl.col("estimator") == estimator) & (pl.col("kind") == "value"))["value"][0]
+            assert got == pytest.approx(mean, rel=1e-9), (metric, estimator)
+
+
+def test_run_is_tracked_in_mlflow(run_dir: Path) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{run_dir}/mlflow.db")
+    exp = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.params["evaluation.baseline"] == "direct_official"
+    assert "cheapest.cost_usd.IPS.value" in run.data.metrics
+    assert "cheapest.cost_usd.SNIPS.relative_ci_low" in run.data.metrics
+    assert len(run.data.tags["data_sha256"]) == 64
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"report.html", "summary.json", "estimates.csv", "actions"} <= names
+
+
+def test_tracking_failure_keeps_the_report(simulated: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    logs, catalog = simulated
+    config = tmp_path / "c.toml"
+    (tmp_path / "a_file").write_text("not a directory")
+    config.write_text(CONFIG.format(logs=logs, catalog=catalog, tmp=tmp_path / "a_file"))
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "x", "--quiet"]) == 0
+    assert "MLflow tracking failed" in capsys.readouterr().err
+    assert (tmp_path / "r" / "x" / "report.html").exists()
+
+
+def test_config_errors_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[data]\nlogs = "a.parquet"\ncatalog = "c.csv"\n[evaluation]\nbaselin = "x"\n')
+    assert main(["run", str(config)]) == 2
+    assert "unknown key 'baselin' in [evaluation]" in capsys.readouterr().err
