@@ -1,28 +1,34 @@
-"""The shared estimator machinery: input checks, importance weights, diagnostics and results.
+"""The shared estimator machinery: input checks, mergeable accumulation, selection and results.
 
-A concrete estimator only says how to turn prepared arrays into per-row `Terms`; this module does
-the rest once for all of them (STYLE: frozen settings objects, one shared inference module).
+A concrete estimator only says how to turn prepared arrays into per-row `Terms` at a
+hyperparameter level; this module does the rest once for all of them: `partial` turns a batch of
+rows into mergeable `Partial` sums, `finalize` turns (merged) sums into an `Estimate`.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
 from estimators._errors import EstimatorInputError, EstimatorSupportError
+from estimators.diagnostics import WeightSums
 from estimators.estimate import Diagnostics, Estimate
 from estimators.feedback import BanditFeedback
-from estimators.inference import Inference, Normal
+from estimators.inference import Inference, Normal, check_alpha
+from estimators.reduction import Sums, all_pairs
 from estimators.statistic import Kind, Statistic, Terms
 
-__all__ = ["BaseEstimator", "Prepared", "SupportWarning"]
+__all__ = ["BaseEstimator", "Prepared", "Partial", "SupportWarning"]
 
 FloatArray = npt.NDArray[np.float64]
 ROW_SUM_TOL = 1e-6
+CELLS_PER_CHUNK = 1 << 21
+Level = float | None
 
 
 class SupportWarning(UserWarning):
@@ -42,6 +48,36 @@ class Prepared:
     weights: FloatArray
     dm: FloatArray | None
     q_logged: FloatArray | None
+
+    def rows(self, sl: slice) -> Prepared:
+        """A contiguous block of rows."""
+        cut = lambda x: None if x is None else x[sl]  # noqa: E731
+        return Prepared(self.w[sl], self.rewards[sl], self.weights[sl], cut(self.dm), cut(self.q_logged))
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """Mergeable sums of one estimator on a batch of rows: add them, then `finalize`.
+
+    Columns are grouped in units, one per hyperparameter level (the last is the untransformed
+    reference when the level is chosen automatically), each unit holding the statistic's columns.
+    """
+
+    estimator: str
+    kind: Kind
+    levels: tuple[Level, ...]
+    auto: bool
+    sums: Sums
+    target: WeightSums
+    baseline: WeightSums | None
+    scalar: bool
+
+    def __add__(self, other: Partial) -> Partial:
+        if (self.estimator, self.kind, self.levels, self.scalar) != (other.estimator, other.kind, other.levels, other.scalar):
+            raise EstimatorInputError("Only partial sums of the same estimator and statistic can be merged.")
+        base = None if self.baseline is None or other.baseline is None else self.baseline + other.baseline
+        return Partial(self.estimator, self.kind, self.levels, self.auto, self.sums + other.sums,
+                       self.target + other.target, base, self.scalar)
 
 
 def _check_target(fb: BanditFeedback, target: npt.ArrayLike, name: str) -> FloatArray:
@@ -66,7 +102,7 @@ def _check_target(fb: BanditFeedback, target: npt.ArrayLike, name: str) -> Float
     return pi
 
 
-def _check_q_hat(fb: BanditFeedback, q_hat: npt.ArrayLike, name: str) -> FloatArray:
+def _check_q_hat(fb: BanditFeedback, q_hat: npt.ArrayLike) -> FloatArray:
     q = np.asarray(q_hat, dtype=np.float64)
     if fb.scalar and q.ndim == 2:
         q = q[:, :, None]
@@ -77,7 +113,7 @@ def _check_q_hat(fb: BanditFeedback, q_hat: npt.ArrayLike, name: str) -> FloatAr
         raise EstimatorInputError(msg)
     usable = np.ones(q.shape[:2], dtype=bool) if fb.eligible is None else fb.eligible
     if not np.isfinite(q[usable]).all():
-        raise EstimatorInputError(f"{name} must be finite on every eligible (row, arm).")
+        raise EstimatorInputError("q_hat must be finite on every eligible (row, arm).")
     return np.where(usable[:, :, None], q, 0.0)
 
 
@@ -86,12 +122,21 @@ class BaseEstimator:
 
     name: ClassVar[str] = "base"
     needs_q_hat: ClassVar[bool] = False
+    grid: ClassVar[tuple[float, ...]] = ()
 
     # -- what a concrete estimator provides ---------------------------------------------------
-    def _terms(self, prep: Prepared) -> Terms:
+    def _terms_at(self, prep: Prepared, level: Level) -> Terms:
         raise NotImplementedError
 
-    # -- the shared public API --------------------------------------------------------------
+    def _setting(self) -> float | str | None:
+        """The hyperparameter as configured (a float, "auto"), or None for estimators without one."""
+        return None
+
+    def _n_modified(self, w: FloatArray, level: float) -> int:
+        """Rows whose weight ``level`` changes."""
+        return int((w > level).sum())
+
+    # -- the shared public API ----------------------------------------------------------------
     def estimate(
         self,
         fb: BanditFeedback,
@@ -102,9 +147,9 @@ class BaseEstimator:
         alpha: float = 0.05,
     ) -> Estimate:
         """Value of ``target`` (n, K) on the logged contexts, with interval and diagnostics."""
-        prep, diag = self._prepare(fb, target, q_hat, "target")
-        terms = self._terms(prep)
-        return self._finish(fb, Statistic(terms), _with_terms(diag, terms), inference, alpha)
+        inference = Normal() if inference is None else inference
+        part = self.partial(fb, target=target, q_hat=q_hat, n_boot=inference.n_boot, seed=inference.seed)
+        return self.finalize(part, inference=inference, alpha=alpha)
 
     def estimate_difference(
         self,
@@ -118,109 +163,147 @@ class BaseEstimator:
         relative: bool = False,
     ) -> Estimate:
         """Paired target − baseline on the same rows, or with ``relative`` the change in %."""
-        prep_t, diag_t = self._prepare(fb, target, q_hat, "target")
-        prep_b, diag_b = self._prepare(fb, baseline, q_hat, "baseline")
-        kind: Kind = "relative" if relative else "difference"
-        terms_t, terms_b = self._terms(prep_t), self._terms(prep_b)
-        stat = Statistic(terms_t, terms_b, kind)
-        diag = _worse(_with_terms(diag_t, terms_t), _with_terms(diag_b, terms_b))
-        return self._finish(fb, stat, diag, inference, alpha)
+        inference = Normal() if inference is None else inference
+        part = self.partial(fb, target=target, baseline=baseline, q_hat=q_hat, relative=relative,
+                            n_boot=inference.n_boot, seed=inference.seed)
+        return self.finalize(part, inference=inference, alpha=alpha)
 
-    # -- internals -----------------------------------------------------------------------------
-    def _prepare(
-        self, fb: BanditFeedback, target: npt.ArrayLike, q_hat: npt.ArrayLike | None, name: str
-    ) -> tuple[Prepared, Diagnostics]:
-        pi = _check_target(fb, target, name)
-        rows = np.arange(fb.n)
-        w = pi[rows, fb.actions] / fb.propensities
-        observed = ~np.isnan(fb.rewards)
-        weights = fb.weights[:, None] * observed
-        if (weights.sum(axis=0) == 0).any():
-            raise EstimatorInputError("Every metric needs at least one observed (non-NaN) reward.")
-        dm = q_logged = None
+    def partial(
+        self,
+        fb: BanditFeedback,
+        *,
+        target: npt.ArrayLike,
+        baseline: npt.ArrayLike | None = None,
+        q_hat: npt.ArrayLike | None = None,
+        relative: bool = False,
+        n_boot: int = 0,
+        seed: int = 0,
+    ) -> Partial:
+        """Mergeable sums of one batch of rows (value, or difference / relative with a baseline)."""
+        kind: Kind = "value" if baseline is None else ("relative" if relative else "difference")
+        setting = self._setting()
+        auto = setting == "auto"
+        levels: tuple[Level, ...] = (*self.grid, math.inf) if auto else (None if setting is None else float(setting),)  # type: ignore[arg-type]
+        q = None
         if self.needs_q_hat:
             if q_hat is None:
                 msg = f"{type(self).__name__} needs q_hat, the reward model's predictions of shape (n, K[, M])."
                 raise EstimatorInputError(msg)
-            q = _check_q_hat(fb, q_hat, "q_hat")
-            dm = np.einsum("nk,nkm->nm", pi, q)
-            q_logged = q[rows, fb.actions]
-        prep = Prepared(w=w, rewards=np.nan_to_num(fb.rewards), weights=weights, dm=dm, q_logged=q_logged)
-        return prep, self._diagnostics(fb, pi, w)
+            q = _check_q_hat(fb, q_hat)
+        observed = ~np.isnan(fb.rewards)
+        weights = fb.weights[:, None] * observed
+        policies = [self._prepare(fb, target, "target", q, weights)]
+        if baseline is not None:
+            policies.append(self._prepare(fb, baseline, "baseline", q, weights))
+        stat = Statistic(kind)
+        j = stat.width
+        pairs = _pairs(len(levels), j, auto)
+        m = fb.n_metrics
+        step = max(256, CELLS_PER_CHUNK // (len(pairs) * m))
+        total: Sums | None = None
+        for start in range(0, fb.n, step):
+            sl = slice(start, start + step)
+            units = [np.concatenate([self._terms_at(prep.rows(sl), lv).stacked() for prep, _ in policies], axis=1)
+                     for lv in levels]
+            part = Sums.of(np.concatenate(units, axis=1), weights[sl], pairs=pairs, keys=fb.keys[sl], n_boot=n_boot, seed=seed)
+            total = part if total is None else total + part
+        assert total is not None
+        diag = [ws for _, ws in policies]
+        return Partial(self.name, kind, levels, auto, total, diag[0], diag[1] if len(diag) > 1 else None, fb.scalar)
 
-    def _diagnostics(self, fb: BanditFeedback, pi: FloatArray, w: FloatArray) -> Diagnostics:
-        s = fb.weights
-        sw = s * w
-        ess = float(sw.sum() ** 2 / (sw**2).sum()) if sw.any() else 0.0
-        total = s.sum()
-        mean_w = float(sw.sum() / total)
-        n = fb.n
-        se = float(np.sqrt((s**2 * (w - mean_w) ** 2).sum() / total**2 * n / max(n - 1, 1)))
-        flag = abs(mean_w - 1) > max(4 * se, 0.05)
-        unsupported = _unsupported(fb, pi)
-        share = float((s * unsupported).sum() / total)
-        notes = []
-        if share > 0.001:
-            notes.append(
-                f"{share:.1%} of the target's probability is on arms the logger never played in that "
-                "context; importance-weighted estimates ignore it and model-based ones extrapolate."
-            )
-        if flag:
-            notes.append(
-                f"Mean importance weight is {mean_w:.3f} (± {se:.3f}), not 1: propensities may be wrong "
-                "or the target leaves the logger's support."
-            )
-        if ess < 0.01 * n:
-            notes.append(f"Effective sample size {ess:.0f} is under 1% of {n} rows: the estimate is fragile.")
-        return Diagnostics(
-            ess=ess,
-            max_weight=float(w.max()),
-            mean_weight=mean_w,
-            mean_weight_se=se,
-            mean_weight_flag=bool(flag),
-            unsupported_share=share,
-            warnings=tuple(notes),
-        )
-
-    def _finish(
-        self, fb: BanditFeedback, stat: Statistic, diag: Diagnostics, inference: Inference | None, alpha: float
-    ) -> Estimate:
+    def finalize(self, partial: Partial, *, inference: Inference | None = None, alpha: float = 0.05) -> Estimate:
+        """Turn (merged) partial sums into an `Estimate`."""
+        check_alpha(alpha)
         inference = Normal() if inference is None else inference
-        value = stat.point()
-        fit = inference.fit(stat, value, fb.keys)
+        stat = Statistic(partial.kind)
+        j = stat.width
+        chosen = _choose(partial, stat) if partial.auto else np.zeros(partial.sums.total.shape[0], dtype=np.int64)
+        columns = chosen[None, :] * j + np.arange(j)[:, None]
+        sums = partial.sums.select(columns)
+        fit = inference.fit(stat, sums)
+        value = stat.combine(sums.means)
         low, high = fit.ci(alpha)
+        diag = self._diagnostics(partial, chosen)
         for note in diag.warnings:
             warnings.warn(f"{self.name}: {note}", SupportWarning, stacklevel=3)
-        n = (stat.weights > 0).sum(axis=0).astype(np.float64)
-        unwrap = (lambda x: float(x[0])) if fb.scalar else (lambda x: x)  # noqa: E731
+        unwrap = (lambda x: float(x[0])) if partial.scalar else (lambda x: x)  # noqa: E731
         return Estimate(
             estimator=self.name,
-            kind=stat.kind,
+            kind=partial.kind,
             value=unwrap(value),
             stderr=unwrap(fit.stderr),
             ci_low=unwrap(low),
             ci_high=unwrap(high),
             alpha=alpha,
-            n=unwrap(n),
+            n=unwrap(sums.count),
             ess=diag.ess,
             inference=inference.name,
             diagnostics=diag,
             fit=fit,
-            scalar=fb.scalar,
+            scalar=partial.scalar,
         )
 
+    # -- internals ------------------------------------------------------------------------------
+    def _prepare(
+        self, fb: BanditFeedback, target: npt.ArrayLike, name: str, q: FloatArray | None, weights: FloatArray
+    ) -> tuple[Prepared, WeightSums]:
+        pi = _check_target(fb, target, name)
+        rows = np.arange(fb.n)
+        w = pi[rows, fb.actions] / fb.propensities
+        if (weights.sum(axis=0) == 0).any():
+            raise EstimatorInputError("Every metric needs at least one observed (non-NaN) reward.")
+        dm = None if q is None else np.einsum("nk,nkm->nm", pi, q)
+        q_logged = None if q is None else q[rows, fb.actions]
+        prep = Prepared(w=w, rewards=np.nan_to_num(fb.rewards), weights=weights, dm=dm, q_logged=q_logged)
+        return prep, self._weight_sums(fb, pi, w)
 
-def _unsupported(fb: BanditFeedback, pi: FloatArray) -> FloatArray:
-    """Per-row target mass on arms the logger could not have played (n,)."""
-    if fb.logging_probabilities is not None:
-        return (pi * (fb.logging_probabilities <= 0)).sum(axis=1)
-    played = np.zeros(fb.n_arms, dtype=bool)
-    played[np.unique(fb.actions)] = True
-    return pi[:, ~played].sum(axis=1)
+    def _weight_sums(self, fb: BanditFeedback, pi: FloatArray, w: FloatArray) -> WeightSums:
+        s = fb.weights
+        played = np.zeros(fb.n_arms, dtype=bool)
+        played[np.unique(fb.actions)] = True
+        unsupported = None
+        if fb.logging_probabilities is not None:
+            unsupported = float(s @ (pi * (fb.logging_probabilities <= 0)).sum(axis=1))
+        setting = self._setting()
+        levels = (*self.grid, math.inf) if setting == "auto" else (() if setting is None else (float(setting),))
+        return WeightSums(
+            n=fb.n, s=float(s.sum()), sw=float(s @ w), s2w=float((s * s) @ w), s2w2=float(((s * w) ** 2).sum()),
+            s2=float(s @ s), max_w=float(w.max()), mass=s @ pi, played=played, unsupported=unsupported,
+            modified=np.array([self._n_modified(w, lv) for lv in levels], dtype=np.int64),
+        )
+
+    def _diagnostics(self, partial: Partial, chosen: npt.NDArray[np.int64]) -> Diagnostics:
+        levels = partial.levels
+        hyper: float | tuple[float, ...] | None
+        if partial.auto:
+            hyper = tuple(float(levels[c]) for c in chosen)
+        else:
+            hyper = None if levels[0] is None or math.isinf(levels[0]) else float(levels[0])
+        parts = [partial.target] + ([partial.baseline] if partial.baseline is not None else [])
+        diags = []
+        for ws in parts:
+            n_mod = int(max(ws.modified[c] for c in chosen)) if ws.modified.size else 0
+            diags.append(ws.finalize(n_modified=n_mod, hyperparameter=hyper))
+        return diags[0] if len(diags) == 1 else _worse(diags[0], diags[1])
 
 
-def _with_terms(diag: Diagnostics, terms: Terms) -> Diagnostics:
-    return replace(diag, n_modified=terms.n_modified, hyperparameter=terms.hyperparameter)
+def _pairs(n_units: int, j: int, auto: bool) -> npt.NDArray[np.int64]:
+    """Column pairs to keep: within every unit, and (when tuning) every unit with the reference."""
+    within = all_pairs(j)
+    out = [within + u * j for u in range(n_units)]
+    if auto:
+        ref = (n_units - 1) * j
+        a, b = np.meshgrid(np.arange(j), np.arange(j), indexing="ij")
+        for u in range(n_units - 1):
+            out.append(np.stack([a.ravel() + u * j, b.ravel() + ref], axis=1))
+    return np.concatenate(out).astype(np.int64)
+
+
+def _choose(partial: Partial, stat: Statistic) -> npt.NDArray[np.int64]:
+    """Per metric, the level whose estimated MSE is smallest (see `estimators.tuning`)."""
+    from estimators.tuning import estimated_mse
+
+    return np.argmin(estimated_mse(partial.sums, stat, len(partial.levels)), axis=0).astype(np.int64)
 
 
 def _worse(a: Diagnostics, b: Diagnostics) -> Diagnostics:
@@ -237,3 +320,4 @@ def _worse(a: Diagnostics, b: Diagnostics) -> Diagnostics:
         hyperparameter=a.hyperparameter,
         warnings=tuple(dict.fromkeys(a.warnings + b.warnings)),
     )
+

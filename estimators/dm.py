@@ -26,7 +26,6 @@ class DM(BaseEstimator):
     name: ClassVar[str] = "DM"
     needs_q_hat: ClassVar[bool] = True
 
-    def _terms(self, prep: Prepared) -> Terms:
+    def _terms_at(self, prep: Prepared, level: float | None) -> Terms:
         assert prep.dm is not None
-        zeros = np.zeros_like(prep.dm)
-        return Terms(a=prep.dm, b=zeros, c=np.ones_like(prep.dm), weights=prep.weights)
+        return Terms(a=prep.dm, b=np.zeros_like(prep.dm), c=np.ones_like(prep.dm))

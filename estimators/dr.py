@@ -11,7 +11,7 @@ import numpy as np
 from estimators._params import check_positive
 from estimators.base import BaseEstimator, FloatArray, Prepared
 from estimators.statistic import Terms
-from estimators.tuning import SHRINKAGE_GRID, WEIGHT_GRID, n_above, tuned_terms
+from estimators.tuning import SHRINKAGE_GRID, WEIGHT_GRID
 
 __all__ = ["DR", "SNDR", "SwitchDR", "DRos"]
 
@@ -20,24 +20,11 @@ def _corrected(prep: Prepared, weight: FloatArray) -> Terms:
     """V = mean(Σ_a π q̂ + w̃ · (r − q̂(x, a_i))) for a transformed importance weight w̃."""
     assert prep.dm is not None and prep.q_logged is not None
     residual = weight[:, None] * (prep.rewards - prep.q_logged)
-    zeros = np.zeros_like(prep.dm)
-    return Terms(a=prep.dm + residual, b=zeros, c=np.ones_like(prep.dm), weights=prep.weights)
-
-
-def _switched(prep: Prepared, threshold: float) -> Terms:
-    return _corrected(prep, np.where(prep.w <= threshold, prep.w, 0.0))
+    return Terms(a=prep.dm + residual, b=np.zeros_like(prep.dm), c=np.ones_like(prep.dm))
 
 
 def _shrunk_weight(w: FloatArray, shrinkage: float) -> FloatArray:
     return w if math.isinf(shrinkage) else shrinkage * w / (w**2 + shrinkage)
-
-
-def _shrunk(prep: Prepared, shrinkage: float) -> Terms:
-    return _corrected(prep, _shrunk_weight(prep.w, shrinkage))
-
-
-def _n_shrunk(w: FloatArray, shrinkage: float) -> int:
-    return int((_shrunk_weight(w, shrinkage) < 0.99 * w).sum())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,7 +39,7 @@ class DR(BaseEstimator):
     name: ClassVar[str] = "DR"
     needs_q_hat: ClassVar[bool] = True
 
-    def _terms(self, prep: Prepared) -> Terms:
+    def _terms_at(self, prep: Prepared, level: float | None) -> Terms:
         return _corrected(prep, prep.w)
 
 
@@ -63,10 +50,10 @@ class SNDR(BaseEstimator):
     name: ClassVar[str] = "SNDR"
     needs_q_hat: ClassVar[bool] = True
 
-    def _terms(self, prep: Prepared) -> Terms:
+    def _terms_at(self, prep: Prepared, level: float | None) -> Terms:
         assert prep.dm is not None and prep.q_logged is not None
         w = np.broadcast_to(prep.w[:, None], prep.dm.shape)
-        return Terms(a=prep.dm, b=w * (prep.rewards - prep.q_logged), c=np.array(w), weights=prep.weights)
+        return Terms(a=prep.dm, b=w * (prep.rewards - prep.q_logged), c=np.array(w))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,12 +69,17 @@ class SwitchDR(BaseEstimator):
     threshold: float | str = math.inf
     name: ClassVar[str] = "SwitchDR"
     needs_q_hat: ClassVar[bool] = True
+    grid: ClassVar[tuple[float, ...]] = WEIGHT_GRID
 
     def __post_init__(self) -> None:
         check_positive("SwitchDR", "threshold", self.threshold)
 
-    def _terms(self, prep: Prepared) -> Terms:
-        return tuned_terms(prep, self.threshold, WEIGHT_GRID, _switched, n_above)
+    def _setting(self) -> float | str:
+        return self.threshold
+
+    def _terms_at(self, prep: Prepared, level: float | None) -> Terms:
+        threshold = math.inf if level is None else level
+        return _corrected(prep, np.where(prep.w <= threshold, prep.w, 0.0))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,9 +95,16 @@ class DRos(BaseEstimator):
     shrinkage: float | str = math.inf
     name: ClassVar[str] = "DRos"
     needs_q_hat: ClassVar[bool] = True
+    grid: ClassVar[tuple[float, ...]] = SHRINKAGE_GRID
 
     def __post_init__(self) -> None:
         check_positive("DRos", "shrinkage", self.shrinkage, allow_zero=True)
 
-    def _terms(self, prep: Prepared) -> Terms:
-        return tuned_terms(prep, self.shrinkage, SHRINKAGE_GRID, _shrunk, _n_shrunk)
+    def _setting(self) -> float | str:
+        return self.shrinkage
+
+    def _terms_at(self, prep: Prepared, level: float | None) -> Terms:
+        return _corrected(prep, _shrunk_weight(prep.w, math.inf if level is None else level))
+
+    def _n_modified(self, w: FloatArray, level: float) -> int:
+        return int((_shrunk_weight(w, level) < 0.99 * w).sum())

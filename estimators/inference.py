@@ -1,8 +1,8 @@
-"""Interval strategies: turn a `Statistic` into a standard error and confidence intervals.
+"""Interval strategies: turn a statistic's `Sums` into a standard error and confidence intervals.
 
 Separate from the estimators (EconML's split of estimation and inference): any estimator's value,
 difference or relative change gets a normal (delta-method), bootstrap or empirical-Bernstein
-interval from the same per-row terms.
+interval from the same mergeable sums.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from estimators.resample import poisson_weight_sums
+from estimators.reduction import Sums
 from estimators.statistic import Statistic
 
 __all__ = ["Inference", "IntervalFit", "Normal", "Bootstrap", "EmpiricalBernstein"]
@@ -32,32 +32,25 @@ class IntervalFit(Protocol):
 
 
 class Inference(Protocol):
-    """An interval strategy."""
+    """An interval strategy. ``n_boot`` > 0 asks for bootstrap sums while accumulating."""
 
     name: str
+    n_boot: int
+    seed: int
 
-    def fit(self, statistic: Statistic, value: FloatArray, keys: npt.NDArray[np.uint64]) -> IntervalFit: ...
+    def fit(self, statistic: Statistic, sums: Sums) -> IntervalFit: ...
 
 
-def _check_alpha(alpha: float) -> None:
-    if not 0.0 < alpha < 1.0:
+def check_alpha(alpha: float) -> None:
+    """Raise unless 0 < alpha < 1."""
+    if not (isinstance(alpha, (int, float)) and 0.0 < alpha < 1.0):
         msg = f"alpha must be a float in (0, 1). Got {alpha!r} instead."
         raise ValueError(msg)
 
 
-def _rows(weights: FloatArray) -> FloatArray:
-    """Number of rows with positive weight, per metric."""
-    return (weights > 0).sum(axis=0).astype(np.float64)
-
-
-def influence_variance(statistic: Statistic) -> FloatArray:
-    """Delta-method variance Σ W² ψ² / (Σ W)² with the n / (n − 1) small-sample correction."""
-    w = statistic.weights
-    psi = statistic.influence()
-    n = _rows(w)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        var = (w**2 * psi**2).sum(axis=0) / w.sum(axis=0) ** 2 * n / (n - 1)
-    return var
+def delta_variance(statistic: Statistic, sums: Sums) -> FloatArray:
+    """Delta-method (influence-function) variance of the statistic, shape (M,)."""
+    return sums.variance(statistic.gradient(sums.means))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +61,7 @@ class NormalFit:
     stderr: FloatArray
 
     def ci(self, alpha: float) -> tuple[FloatArray, FloatArray]:
-        _check_alpha(alpha)
+        check_alpha(alpha)
         z = NormalDist().inv_cdf(1 - alpha / 2)
         return self.value - z * self.stderr, self.value + z * self.stderr
 
@@ -78,9 +71,12 @@ class Normal:
     """Normal interval from the influence-function (delta-method) variance."""
 
     name: str = "normal"
+    n_boot: int = 0
+    seed: int = 0
 
-    def fit(self, statistic: Statistic, value: FloatArray, keys: npt.NDArray[np.uint64]) -> NormalFit:
-        return NormalFit(value=value, stderr=np.sqrt(influence_variance(statistic)))
+    def fit(self, statistic: Statistic, sums: Sums) -> NormalFit:
+        value = statistic.combine(sums.means)
+        return NormalFit(value=value, stderr=np.sqrt(delta_variance(statistic, sums)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +88,7 @@ class BootstrapFit:
     stderr: FloatArray
 
     def ci(self, alpha: float) -> tuple[FloatArray, FloatArray]:
-        _check_alpha(alpha)
+        check_alpha(alpha)
         low, high = np.nanquantile(self.replicates, [alpha / 2, 1 - alpha / 2], axis=0)
         return low, high
 
@@ -110,20 +106,20 @@ class Bootstrap:
     name: str = "bootstrap"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n_replicates, int) or self.n_replicates < 2:
+        if not isinstance(self.n_replicates, int) or isinstance(self.n_replicates, bool) or self.n_replicates < 2:
             msg = f"The 'n_replicates' parameter of Bootstrap must be an int >= 2. Got {self.n_replicates!r} instead."
             raise ValueError(msg)
 
-    def fit(self, statistic: Statistic, value: FloatArray, keys: npt.NDArray[np.uint64]) -> BootstrapFit:
-        w = statistic.weights
-        cols = statistic.columns()
-        n, j, m = cols.shape
-        data = np.concatenate([(w[:, None, :] * cols).reshape(n, j * m), w], axis=1)
-        sums = poisson_weight_sums(keys, data, self.n_replicates, seed=self.seed)
-        num = sums[:, : j * m].reshape(-1, j, m)
-        den = sums[:, j * m :]
+    @property
+    def n_boot(self) -> int:
+        return self.n_replicates
+
+    def fit(self, statistic: Statistic, sums: Sums) -> BootstrapFit:
+        if sums.boot is None or sums.boot_total is None or sums.boot.shape[0] != self.n_replicates:
+            raise ValueError("These sums were accumulated without the bootstrap this strategy asks for.")
         with np.errstate(divide="ignore", invalid="ignore"):
-            reps = statistic.combine(num / den[:, None, :])
+            reps = statistic.combine(sums.boot / sums.boot_total[:, None, :])
+        value = statistic.combine(sums.means)
         return BootstrapFit(value=value, replicates=reps, stderr=np.nanstd(reps, axis=0, ddof=1))
 
 
@@ -133,16 +129,13 @@ class BernsteinFit:
 
     value: FloatArray
     stderr: FloatArray
-    variance: FloatArray
     value_range: FloatArray
     n_eff: FloatArray
 
     def ci(self, alpha: float) -> tuple[FloatArray, FloatArray]:
-        _check_alpha(alpha)
+        check_alpha(alpha)
         log_term = math.log(4.0 / alpha)  # two-sided: δ = α/2 on each side
-        half = np.sqrt(2 * self.variance * log_term / self.n_eff) + 7 * self.value_range * log_term / (
-            3 * (self.n_eff - 1)
-        )
+        half = self.stderr * math.sqrt(2 * log_term) + 7 * self.value_range * log_term / (3 * (self.n_eff - 1))
         return self.value - half, self.value + half
 
 
@@ -152,25 +145,22 @@ class EmpiricalBernstein:
 
     Notes
     -----
-    Applies the empirical-Bernstein inequality (Maurer & Pontil, 2009, Thm 4) to the pseudo-values
-    θ + ψ_i, with the range R taken from the data and n the Kish effective size of the row weights.
-    For self-normalized statistics it is the bound of their linearization.
+    The empirical-Bernstein inequality (Maurer & Pontil, 2009, Thm 4) applied to the linearized
+    per-row values θ + ψ_i: half-width sqrt(2 V ln(4/α) / n) + 7 R ln(4/α) / (3 (n − 1)), with
+    V / n the delta-method variance, n the Kish effective size of the row weights and R a bound on
+    the range of ψ_i (Σ_j |∂θ/∂X̄_j| · range of column j), which keeps it a mergeable reduction.
     """
 
     name: str = "bernstein"
+    n_boot: int = 0
+    seed: int = 0
 
-    def fit(self, statistic: Statistic, value: FloatArray, keys: npt.NDArray[np.uint64]) -> BernsteinFit:
-        w = statistic.weights
-        psi = statistic.influence()
-        total = w.sum(axis=0)
-        n_eff = total**2 / (w**2).sum(axis=0)
-        pseudo = np.where(w > 0, value[None, :] + psi, np.nan)
-        var = (w * psi**2).sum(axis=0) / total * n_eff / (n_eff - 1)
-        value_range = np.nanmax(pseudo, axis=0) - np.nanmin(pseudo, axis=0)
+    def fit(self, statistic: Statistic, sums: Sums) -> BernsteinFit:
+        grad = statistic.gradient(sums.means)
+        value_range = (np.abs(grad) * (sums.high - sums.low)).sum(axis=0)
         return BernsteinFit(
-            value=value,
-            stderr=np.sqrt(influence_variance(statistic)),
-            variance=var,
+            value=statistic.combine(sums.means),
+            stderr=np.sqrt(delta_variance(statistic, sums)),
             value_range=value_range,
-            n_eff=n_eff,
+            n_eff=sums.total**2 / sums.total2,
         )

@@ -9,9 +9,9 @@ from typing import ClassVar
 import numpy as np
 
 from estimators._params import check_positive
-from estimators.base import BaseEstimator, FloatArray, Prepared
+from estimators.base import BaseEstimator, Prepared
 from estimators.statistic import Terms
-from estimators.tuning import WEIGHT_GRID, n_above, tuned_terms
+from estimators.tuning import WEIGHT_GRID
 
 __all__ = ["IPS", "SNIPS"]
 
@@ -37,18 +37,17 @@ class IPS(BaseEstimator):
 
     clip: float | str = math.inf
     name: ClassVar[str] = "IPS"
+    grid: ClassVar[tuple[float, ...]] = WEIGHT_GRID
 
     def __post_init__(self) -> None:
         check_positive("IPS", "clip", self.clip)
 
-    def _terms(self, prep: Prepared) -> Terms:
-        return tuned_terms(prep, self.clip, WEIGHT_GRID, _clipped_terms, n_above)
+    def _setting(self) -> float | str:
+        return self.clip
 
-
-def _clipped_terms(prep: Prepared, clip: float) -> Terms:
-    w = np.minimum(prep.w, clip)[:, None]
-    ones = np.ones_like(prep.rewards)
-    return Terms(a=np.zeros_like(prep.rewards), b=w * prep.rewards, c=ones, weights=prep.weights)
+    def _terms_at(self, prep: Prepared, level: float | None) -> Terms:
+        w = np.minimum(prep.w, math.inf if level is None else level)[:, None]
+        return Terms(a=np.zeros_like(prep.rewards), b=w * prep.rewards, c=np.ones_like(prep.rewards))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +62,6 @@ class SNIPS(BaseEstimator):
 
     name: ClassVar[str] = "SNIPS"
 
-    def _terms(self, prep: Prepared) -> Terms:
+    def _terms_at(self, prep: Prepared, level: float | None) -> Terms:
         w = np.broadcast_to(prep.w[:, None], prep.rewards.shape)
-        return Terms(a=np.zeros_like(prep.rewards), b=w * prep.rewards, c=np.array(w), weights=prep.weights)
+        return Terms(a=np.zeros_like(prep.rewards), b=w * prep.rewards, c=np.array(w))
