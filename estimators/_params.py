@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import numbers
+
+import numpy as np
 
 __all__ = ["check_positive"]
 
@@ -12,7 +15,7 @@ def check_positive(owner: str, name: str, value: object, *, allow_zero: bool = F
     if value == "auto":
         return
     low = "[0" if allow_zero else "(0"
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and not math.isnan(value)
     ok = ok and (value >= 0 if allow_zero else value > 0)  # type: ignore[operator]
     if not ok:
         msg = f"The '{name}' parameter of {owner} must be a float in {low}, inf] or 'auto'. Got {value!r} instead."

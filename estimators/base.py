@@ -71,13 +71,16 @@ class Partial:
     target: WeightSums
     baseline: WeightSums | None
     scalar: bool
+    n_boot: int = 0
+    seed: int = 0
 
     def __add__(self, other: Partial) -> Partial:
-        if (self.estimator, self.kind, self.levels, self.scalar) != (other.estimator, other.kind, other.levels, other.scalar):
-            raise EstimatorInputError("Only partial sums of the same estimator and statistic can be merged.")
+        mine = (self.estimator, self.kind, self.levels, self.scalar, self.n_boot, self.seed)
+        if mine != (other.estimator, other.kind, other.levels, other.scalar, other.n_boot, other.seed):
+            raise EstimatorInputError("Only partial sums of the same estimator, statistic and bootstrap can be merged.")
         base = None if self.baseline is None or other.baseline is None else self.baseline + other.baseline
         return Partial(self.estimator, self.kind, self.levels, self.auto, self.sums + other.sums,
-                       self.target + other.target, base, self.scalar)
+                       self.target + other.target, base, self.scalar, self.n_boot, self.seed)
 
 
 def _check_target(fb: BanditFeedback, target: npt.ArrayLike, name: str) -> FloatArray:
@@ -209,17 +212,23 @@ class BaseEstimator:
             total = part if total is None else total + part
         assert total is not None
         diag = [ws for _, ws in policies]
-        return Partial(self.name, kind, levels, auto, total, diag[0], diag[1] if len(diag) > 1 else None, fb.scalar)
+        return Partial(self.name, kind, levels, auto, total, diag[0], diag[1] if len(diag) > 1 else None, fb.scalar,
+                       n_boot, seed)
 
     def finalize(self, partial: Partial, *, inference: Inference | None = None, alpha: float = 0.05) -> Estimate:
         """Turn (merged) partial sums into an `Estimate`."""
         check_alpha(alpha)
         inference = Normal() if inference is None else inference
+        if inference.n_boot and (inference.n_boot, inference.seed) != (partial.n_boot, partial.seed):
+            msg = (f"{inference.name} asks for {inference.n_boot} replicates with seed {inference.seed}, but the partial sums "
+                   f"hold {partial.n_boot} with seed {partial.seed}: pass n_boot and seed to partial().")
+            raise EstimatorInputError(msg)
         stat = Statistic(partial.kind)
         j = stat.width
         chosen = _choose(partial, stat) if partial.auto else np.zeros(partial.sums.total.shape[0], dtype=np.int64)
         columns = chosen[None, :] * j + np.arange(j)[:, None]
         sums = partial.sums.select(columns)
+        _check_normalizer(self.name, partial, sums)
         fit = inference.fit(stat, sums)
         value = stat.combine(sums.means)
         low, high = fit.ci(alpha)
@@ -277,6 +286,7 @@ class BaseEstimator:
         hyper: float | tuple[float, ...] | None
         if partial.auto:
             hyper = tuple(float(levels[c]) for c in chosen)
+            hyper = hyper[0] if partial.scalar else hyper
         else:
             hyper = None if levels[0] is None or math.isinf(levels[0]) else float(levels[0])
         parts = [partial.target] + ([partial.baseline] if partial.baseline is not None else [])
@@ -285,6 +295,22 @@ class BaseEstimator:
             n_mod = int(max(ws.modified[c] for c in chosen)) if ws.modified.size else 0
             diags.append(ws.finalize(n_modified=n_mod, hyperparameter=hyper))
         return diags[0] if len(diags) == 1 else _worse(diags[0], diags[1])
+
+
+def _check_normalizer(name: str, partial: Partial, sums: Sums) -> None:
+    """Self-normalized estimators are undefined when the target gives no logged row any weight."""
+    blocks = [0] if partial.kind == "value" else [0, 3]
+    for start in blocks:
+        if (sums.first[start + 2] == 0).any():
+            who = "target" if start == 0 else "baseline"
+            msg = (f"{name}: the {who} gives zero probability to every logged action, so the normalizer Σ w is 0 and "
+                   "a self-normalized estimate is undefined (no overlap with the logging policy).")
+            raise EstimatorSupportError(msg)
+    if partial.kind == "relative":
+        base = Statistic("value").combine(sums.means[3:])
+        if (base == 0).any():
+            warnings.warn(f"{name}: the baseline's value is 0 for some metrics; their relative change is undefined (NaN).",
+                          SupportWarning, stacklevel=4)
 
 
 def _pairs(n_units: int, j: int, auto: bool) -> npt.NDArray[np.int64]:

@@ -24,7 +24,12 @@ def _corrected(prep: Prepared, weight: FloatArray) -> Terms:
 
 
 def _shrunk_weight(w: FloatArray, shrinkage: float) -> FloatArray:
-    return w if math.isinf(shrinkage) else shrinkage * w / (w**2 + shrinkage)
+    """λ w / (w² + λ); exactly 0 for λ = 0 (DM) even where w = 0."""
+    if math.isinf(shrinkage):
+        return w
+    if shrinkage == 0:
+        return np.zeros_like(w)
+    return shrinkage * w / (w**2 + shrinkage)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

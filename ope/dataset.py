@@ -10,10 +10,10 @@ import numpy.typing as npt
 import polars as pl
 
 from estimators import BanditFeedback
-from ope.catalog import Catalog, load_catalog
+from ope.catalog import Catalog, catalog_from_frame, load_catalog
 from ope.errors import SchemaError
 from ope.schema import METRICS, REQUIRED_COLUMNS, Status
-from ope.validate import ValidatedLogs, load_logs
+from ope.validate import ValidatedLogs, load_logs, validate_logs
 
 __all__ = ["BanditDataset", "derive_outcomes"]
 
@@ -93,6 +93,15 @@ class BanditDataset:
         """Read, validate and build in one step."""
         cat = load_catalog(catalog)
         return cls.from_validated(load_logs(logs, cat, quarantine=quarantine), cat, sla_latency_ms=sla_latency_ms)
+
+    @classmethod
+    def from_frames(cls, logs: pl.DataFrame, catalog: pl.DataFrame, *, sla_latency_ms: float) -> BanditDataset:
+        """Build from in-memory frames (e.g. `ope.simulate`); any validation problem raises."""
+        cat = catalog_from_frame(catalog)
+        validated = validate_logs(logs, cat)
+        if validated.problems:
+            raise SchemaError("\n".join(str(p) for p in validated.problems))
+        return cls.from_validated(validated, cat, sla_latency_ms=sla_latency_ms)
 
     @property
     def n(self) -> int:

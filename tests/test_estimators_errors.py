@@ -106,6 +106,23 @@ def test_feedback_rejects(changes: dict[str, Any], match: str) -> None:
         BanditFeedback(**(VALID | changes))
 
 
+OBP_FEEDBACK = {"n_actions": 2, "action": VALID["actions"], "reward": VALID["rewards"], "pscore": VALID["propensities"]}
+
+
+@pytest.mark.parametrize(
+    ("changes", "action_dist", "match"),
+    [
+        pytest.param({"position": np.array([0, 1, 0])}, None,
+                     "Only single-position OBP feedback is supported (position must be all 0).", id="slate"),
+        pytest.param({}, np.full((3, 3, 1), 1 / 3), "action_dist must have shape (3, 2, 1). Got (3, 3, 1).",
+                     id="action-dist-shape"),
+    ],
+)
+def test_from_obp_rejects(changes: dict[str, Any], action_dist: np.ndarray | None, match: str) -> None:
+    with pytest.raises(EstimatorInputError, match=re.escape(match)):
+        BanditFeedback.from_obp(OBP_FEEDBACK | changes, action_dist)
+
+
 FB = BanditFeedback(**VALID)
 FB_ELIGIBLE = BanditFeedback(**(VALID | {"actions": np.array([0, 1, 0]), "eligible": ELIGIBLE}))
 FB_TWO_METRICS = BanditFeedback(**(VALID | {"rewards": np.array([[1.0, 2.0], [0.0, 3.0], [0.5, 4.0]])}))
@@ -191,6 +208,13 @@ def test_q_hat_may_be_anything_outside_the_eligible_set() -> None:
     q = np.where(ELIGIBLE, Q_HAT, np.nan)
     est = DR().estimate(FB_ELIGIBLE, target=target, q_hat=q)
     assert est.value == pytest.approx(DR().estimate(FB_ELIGIBLE, target=target, q_hat=np.where(ELIGIBLE, Q_HAT, 9.0)).value)
+
+
+def test_partials_of_different_estimators_do_not_merge() -> None:
+    with pytest.raises(EstimatorInputError, match=re.escape("Only partial sums of the same estimator, statistic and bootstrap can be merged.")):
+        IPS().partial(FB, target=TARGET) + SNIPS().partial(FB, target=TARGET)
+    with pytest.raises(EstimatorInputError, match=re.escape("Only partial sums of the same estimator, statistic and bootstrap can be merged.")):
+        IPS().partial(FB, target=TARGET) + IPS().partial(FB, target=TARGET, baseline=TARGET)
 
 
 # -- hyperparameters --------------------------------------------------------------------------------

@@ -181,6 +181,19 @@ def test_hand_computed_difference_and_relative(estimator: IPS, target_value: flo
     assert rel.value == pytest.approx(100 * (target_value / baseline_value - 1), rel=1e-13)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_dros_with_zero_shrinkage_is_dm() -> None:
+    # documented "λ = 0 is DM": w̃ = 0 for every row, so the value is mean Σ_a π q̂. The baseline
+    # "always arm 0" has w = 0 on row 1 (logged arm 1); DM of it is (0.8 + 0.4 + 0.6) / 3 = 0.6.
+    est = DRos(shrinkage=0.0).estimate(three_rows(), target=BASELINE, q_hat=Q_HAT)
+    assert est.value == pytest.approx(0.6, rel=1e-13)
+
+
+def test_dros_with_zero_shrinkage_is_dm_where_every_weight_is_positive() -> None:
+    est = DRos(shrinkage=0.0).estimate(three_rows(), target=TARGET, q_hat=Q_HAT)
+    assert est.value == pytest.approx(1.17 / 3, rel=1e-13)
+
+
 def test_hand_computed_ips_difference_is_minus_one_third() -> None:
     diff = IPS().estimate_difference(three_rows(), target=TARGET, baseline=BASELINE)
     rel = IPS().estimate_difference(three_rows(), target=TARGET, baseline=BASELINE, relative=True)
@@ -273,6 +286,26 @@ def test_difference_and_relative_match_the_two_values(
     rel = estimator.estimate_difference(fb, baseline=logged["logging"], relative=True, **kwargs)
     np.testing.assert_allclose(diff.value, np.asarray(t) - np.asarray(b), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(rel.value, 100 * (np.asarray(t) / np.asarray(b) - 1), rtol=1e-10, atol=1e-10)
+
+
+def test_from_obp_matches_the_ipw_formula(logged: dict[str, np.ndarray]) -> None:
+    """An Open Bandit Pipeline ``bandit_feedback`` dict (single position) and its (n, K, 1) action_dist."""
+    bandit_feedback = {
+        "n_rounds": 500,
+        "n_actions": 4,
+        "action": logged["actions"],
+        "reward": logged["rewards"][:, 0],
+        "pscore": logged["propensities"],
+        "position": np.zeros(500, dtype=int),
+        "pi_b": logged["logging"][:, :, None],
+    }
+    action_dist = logged["target"][:, :, None]
+    fb = BanditFeedback.from_obp(bandit_feedback, action_dist)
+    est = IPS().estimate(fb, target=action_dist[:, :, 0])
+    w = logged["target"][np.arange(500), logged["actions"]] / logged["propensities"]
+    assert est.value == pytest.approx(np.mean(w * logged["rewards"][:, 0]), rel=1e-12)
+    assert fb.n_arms == 4 and fb.scalar
+    np.testing.assert_array_equal(fb.logging_probabilities, logged["logging"])
 
 
 # -- diagnostics ------------------------------------------------------------------------------------

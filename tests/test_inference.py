@@ -77,6 +77,25 @@ def test_linear_estimators_stderr_is_sample_sd_of_per_row_values(
     assert est.stderr == pytest.approx(math.sqrt(np.var(x, ddof=1) / 400), rel=1e-10)
 
 
+@pytest.mark.parametrize(
+    "offset",
+    [
+        0.0,
+        1e3,  # e.g. latency in ms
+        1e8,  # moments are centred, so a large offset does not cancel the variance away
+    ],
+)
+def test_stderr_does_not_depend_on_a_reward_offset(rng: np.random.Generator, offset: float) -> None:
+    # on-policy IPS: w = 1, so the stderr is the sample sd of r over sqrt(n), whatever its mean
+    n = 2000
+    logging = np.tile([0.5, 0.3, 0.2], (n, 1))
+    actions = (logging.cumsum(axis=1) < rng.random((n, 1))).sum(axis=1)
+    r = offset + rng.normal(size=n)
+    fb = BanditFeedback(actions=actions, rewards=r, propensities=logging[np.arange(n), actions])
+    est = IPS().estimate(fb, target=logging)
+    assert est.stderr == pytest.approx(np.std(r, ddof=1) / math.sqrt(n), rel=1e-7)
+
+
 def test_ips_stderr_with_multiple_metrics(rng: np.random.Generator) -> None:
     d = simulate(rng, 300, metrics=3)
     wr = weights_of(d)[:, None] * d["rewards"]
