@@ -215,30 +215,39 @@ class BaseEstimator:
         return Partial(self.name, kind, levels, auto, total, diag[0], diag[1] if len(diag) > 1 else None, fb.scalar,
                        n_boot, seed)
 
-    def finalize(self, partial: Partial, *, inference: Inference | None = None, alpha: float = 0.05) -> Estimate:
-        """Turn (merged) partial sums into an `Estimate`."""
+    def finalize(
+        self, partial: Partial, *, inference: Inference | None = None, alpha: float = 0.05, kind: Kind | None = None
+    ) -> Estimate:
+        """Turn (merged) partial sums into an `Estimate`.
+
+        ``kind`` overrides the partial's statistic: sums accumulated with a baseline give the
+        target's value, the difference and the relative change from one pass over the rows.
+        """
         check_alpha(alpha)
+        kind = partial.kind if kind is None else kind
+        if kind != "value" and partial.baseline is None:
+            raise EstimatorInputError(f"A '{kind}' needs partial sums accumulated with a baseline.")
         inference = Normal() if inference is None else inference
         if inference.n_boot and (inference.n_boot, inference.seed) != (partial.n_boot, partial.seed):
             msg = (f"{inference.name} asks for {inference.n_boot} replicates with seed {inference.seed}, but the partial sums "
                    f"hold {partial.n_boot} with seed {partial.seed}: pass n_boot and seed to partial().")
             raise EstimatorInputError(msg)
-        stat = Statistic(partial.kind)
-        j = stat.width
-        chosen = _choose(partial, stat) if partial.auto else np.zeros(partial.sums.total.shape[0], dtype=np.int64)
-        columns = chosen[None, :] * j + np.arange(j)[:, None]
+        stat = Statistic(kind)
+        unit = 3 if partial.baseline is None else 6
+        chosen = (_choose(partial, stat, unit) if partial.auto else np.zeros(partial.sums.total.shape[0], dtype=np.int64))
+        columns = chosen[None, :] * unit + np.arange(stat.width)[:, None]
         sums = partial.sums.select(columns)
-        _check_normalizer(self.name, partial, sums)
+        _check_normalizer(self.name, kind, sums)
         fit = inference.fit(stat, sums)
         value = stat.combine(sums.means)
         low, high = fit.ci(alpha)
-        diag = self._diagnostics(partial, chosen)
+        diag = self._diagnostics(partial, chosen, with_baseline=kind != "value")
         for note in diag.warnings:
             warnings.warn(f"{self.name}: {note}", SupportWarning, stacklevel=3)
         unwrap = (lambda x: float(x[0])) if partial.scalar else (lambda x: x)  # noqa: E731
         return Estimate(
             estimator=self.name,
-            kind=partial.kind,
+            kind=kind,
             value=unwrap(value),
             stderr=unwrap(fit.stderr),
             ci_low=unwrap(low),
@@ -281,7 +290,7 @@ class BaseEstimator:
             modified=np.array([self._n_modified(w, lv) for lv in levels], dtype=np.int64),
         )
 
-    def _diagnostics(self, partial: Partial, chosen: npt.NDArray[np.int64]) -> Diagnostics:
+    def _diagnostics(self, partial: Partial, chosen: npt.NDArray[np.int64], *, with_baseline: bool) -> Diagnostics:
         levels = partial.levels
         hyper: float | tuple[float, ...] | None
         if partial.auto:
@@ -289,7 +298,7 @@ class BaseEstimator:
             hyper = hyper[0] if partial.scalar else hyper
         else:
             hyper = None if levels[0] is None or math.isinf(levels[0]) else float(levels[0])
-        parts = [partial.target] + ([partial.baseline] if partial.baseline is not None else [])
+        parts = [partial.target] + ([partial.baseline] if with_baseline and partial.baseline is not None else [])
         diags = []
         for ws in parts:
             n_mod = int(max(ws.modified[c] for c in chosen)) if ws.modified.size else 0
@@ -297,16 +306,16 @@ class BaseEstimator:
         return diags[0] if len(diags) == 1 else _worse(diags[0], diags[1])
 
 
-def _check_normalizer(name: str, partial: Partial, sums: Sums) -> None:
+def _check_normalizer(name: str, kind: Kind, sums: Sums) -> None:
     """Self-normalized estimators are undefined when the target gives no logged row any weight."""
-    blocks = [0] if partial.kind == "value" else [0, 3]
+    blocks = [0] if kind == "value" else [0, 3]
     for start in blocks:
         if (sums.first[start + 2] == 0).any():
             who = "target" if start == 0 else "baseline"
             msg = (f"{name}: the {who} gives zero probability to every logged action, so the normalizer Σ w is 0 and "
                    "a self-normalized estimate is undefined (no overlap with the logging policy).")
             raise EstimatorSupportError(msg)
-    if partial.kind == "relative":
+    if kind == "relative":
         base = Statistic("value").combine(sums.means[3:])
         if (base == 0).any():
             warnings.warn(f"{name}: the baseline's value is 0 for some metrics; their relative change is undefined (NaN).",
@@ -325,11 +334,11 @@ def _pairs(n_units: int, j: int, auto: bool) -> npt.NDArray[np.int64]:
     return np.concatenate(out).astype(np.int64)
 
 
-def _choose(partial: Partial, stat: Statistic) -> npt.NDArray[np.int64]:
+def _choose(partial: Partial, stat: Statistic, unit: int) -> npt.NDArray[np.int64]:
     """Per metric, the level whose estimated MSE is smallest (see `estimators.tuning`)."""
     from estimators.tuning import estimated_mse
 
-    return np.argmin(estimated_mse(partial.sums, stat, len(partial.levels)), axis=0).astype(np.int64)
+    return np.argmin(estimated_mse(partial.sums, stat, len(partial.levels), unit), axis=0).astype(np.int64)
 
 
 def _worse(a: Diagnostics, b: Diagnostics) -> Diagnostics:

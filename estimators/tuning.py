@@ -32,14 +32,18 @@ def _same(columns: npt.NDArray[np.int64], m: int) -> npt.NDArray[np.int64]:
     return np.repeat(columns[:, None], m, axis=1)
 
 
-def estimated_mse(sums: Sums, stat: Statistic, n_units: int) -> npt.NDArray[np.float64]:
-    """Estimated MSE of each unit (level) per metric, shape (U, M); the last unit is the reference."""
+def estimated_mse(sums: Sums, stat: Statistic, n_units: int, unit: int) -> npt.NDArray[np.float64]:
+    """Estimated MSE of each level per metric, shape (U, M).
+
+    Each level's columns form a unit of ``unit`` columns (the statistic uses its first
+    ``stat.width``); the last unit is the untransformed reference.
+    """
     j = stat.width
     m = sums.total.shape[0]
-    ref = np.arange(j) + (n_units - 1) * j
+    ref = np.arange(j) + (n_units - 1) * unit
     out = np.empty((n_units, m))
     for u in range(n_units):
-        cols = np.arange(j) + u * j
+        cols = np.arange(j) + u * unit
         var = delta_variance(stat, sums.select(_same(cols, m)))
         if u == n_units - 1:
             out[u] = var

@@ -17,8 +17,8 @@ __all__ = ["main"]
 
 def _run(args: argparse.Namespace) -> int:
     from ope.config import DEFAULT_CONFIG, PROJECT_ROOT, load_config
-    from ope.report import primary_estimator, summary, write_outputs
-    from ope.runner import run_experiment
+    from ope.report import summary, write_outputs
+    from ope.runner import primary_estimator, run_experiment
     from ope.summary_table import print_summary
     from ope.tracking import TrackingError, track_run, ui_command
 

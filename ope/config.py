@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ope.errors import ConfigError
+from ope.predictors import PredictorConfig
 
 __all__ = [
     "DataConfig",
@@ -83,12 +84,13 @@ class ExperimentConfig:
     tracking: TrackingConfig
     output: OutputConfig
     source: Path
+    predictors: PredictorConfig = field(default_factory=PredictorConfig)
     text: str = field(repr=False, default="")
 
     def flat(self) -> dict[str, str]:
         """The config flattened to dotted keys, for MLflow params."""
         out: dict[str, str] = {}
-        for section in ("data", "evaluation", "tracking", "output"):
+        for section in ("data", "evaluation", "predictors", "tracking", "output"):
             for f in fields(getattr(self, section)):
                 out[f"{section}.{f.name}"] = str(getattr(getattr(self, section), f.name))
         for p in self.policies:
@@ -102,6 +104,9 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "logs": str, "catalog": str, "quarantine": str, "baseline": str, "estimators": list, "alpha": (int, float),
     "sla_latency_ms": (int, float), "inference": str, "bootstrap_replicates": int, "time_slice": str,
     "enabled": bool, "uri": str, "experiment": str, "dir": str, "run_name": str,
+    "folds": int, "time_blocked": bool, "n_estimators": int, "learning_rate": (int, float), "num_leaves": int,
+    "min_child_samples": int, "history_hours": (int, float), "threads": int, "seed": int,
+    "propensity_leaves": int, "propensity_min_child_samples": int,
 }
 _PATHS = {"logs", "catalog", "quarantine", "dir"}
 
@@ -137,7 +142,7 @@ def load_config(path: str | Path, *, base: Path | None = None) -> ExperimentConf
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source} is not valid TOML: {exc}") from exc
     base = Path.cwd() if base is None else base
-    allowed = {"data", "evaluation", "policies", "tracking", "output"}
+    allowed = {"data", "evaluation", "predictors", "policies", "tracking", "output"}
     for key in raw:
         if key not in allowed:
             raise ConfigError(f"{source}: unknown section '{key}' (known: {', '.join(sorted(allowed))}).")
@@ -161,6 +166,7 @@ def load_config(path: str | Path, *, base: Path | None = None) -> ExperimentConf
         evaluation=evaluation,
         policies=tuple(policies),
         tracking=_section(TrackingConfig, raw.get("tracking", {}), "tracking", source, base),
+        predictors=_section(PredictorConfig, raw.get("predictors", {}), "predictors", source, base),
         output=_section(OutputConfig, raw.get("output", {}), "output", source, base),
         source=source,
         text=text,

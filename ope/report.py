@@ -14,12 +14,12 @@ import numpy as np
 import polars as pl
 
 from ope.html import render
-from ope.runner import RunResult
+from ope.model_store import save_models
+from ope.runner import RunResult, primary_estimator
 from ope.schema import METRICS
 
-__all__ = ["write_outputs", "data_hash", "versions", "primary_estimator"]
+__all__ = ["write_outputs", "data_hash", "versions", "summary"]
 
-PREFERENCE = ("DR", "SNDR", "DRos", "SwitchDR", "SNIPS", "IPS", "DM")
 PACKAGES = ("llm-ope", "numpy", "polars", "cvxpy", "scikit-learn", "lightgbm", "mlflow")
 
 
@@ -42,11 +42,6 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[pkg] = "not installed"
     return out
-
-
-def primary_estimator(estimators: list[str] | tuple[str, ...]) -> str:
-    """The estimator headlines quote: the most robust one the run computed."""
-    return next((e for e in PREFERENCE if e in estimators), estimators[0])
 
 
 def _actions(result: RunResult, out: Path) -> None:
@@ -90,7 +85,9 @@ def summary(result: RunResult, run_name: str) -> dict[str, Any]:
         "sla_latency_ms": cfg.evaluation.sla_latency_ms,
         "metrics": list(METRICS),
         "relative_unit": "percent",
-        "propensities": "logged",
+        "propensities": result.propensity_source,
+        "propensity_diagnostics": None if result.propensity_model is None else result.propensity_model.diagnostics,
+        "model_quality": None if result.outcome_models is None else result.outcome_models.quality,
         "data": {
             "logs": str(cfg.data.logs),
             "catalog": str(cfg.data.catalog),
@@ -122,5 +119,7 @@ def write_outputs(result: RunResult, out_dir: Path, run_name: str) -> dict[str, 
     (out / "config.toml").write_text(result.config.text)
     paths["config"] = out / "config.toml"
     _actions(result, out)
+    if result.outcome_models is not None or result.propensity_model is not None:
+        paths["models"] = save_models(out / "models", result.outcome_models, result.propensity_model)
     paths["report"].write_text(render(result, info))
     return paths

@@ -11,20 +11,23 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from estimators import ESTIMATORS, BaseEstimator, Bootstrap, EmpiricalBernstein, Estimate, Normal, SupportWarning
+from estimators import ESTIMATORS, BanditFeedback, BaseEstimator, Bootstrap, EmpiricalBernstein, Estimate, Normal, SupportWarning
 from estimators.inference import Inference
 from ope.config import ExperimentConfig
 from ope.dataset import BanditDataset
 from ope.errors import ConfigError
+from ope.predictors import OutcomeModels, fit_outcome_models
 from ope.progress import progress
+from ope.propensity import PropensityModel, fit_propensities
 from ope.registry import build_policy
 from ope.schema import METRICS
 from policies import Policy
 
-__all__ = ["RunResult", "run_experiment", "ESTIMATE_COLUMNS"]
+__all__ = ["RunResult", "run_experiment", "primary_estimator", "ESTIMATE_COLUMNS"]
 
 ESTIMATE_COLUMNS = ["policy", "metric", "estimator", "kind", "value", "stderr", "ci_low", "ci_high", "n", "ess"]
-MODEL_FREE = {"IPS", "SNIPS"}
+#: in a run, the tunable estimators choose their hyperparameter from the data
+RUN_SETTINGS: dict[str, dict[str, str]] = {"SwitchDR": {"threshold": "auto"}, "DRos": {"shrinkage": "auto"}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,21 @@ class RunResult:
     slices: pl.DataFrame
     notes: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
+    outcome_models: OutcomeModels | None = None
+    propensity_model: PropensityModel | None = None
+
+    @property
+    def propensity_source(self) -> str:
+        """"logged" or "estimated" (from a cross-fitted model)."""
+        return "logged" if self.propensity_model is None else "estimated"
+
+
+PREFERENCE = ("DR", "SNDR", "DRos", "SwitchDR", "SNIPS", "IPS", "DM")
+
+
+def primary_estimator(estimators: list[str] | tuple[str, ...]) -> str:
+    """The estimator headlines quote: the most robust one the run computed."""
+    return next((e for e in PREFERENCE if e in estimators), estimators[0])
 
 
 def _inference(cfg: ExperimentConfig) -> Inference:
@@ -58,10 +76,7 @@ def _estimators(cfg: ExperimentConfig) -> list[BaseEstimator]:
     for name in cfg.evaluation.estimators:
         if name not in ESTIMATORS:
             raise ConfigError(f"{cfg.source}: unknown estimator '{name}' (known: {', '.join(ESTIMATORS)}).")
-        if name not in MODEL_FREE:
-            msg = f"{cfg.source}: estimator '{name}' needs a reward model (q_hat); this version evaluates IPS and SNIPS only."
-            raise ConfigError(msg)
-        out.append(ESTIMATORS[name]())
+        out.append(ESTIMATORS[name](**RUN_SETTINGS.get(name, {})))
     return out
 
 
@@ -74,8 +89,8 @@ def _rows(policy: str, estimate: Estimate, kind: str) -> list[dict[str, Any]]:
     ]
 
 
-def _time_slices(dataset: BanditDataset, probabilities: dict[str, npt.NDArray[np.float64]], estimator: BaseEstimator,
-                 every: str, alpha: float) -> pl.DataFrame:
+def _time_slices(fb: BanditFeedback, dataset: BanditDataset, probabilities: dict[str, npt.NDArray[np.float64]],
+                 estimator: BaseEstimator, q_hat: npt.NDArray[np.float64] | None, every: str, alpha: float) -> pl.DataFrame:
     """Per-period values of every policy (one estimator): service quality is not stationary."""
     period = dataset.logs["ts"].dt.truncate(every)
     rows = []
@@ -83,9 +98,9 @@ def _time_slices(dataset: BanditDataset, probabilities: dict[str, npt.NDArray[np
         mask = (period == start).to_numpy()
         if mask.sum() < 50:
             continue
-        fb = dataset.to_feedback().subset(mask)
+        part = fb.subset(mask)
         for name, pi in probabilities.items():
-            est = estimator.estimate(fb, target=pi[mask], alpha=alpha)
+            est = estimator.estimate(part, target=pi[mask], q_hat=None if q_hat is None else q_hat[mask], alpha=alpha)
             for row in _rows(name, est, "value"):
                 rows.append({"period": start, **row})
     return pl.DataFrame(rows) if rows else pl.DataFrame(schema={"period": pl.Datetime("us", "UTC"), **{c: pl.Float64 for c in ESTIMATE_COLUMNS}})
@@ -105,9 +120,24 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
         dataset = BanditDataset.load(cfg.data.logs, cfg.data.catalog, sla_latency_ms=cfg.evaluation.sla_latency_ms,
                                      quarantine=cfg.data.quarantine)
     timings["load"] = time.perf_counter() - t0
-    fb = dataset.to_feedback()
-    probabilities: dict[str, npt.NDArray[np.float64]] = {}
     notes: list[str] = []
+    propensity_model = None
+    if not dataset.has_propensities():
+        propensity_model = fit_propensities(dataset, cfg.predictors, show_progress=show_progress)
+        missing = int(np.isnan(dataset.propensities).sum())
+        notes.append(
+            f"PROPENSITIES WERE ESTIMATED: {missing} of {dataset.n} rows have no logged propensity, so every row uses a "
+            "cross-fitted model of the logging policy. Importance-weighted numbers are only as good as that model "
+            f"(calibration error {propensity_model.diagnostics['calibration_error']:.4f}, implied mean weight of a uniform "
+            f"policy {propensity_model.diagnostics['uniform_mean_weight']:.3f}, should be ≈ 1)."
+        )
+    fb = dataset.to_feedback(None if propensity_model is None else propensity_model.propensities)
+    outcome_models = None
+    if any(e.needs_q_hat for e in estimators):
+        outcome_models = fit_outcome_models(dataset, cfg.predictors, show_progress=show_progress)
+    q_hat = None if outcome_models is None else outcome_models.q_hat
+    timings["models"] = time.perf_counter() - t0 - timings["load"]
+    probabilities: dict[str, npt.NDArray[np.float64]] = {}
     with progress("fitting policies", total=len(policies), enabled=show_progress) as bar:
         for name, policy in policies.items():
             probabilities[name] = policy.fit(dataset).action_probabilities(dataset)
@@ -115,7 +145,7 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
             if fallback:
                 notes.append(f"{name}: {fallback} requests had no eligible official endpoint and were routed by its fallback ({policy.fallback}).")  # type: ignore[attr-defined]
             bar.update(1)
-    timings["policies"] = time.perf_counter() - t0 - timings["load"]
+    timings["policies"] = time.perf_counter() - t0 - timings["load"] - timings["models"]
     base = probabilities[cfg.evaluation.baseline]
     rows: list[dict[str, Any]] = []
     diagnostics: dict[str, dict[str, Any]] = {}
@@ -124,17 +154,20 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
         warnings.simplefilter("ignore", SupportWarning)  # they are kept in the diagnostics and the report
         for name, pi in probabilities.items():
             for est in estimators:
-                value = est.estimate(fb, target=pi, inference=inference, alpha=alpha)
+                paired = name != cfg.evaluation.baseline
+                part = est.partial(fb, target=pi, baseline=base if paired else None, q_hat=q_hat,
+                                   n_boot=inference.n_boot, seed=inference.seed)
+                value = est.finalize(part, inference=inference, alpha=alpha, kind="value")
                 rows += _rows(name, value, "value")
                 diagnostics.setdefault(name, {})[est.name] = value.diagnostics.to_dict()
-                if name != cfg.evaluation.baseline:
-                    diff = est.estimate_difference(fb, target=pi, baseline=base, inference=inference, alpha=alpha)
-                    rel = est.estimate_difference(fb, target=pi, baseline=base, inference=inference, alpha=alpha, relative=True)
-                    rows += _rows(name, diff, "difference") + _rows(name, rel, "relative")
+                for kind in ("difference", "relative") if paired else ():
+                    rows += _rows(name, est.finalize(part, inference=inference, alpha=alpha, kind=kind), kind)
                 bar.update(1)
     estimates = pl.DataFrame(rows, schema={c: (pl.String if c in ("policy", "metric", "estimator", "kind") else pl.Float64) for c in ESTIMATE_COLUMNS})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SupportWarning)
-        slices = _time_slices(dataset, probabilities, estimators[-1], cfg.evaluation.time_slice, alpha)
-    timings["estimate"] = time.perf_counter() - t0 - timings["load"] - timings["policies"]
-    return RunResult(cfg, dataset, policies, probabilities, estimates, diagnostics, slices, tuple(notes), timings)
+        headline = next(e for e in estimators if e.name == primary_estimator([e.name for e in estimators]))
+        slices = _time_slices(fb, dataset, probabilities, headline, q_hat, cfg.evaluation.time_slice, alpha)
+    timings["estimate"] = time.perf_counter() - t0 - sum(timings.values())
+    return RunResult(cfg, dataset, policies, probabilities, estimates, diagnostics, slices, tuple(notes), timings,
+                     outcome_models, propensity_model)

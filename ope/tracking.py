@@ -37,6 +37,13 @@ def _metrics(estimates: pl.DataFrame) -> dict[str, float]:
     return out
 
 
+def _model_metrics(info: dict[str, Any]) -> dict[str, float]:
+    """Held-out quality of each outcome model and the propensity diagnostics, as metrics."""
+    out = {metric_key("model", name, stat): float(v) for name, q in (info.get("model_quality") or {}).items() for stat, v in q.items()}
+    out.update({metric_key("propensity", k): float(v) for k, v in (info.get("propensity_diagnostics") or {}).items()})
+    return out
+
+
 def ui_command(uri: str | None) -> str:
     """The command that opens the MLflow UI on this store."""
     return f"mlflow ui --backend-store-uri {uri or DEFAULT_URI}"
@@ -60,8 +67,12 @@ def track_run(result: RunResult, paths: dict[str, Path], info: dict[str, Any], *
                 "baseline": info["baseline"],
                 "propensities": info["propensities"],
             })
+            mlflow.log_metrics(_model_metrics(info))
             for path in paths.values():
-                mlflow.log_artifact(str(path))
+                if path.is_dir():
+                    mlflow.log_artifacts(str(path), artifact_path=path.name)
+                else:
+                    mlflow.log_artifact(str(path))
             actions = paths["report"].parent / "actions"
             if actions.exists():
                 mlflow.log_artifacts(str(actions), artifact_path="actions")

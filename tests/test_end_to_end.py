@@ -118,3 +118,41 @@ def test_config_errors_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixtur
     config.write_text('[data]\nlogs = "a.parquet"\ncatalog = "c.csv"\n[evaluation]\nbaselin = "x"\n')
     assert main(["run", str(config)]) == 2
     assert "unknown key 'baselin' in [evaluation]" in capsys.readouterr().err
+
+
+def test_log_without_propensities_uses_estimated_ones_and_says_so(simulated: tuple[Path, Path], tmp_path: Path) -> None:
+    logs, catalog = simulated
+    bare = tmp_path / "bare.parquet"
+    pl.read_parquet(logs).with_columns(pl.lit(None, dtype=pl.Float64).alias("propensity")).write_parquet(bare)
+    config = tmp_path / "c.toml"
+    config.write_text(f"""
+[data]
+logs = "{bare}"
+catalog = "{catalog}"
+[evaluation]
+estimators = ["IPS", "DM", "DR"]
+[predictors]
+folds = 3
+n_estimators = 30
+[[policies]]
+name = "direct_official"
+kind = "direct_official"
+fallback = "uniform"
+[[policies]]
+name = "cheapest"
+kind = "cheapest"
+epsilon = 0.2
+[tracking]
+enabled = false
+""")
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "est", "--quiet"]) == 0
+    out = tmp_path / "r" / "est"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["propensities"] == "estimated"
+    assert summary["warnings"][0].startswith("PROPENSITIES WERE ESTIMATED")
+    assert 0.9 < summary["propensity_diagnostics"]["uniform_mean_weight"] < 1.1
+    assert summary["primary_estimator"] == "DR" and "log_latency" in summary["model_quality"]
+    assert "PROPENSITIES WERE ESTIMATED" in (out / "report.html").read_text()
+    assert (out / "models" / "manifest.json").exists() and (out / "models" / "propensity_fold0.txt").exists()
+    est = pl.read_csv(out / "estimates.csv")
+    assert set(est["estimator"]) == {"IPS", "DM", "DR"}

@@ -1,0 +1,133 @@
+"""Features of (request, arm) pairs for the outcome and propensity models.
+
+Request context (model, task, input tokens, hour, weekday, extra log columns), arm attributes
+(provider, prices in force, context limit, official flag, capabilities) and leakage-safe recent
+history per arm: error rate, TTFT and tokens/s over a past window, from rows strictly before the
+request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from ope.dataset import BanditDataset
+from ope.schema import CAPABILITY_PREFIX, Status
+
+__all__ = ["PairFeatures", "build_features"]
+
+FloatArray = npt.NDArray[np.float64]
+US_PER_HOUR = 3_600_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class PairFeatures:
+    """Feature blocks; `pairs(rows, arms)` assembles the matrix for any (row, arm) pairs.
+
+    request (n, R) · arm (K, A) · price_in / price_out (n, K) · history (n, K, H).
+    ``names`` lists the columns of the assembled matrix, ``categorical`` their categorical indices.
+    """
+
+    request: FloatArray
+    arm: FloatArray
+    price_in: FloatArray
+    price_out: FloatArray
+    history: FloatArray
+    names: tuple[str, ...]
+    categorical: tuple[int, ...]
+
+    def pairs(self, rows: npt.NDArray[np.int64], arms: npt.NDArray[np.int64]) -> FloatArray:
+        """Feature matrix (P, F) for the pairs (rows[p], arms[p])."""
+        return np.concatenate(
+            [
+                self.request[rows],
+                self.arm[arms],
+                np.log1p(self.price_in[rows, arms])[:, None],
+                np.log1p(self.price_out[rows, arms])[:, None],
+                self.history[rows, arms],
+            ],
+            axis=1,
+        )
+
+
+def _codes(values: pl.Series) -> FloatArray:
+    """Integer codes (as floats) of a string column, in sorted order of its values; null → NaN."""
+    cats = values.cast(pl.String)
+    uniq = sorted(v for v in cats.unique().to_list() if v is not None)
+    lookup = {v: float(i) for i, v in enumerate(uniq)}
+    return cats.replace_strict(lookup, default=None, return_dtype=pl.Float64).fill_null(np.nan).to_numpy()
+
+
+def _request_block(ds: BanditDataset) -> tuple[FloatArray, list[str], list[int]]:
+    logs = ds.logs
+    cols: list[FloatArray] = [_codes(logs["model"]), _codes(logs["task"]),
+                              np.log1p(logs["input_tokens"].to_numpy().astype(np.float64))]
+    names, cat = ["model", "task", "log_input_tokens"], [0, 1]
+    ts = logs["ts"]
+    cols += [ts.dt.hour().to_numpy() + ts.dt.minute().to_numpy() / 60.0, ts.dt.weekday().to_numpy().astype(np.float64)]
+    names += ["hour", "weekday"]
+    for column in ds.context_columns:
+        if column in ("model", "task", "input_tokens", "ts"):
+            continue
+        series = logs[column]
+        if series.dtype == pl.String or isinstance(series.dtype, (pl.Categorical, pl.Enum)):
+            cat.append(len(cols))
+            cols.append(_codes(series))
+        elif series.dtype.is_numeric() or series.dtype == pl.Boolean:
+            cols.append(series.cast(pl.Float64).fill_null(np.nan).to_numpy())
+        else:
+            continue
+        names.append(column)
+    return np.column_stack(cols), names, cat
+
+
+def _arm_block(ds: BanditDataset) -> tuple[FloatArray, list[str]]:
+    arms = ds.catalog.arms_frame
+    cols = [_codes(arms["arm"]), _codes(arms["provider"]), arms["official"].cast(pl.Float64).to_numpy(),
+            np.log(arms["context_tokens"].cast(pl.Float64).to_numpy() + 1)]
+    names = ["arm", "provider", "official", "log_context_tokens"]
+    for cap in ds.catalog.capabilities:
+        cols.append(arms[CAPABILITY_PREFIX + cap].cast(pl.Float64).to_numpy())
+        names.append(CAPABILITY_PREFIX + cap)
+    return np.column_stack(cols), names
+
+
+def _history(ds: BanditDataset, window_hours: float) -> FloatArray:
+    """(n, K, 3): error rate, mean log TTFT (ok) and mean log tokens/s (ok) of each arm in the window."""
+    ts = ds.logs["ts"].dt.epoch("us").to_numpy()
+    status = ds.logs["status"].to_numpy()
+    ok = status == Status.OK
+    log_ttft = np.log1p(ds.logs["ttft_ms"].to_numpy())
+    tps = ds.outcomes[:, ds.metrics.index("throughput_tps")]
+    log_tps = np.log1p(np.where(ok, tps, 0.0))
+    out = np.full((ds.n, ds.catalog.n_arms, 3), np.nan)
+    width = int(window_hours * US_PER_HOUR)
+    for k in range(ds.catalog.n_arms):
+        rows = np.flatnonzero(ds.actions == k)
+        if rows.size == 0:
+            continue
+        order = rows[np.argsort(ts[rows], kind="stable")]
+        times = ts[order]
+        cum = lambda x: np.concatenate([[0.0], np.cumsum(x)])  # noqa: E731
+        n_all, n_err = cum(np.ones(order.size)), cum(~ok[order])
+        n_ok, s_ttft, s_tps = cum(ok[order]), cum(np.where(ok[order], log_ttft[order], 0)), cum(np.where(ok[order], log_tps[order], 0))
+        hi = np.searchsorted(times, ts, side="left")          # rows strictly before the request
+        lo = np.searchsorted(times, ts - width, side="left")
+        count, oks = n_all[hi] - n_all[lo], n_ok[hi] - n_ok[lo]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, k, 0] = np.where(count > 0, (n_err[hi] - n_err[lo]) / count, np.nan)
+            out[:, k, 1] = np.where(oks > 0, (s_ttft[hi] - s_ttft[lo]) / oks, np.nan)
+            out[:, k, 2] = np.where(oks > 0, (s_tps[hi] - s_tps[lo]) / oks, np.nan)
+    return out
+
+
+def build_features(ds: BanditDataset, *, window_hours: float = 6.0) -> PairFeatures:
+    """All feature blocks of a dataset."""
+    request, r_names, r_cat = _request_block(ds)
+    arm, a_names = _arm_block(ds)
+    names = r_names + a_names + ["log_price_in", "log_price_out", "recent_error_rate", "recent_log_ttft", "recent_log_tps"]
+    categorical = r_cat + [len(r_names), len(r_names) + 1]
+    return PairFeatures(request, arm, ds.price_in, ds.price_out, _history(ds, window_hours), tuple(names), tuple(categorical))
