@@ -12,6 +12,8 @@ from estimators.estimate import Diagnostics
 __all__ = ["WeightSums"]
 
 FloatArray = npt.NDArray[np.float64]
+#: below this effective sample size (or 1 % of rows) an estimate is flagged as fragile
+MIN_ESS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +73,11 @@ class WeightSums:
                 f"Mean importance weight is {mean_w:.3f} (± {se:.3f}), not 1: propensities may be wrong "
                 "or the target leaves the logger's support."
             )
-        if ess < 0.01 * self.n:
-            notes.append(f"Effective sample size {ess:.0f} is under 1% of {self.n} rows: the estimate is fragile.")
+        if ess < max(MIN_ESS, 0.01 * self.n):
+            notes.append(
+                f"Effective sample size is {ess:.0f} of {self.n} rows: too few for a reliable interval "
+                f"(below {max(MIN_ESS, 0.01 * self.n):.0f})."
+            )
         return Diagnostics(
             ess=float(ess),
             max_weight=float(self.max_w),

@@ -17,7 +17,7 @@ __all__ = ["main"]
 
 def _run(args: argparse.Namespace) -> int:
     from ope.config import DEFAULT_CONFIG, PROJECT_ROOT, load_config
-    from ope.report import summary, write_outputs
+    from ope.report import write_outputs
     from ope.runner import primary_estimator, run_experiment
     from ope.summary_table import print_summary
     from ope.tracking import TrackingError, track_run, ui_command
@@ -34,9 +34,13 @@ def _run(args: argparse.Namespace) -> int:
     output = dataclasses.replace(cfg.output, **({"dir": Path(args.out)} if args.out else {}))
     cfg = dataclasses.replace(cfg, data=data, tracking=tracking, output=output)
     run_name = args.run_name or cfg.output.run_name or f"{path.stem}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    if not run_name or Path(run_name).name != run_name or run_name in (".", ".."):
+        raise OPEError(f"A run name must be a plain folder name (no '/' or '..'). Got {run_name!r}.")
+    if (cfg.output.dir / run_name).exists() and not args.overwrite:
+        raise OPEError(f"The run folder {cfg.output.dir / run_name} already exists; choose another --run-name or pass --overwrite.")
     result = run_experiment(cfg, show_progress=not args.quiet)
-    paths = write_outputs(result, cfg.output.dir, run_name)
-    info = summary(result, run_name)
+    paths = write_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
+    info = json.loads(paths["summary"].read_text())
     print_summary(result, primary_estimator(cfg.evaluation.estimators))
     print(f"\nreport:    {paths['report']}")
     if cfg.tracking.enabled:
@@ -56,9 +60,9 @@ def _validate(args: argparse.Namespace) -> int:
     catalog = load_catalog(args.catalog)
     result = load_logs(args.logs, catalog, quarantine=args.quarantine)
     for problem in result.problems:
-        print(f"set aside: {problem}")
+        print(f"set aside: {problem}", file=sys.stderr)
     if result.n_quarantined:
-        print(f"{result.n_quarantined} of {result.n_input} rows written to {args.quarantine}")
+        print(f"{result.n_quarantined} of {result.n_input} rows written to {args.quarantine}", file=sys.stderr)
     print(json.dumps(result.summary(), indent=2))
     return 0
 
@@ -84,11 +88,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--run-name", help="name of the run and of its report folder")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's local sqlite:///mlflow.db)")
     run.add_argument("--no-tracking", action="store_true", help="do not record the run in MLflow")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
     val = sub.add_parser("validate", help="check a log against the schema and catalog, print a summary")
-    val.add_argument("logs")
-    val.add_argument("--catalog", required=True)
+    val.add_argument("logs", help="request log: parquet, csv or ndjson")
+    val.add_argument("--catalog", required=True, help="endpoint catalog: csv or parquet")
     val.add_argument("--quarantine", help="write bad rows here and continue with the rest")
     val.set_defaults(func=_validate)
     sim = sub.add_parser("simulate", help="write a synthetic log and catalog with known ground truth")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import polars as pl
 
 from ope.errors import ConfigError
 from ope.predictors import PredictorConfig
@@ -131,6 +134,21 @@ def _section(cls: type, raw: dict[str, Any], name: str, source: Path, base: Path
         raise ConfigError(f"{source}: [{name}] is incomplete: {exc}") from exc
 
 
+def _check_evaluation(ev: EvaluationConfig, source: Path) -> None:
+    """Value rules of [evaluation] that types alone do not catch."""
+    if not 0 < ev.alpha < 1:
+        raise ConfigError(f"{source}: [evaluation] alpha must be in (0, 1). Got {ev.alpha}.")
+    if not ev.sla_latency_ms > 0:
+        raise ConfigError(f"{source}: [evaluation] sla_latency_ms must be > 0. Got {ev.sla_latency_ms}.")
+    if not ev.estimators or not all(isinstance(e, str) for e in ev.estimators):
+        raise ConfigError(f"{source}: [evaluation] estimators must be a non-empty list of names, e.g. [\"IPS\", \"SNIPS\"].")
+    try:
+        pl.Series([datetime(2025, 1, 1)]).dt.truncate(ev.time_slice)
+    except (pl.exceptions.PolarsError, ValueError) as exc:
+        msg = f"{source}: [evaluation] time_slice must be a polars duration such as \"1h\" or \"1d\". Got {ev.time_slice!r}."
+        raise ConfigError(msg) from exc
+
+
 def load_config(path: str | Path, *, base: Path | None = None) -> ExperimentConfig:
     """Read a TOML config. Relative paths resolve against ``base`` (default: current directory)."""
     source = Path(path)
@@ -149,10 +167,14 @@ def load_config(path: str | Path, *, base: Path | None = None) -> ExperimentConf
     if "data" not in raw:
         raise ConfigError(f"{source}: the [data] section with 'logs' and 'catalog' is required.")
     evaluation = _section(EvaluationConfig, raw.get("evaluation", {}), "evaluation", source, base)
-    if not 0 < evaluation.alpha < 1:
-        raise ConfigError(f"{source}: [evaluation] alpha must be in (0, 1). Got {evaluation.alpha}.")
+    _check_evaluation(evaluation, source)
+    entries = raw.get("policies", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{source}: policies must be an array of tables, written [[policies]] (one per policy).")
+    if not entries:
+        raise ConfigError(f"{source}: no [[policies]] given; at least the baseline policy is needed.")
     policies = []
-    for i, entry in enumerate(raw.get("policies", [])):
+    for i, entry in enumerate(entries):
         entry = dict(entry)
         name, kind = entry.pop("name", None), entry.pop("kind", None)
         if not isinstance(name, str) or not isinstance(kind, str):

@@ -6,6 +6,7 @@ import json
 from html import escape
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from ope.plots import METRIC_LABELS, forest_plot, time_plot
@@ -57,7 +58,9 @@ def _headline(info: dict[str, Any]) -> str:
             v = h["value"].get(m)
             cell = f"{_num(v['value'], m)}<br><span class='muted'>[{_num(v['ci_low'], m)}, {_num(v['ci_high'], m)}]</span>"
             rel = h["relative"].get(m)
-            if rel is not None:
+            if rel is not None and not np.isfinite(rel["value"]):
+                cell += "<br><span class='muted'>n/a (baseline is 0)</span>"
+            elif rel is not None:
                 better = (rel["value"] < 0) == (m in LOWER_IS_BETTER)
                 sig = rel["ci_low"] > 0 or rel["ci_high"] < 0
                 cls = ("good" if better else "bad") if sig else "muted"

@@ -13,7 +13,8 @@ __all__ = ["progress"]
 @contextmanager
 def progress(description: str, *, total: int | None, enabled: bool = True) -> Iterator[tqdm]:
     """A bar for ``total`` steps, or a spinner-like counter when the total is unknown."""
-    bar = tqdm(total=total, desc=description, disable=not enabled, leave=False, dynamic_ncols=True)
+    # disable=None: tqdm draws only on a terminal, so logs and pipes stay clean
+    bar = tqdm(total=total, desc=description, disable=None if enabled else True, leave=False, dynamic_ncols=True)
     try:
         yield bar
     finally:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import shutil
 import platform
 from datetime import UTC, datetime
 from importlib import metadata
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ope.errors import OPEError
 from ope.html import render
 from ope.model_store import save_models
 from ope.runner import RunResult, primary_estimator
@@ -44,19 +47,39 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _actions(result: RunResult, out: Path) -> None:
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null: summary.json stays valid JSON for every consumer."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def action_files(names: list[str]) -> dict[str, str]:
+    """A distinct, filesystem-safe file name for every policy's actions."""
+    out: dict[str, str] = {}
+    for i, name in enumerate(names):
+        clean = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._") or f"policy{i}"
+        stem, k = clean, 2
+        while stem in out.values():
+            stem, k = f"{clean}-{k}", k + 1
+        out[name] = stem
+    return out
+
+
+def _actions(result: RunResult, out: Path) -> dict[str, str]:
     ids = result.dataset.logs["request_id"].to_numpy()
     arms = np.array(result.dataset.arms, dtype=object)
     (out / "actions").mkdir(parents=True, exist_ok=True)
-    for i, (name, pi) in enumerate(result.probabilities.items()):
+    files = action_files(list(result.probabilities))
+    for name, pi in result.probabilities.items():
         rows, cols = np.nonzero(pi)
         frame = pl.DataFrame({"request_id": ids[rows], "arm": arms[cols].astype(str), "probability": pi[rows, cols]})
-        frame.write_parquet(out / "actions" / f"{_safe(name, i)}.parquet")
-
-
-def _safe(name: str, i: int) -> str:
-    clean = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
-    return clean or f"policy{i}"
+        frame.write_parquet(out / "actions" / f"{files[name]}.parquet")
+    return files
 
 
 def summary(result: RunResult, run_name: str) -> dict[str, Any]:
@@ -91,7 +114,7 @@ def summary(result: RunResult, run_name: str) -> dict[str, Any]:
         "data": {
             "logs": str(cfg.data.logs),
             "catalog": str(cfg.data.catalog),
-            "sha256": data_hash(cfg.data.logs, cfg.data.catalog),
+            "sha256": {"logs": data_hash(cfg.data.logs), "catalog": data_hash(cfg.data.catalog)},
             "rows": ds.n,
             "quarantined_rows": ds.n_quarantined,
             "rows_with_satisfaction": sat,
@@ -108,17 +131,21 @@ def summary(result: RunResult, run_name: str) -> dict[str, Any]:
     }
 
 
-def write_outputs(result: RunResult, out_dir: Path, run_name: str) -> dict[str, Path]:
+def write_outputs(result: RunResult, out_dir: Path, run_name: str, *, overwrite: bool = False) -> dict[str, Path]:
     """Write every output of a run into ``out_dir/run_name``; return their paths."""
     out = out_dir / run_name
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        if not overwrite:
+            raise OPEError(f"The run folder {out} already exists; choose another --run-name or pass --overwrite to replace it.")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
     paths = {"estimates": out / "estimates.csv", "summary": out / "summary.json", "report": out / "report.html"}
     result.estimates.write_csv(paths["estimates"])
     info = summary(result, run_name)
-    paths["summary"].write_text(json.dumps(info, indent=2, default=str))
+    paths["summary"].write_text(json.dumps(_json_safe(info), indent=2, default=str, allow_nan=False))
     (out / "config.toml").write_text(result.config.text)
     paths["config"] = out / "config.toml"
-    _actions(result, out)
+    info["actions"] = {name: f"actions/{stem}.parquet" for name, stem in _actions(result, out).items()}
     if result.outcome_models is not None or result.propensity_model is not None:
         paths["models"] = save_models(out / "models", result.outcome_models, result.propensity_model)
     paths["report"].write_text(render(result, info))

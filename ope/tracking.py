@@ -44,9 +44,19 @@ def _model_metrics(info: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _artifact_location(uri: str) -> str | None:
+    """Artifacts of a SQLite store go in ``mlruns/`` beside the database file, not in the working directory."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
+    return None
+
+
 def ui_command(uri: str | None) -> str:
-    """The command that opens the MLflow UI on this store."""
-    return f"mlflow ui --backend-store-uri {uri or DEFAULT_URI}"
+    """The command that opens the MLflow UI on this store (absolute, so it works from anywhere)."""
+    uri = uri or DEFAULT_URI
+    if uri.startswith("sqlite:///"):
+        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return f"mlflow ui --backend-store-uri {uri}"
 
 
 def track_run(result: RunResult, paths: dict[str, Path], info: dict[str, Any], *, run_name: str) -> tuple[str, str]:
@@ -57,12 +67,15 @@ def track_run(result: RunResult, paths: dict[str, Path], info: dict[str, Any], *
 
         if cfg.uri:
             mlflow.set_tracking_uri(cfg.uri)
+        if mlflow.get_experiment_by_name(cfg.experiment) is None:
+            mlflow.create_experiment(cfg.experiment, artifact_location=_artifact_location(mlflow.get_tracking_uri()))
         mlflow.set_experiment(cfg.experiment)
         with mlflow.start_run(run_name=run_name) as run:
             mlflow.log_params({metric_key(*k.split(".")): v[:6000] for k, v in result.config.flat().items()})
             mlflow.log_metrics(_metrics(result.estimates))
             mlflow.set_tags({
-                "data_sha256": info["data"]["sha256"],
+                "data_sha256_logs": info["data"]["sha256"]["logs"],
+                "data_sha256_catalog": info["data"]["sha256"]["catalog"],
                 "llm_ope_version": info["versions"].get("llm-ope", ""),
                 "baseline": info["baseline"],
                 "propensities": info["propensities"],

@@ -229,6 +229,8 @@ def load_logs(path: str | Path, catalog: Catalog, *, quarantine: str | Path | No
     or when a problem concerns a whole column (missing, wrong type). The input is never modified.
     """
     path = Path(path)
+    if quarantine is not None:
+        _check_quarantine(Path(quarantine), path)
     raw = read_table(path)
     result = validate_logs(raw, catalog, source=str(path), csv=table_format(path) == "csv")
     if result.problems and quarantine is None:
@@ -239,6 +241,15 @@ def load_logs(path: str | Path, catalog: Catalog, *, quarantine: str | Path | No
     if result.logs.height == 0:
         raise SchemaError(f"{path}: no valid rows are left after setting aside {result.n_quarantined} bad rows.")
     return result
+
+
+def _check_quarantine(quarantine: Path, logs: Path) -> None:
+    """Never overwrite the input or an existing file with set-aside rows."""
+    if quarantine.exists() and quarantine.resolve() == logs.resolve():
+        raise SchemaError(f"The quarantine file {quarantine} is the input log itself; choose another path.")
+    if quarantine.exists():
+        raise SchemaError(f"The quarantine file {quarantine} already exists; remove it or choose another path (nothing is overwritten).")
+    table_format(quarantine)
 
 
 def write_table(frame: pl.DataFrame, path: Path) -> None:

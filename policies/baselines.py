@@ -47,6 +47,11 @@ class DirectOfficial:
     fallback: Literal["error", "uniform", "cheapest"] = "error"
     n_fallback_: int = field(default=0, init=False)
 
+    def __post_init__(self) -> None:
+        if self.fallback not in ("error", "uniform", "cheapest"):
+            msg = f"The 'fallback' setting of direct_official must be 'error', 'uniform' or 'cheapest'. Got {self.fallback!r} instead."
+            raise ValueError(msg)
+
     def fit(self, dataset: BanditDataset) -> DirectOfficial:
         return self
 
@@ -142,7 +147,7 @@ class Mixture:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.epsilon <= 1.0:
-            msg = f"The 'epsilon' parameter of Mixture must be a float in [0, 1]. Got {self.epsilon!r} instead."
+            msg = f"The 'epsilon' setting (exploration mixed into a policy) must be a float in [0, 1]. Got {self.epsilon!r} instead."
             raise ValueError(msg)
         self.name = self.name or f"{self.policy.name}+eps{self.epsilon:g}"
 

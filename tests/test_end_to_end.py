@@ -98,7 +98,8 @@ def test_run_is_tracked_in_mlflow(run_dir: Path) -> None:
     assert run.data.params["evaluation.baseline"] == "direct_official"
     assert "cheapest.cost_usd.IPS.value" in run.data.metrics
     assert "cheapest.cost_usd.SNIPS.relative_ci_low" in run.data.metrics
-    assert len(run.data.tags["data_sha256"]) == 64
+    assert len(run.data.tags["data_sha256_logs"]) == 64
+    assert (run_dir / "mlruns").is_dir()  # artifacts beside the database, not in the working directory
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"report.html", "summary.json", "estimates.csv", "actions"} <= names
 
@@ -156,3 +157,48 @@ enabled = false
     assert (out / "models" / "manifest.json").exists() and (out / "models" / "propensity_fold0.txt").exists()
     est = pl.read_csv(out / "estimates.csv")
     assert set(est["estimator"]) == {"IPS", "DM", "DR"}
+
+
+@pytest.mark.parametrize(
+    ("patch", "match"),
+    [
+        ('time_slice = "1 fortnight"', "time_slice must be a polars duration"),
+        ("estimators = []", "estimators must be a non-empty list"),
+        ("sla_latency_ms = -5", "sla_latency_ms must be > 0"),
+    ],
+)
+def test_evaluation_values_are_checked_when_the_config_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str], patch: str, match: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(f'[data]\nlogs = "a.parquet"\ncatalog = "c.csv"\n[evaluation]\n{patch}\n[[policies]]\nname = "x"\nkind = "uniform"\n')
+    assert main(["run", str(config)]) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_policies_must_be_an_array_of_tables_and_fallback_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[data]\nlogs = "a.parquet"\ncatalog = "c.csv"\n[policies]\nname = "x"\nkind = "uniform"\n')
+    assert main(["run", str(config)]) == 2
+    assert "written [[policies]]" in capsys.readouterr().err
+    config.write_text('[data]\nlogs = "a.parquet"\ncatalog = "c.csv"\n[[policies]]\nname = "d"\nkind = "direct_official"\nfallback = "random"\n')
+    assert main(["run", str(config), "--no-tracking"]) == 2
+    assert "'fallback' setting of direct_official must be" in capsys.readouterr().err
+
+
+def test_run_folders_are_never_mixed_or_escaped(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(run_dir / "e2e.toml")
+    assert main(["run", config, "--out", str(run_dir / "reports"), "--run-name", "e2e", "--quiet"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["run", config, "--out", str(run_dir / "reports"), "--run-name", "../escaped", "--quiet"]) == 2
+    assert "plain folder name" in capsys.readouterr().err
+
+
+def test_undefined_relative_change_is_null_in_json(simulated: tuple[Path, Path], tmp_path: Path) -> None:
+    logs, catalog = simulated
+    config = tmp_path / "c.toml"
+    config.write_text(CONFIG.format(logs=logs, catalog=catalog, tmp=tmp_path).replace("sla_latency_ms = 8000", "sla_latency_ms = 1"))
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "x", "--quiet", "--no-tracking"]) == 0
+    text = (tmp_path / "r" / "x" / "summary.json").read_text()
+    assert "NaN" not in text
+    summary = json.loads(text)
+    assert summary["policies"]["cheapest"]["relative"]["sla_hit"]["value"] is None
+    assert "n/a (baseline is 0)" in (tmp_path / "r" / "x" / "report.html").read_text()

@@ -319,7 +319,8 @@ def test_hand_computed_diagnostics() -> None:
     assert d.max_weight == 2.0
     assert d.mean_weight == pytest.approx(1.25, rel=1e-13)
     assert d.mean_weight_se == pytest.approx(math.sqrt(1.625 / 9 * 1.5), rel=1e-13)
-    assert d.mean_weight_flag is False and d.unsupported_share == 0.0 and d.warnings == ()
+    assert d.mean_weight_flag is False and d.unsupported_share == 0.0
+    assert d.warnings == ("Effective sample size is 2 of 3 rows: too few for a reliable interval (below 100).",)
 
 
 def test_hand_computed_ess_with_sample_weight() -> None:

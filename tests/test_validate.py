@@ -146,3 +146,16 @@ def test_cli_validate_exit_codes(tmp_path: Path, catalog_file: Path, capsys: pyt
     q = tmp_path / "q.parquet"
     assert main(["validate", str(bad), "--catalog", str(catalog_file), "--quarantine", str(q)]) == 0
     assert pl.read_parquet(q).height == 1
+
+
+def test_quarantine_never_overwrites_the_input_or_an_existing_file(tmp_path: Path, catalog_file: Path) -> None:
+    path = tmp_path / "logs.csv"
+    _set("status", [1], "weird")(tiny_logs()).write_csv(path)
+    before = path.read_bytes()
+    with pytest.raises(SchemaError, match="is the input log itself"):
+        load_logs(path, load_catalog(catalog_file), quarantine=path)
+    existing = tmp_path / "old.csv"
+    existing.write_text("precious")
+    with pytest.raises(SchemaError, match="already exists"):
+        load_logs(path, load_catalog(catalog_file), quarantine=existing)
+    assert path.read_bytes() == before and existing.read_text() == "precious"
