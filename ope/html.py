@@ -11,7 +11,7 @@ import polars as pl
 
 from ope.plots import METRIC_LABELS, forest_plot, time_plot
 from ope.runner import RunResult
-from ope.schema import METRICS
+from ope.schema import LOWER_IS_BETTER, METRICS
 
 __all__ = ["render", "esc"]
 
@@ -22,10 +22,24 @@ table{border-collapse:collapse;margin:8px 0;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #d0d7de;padding:3px 7px;text-align:right;vertical-align:top}th{background:#f6f8fa}
 td.l,th.l{text-align:left}.muted{color:#57606a;font-size:12px}.good{color:#1a7f37}.bad{color:#cf222e}
 .warn{background:#fff8c5;border:1px solid #d4a72c;padding:8px 12px;border-radius:6px;margin:8px 0}
-pre{background:#f6f8fa;padding:8px;overflow-x:auto;font-size:12px}svg{max-width:100%;height:auto}
-@media print{body{max-width:none;margin:0}h2{page-break-after:avoid}table,svg{page-break-inside:avoid}}
+pre{background:#f6f8fa;padding:8px;white-space:pre-wrap;font-size:12px}svg{max-width:100%;height:auto}
+td span{white-space:nowrap}.grid{display:flex;flex-wrap:wrap;gap:8px 20px}.grid table{font-size:12px}h3{font-size:15px;margin-top:20px}
+@media print{body{max-width:none;margin:0;font-size:11px}h2{page-break-after:avoid}table,svg{page-break-inside:avoid}}
 """
-LOWER_IS_BETTER = {"cost_usd", "ttft_ms", "latency_ms"}
+GLOSSARY = [
+    ("Value", "The policy's estimated average per request over the logged traffic (weighted by sample_weight), with its interval."),
+    ("Relative change", "100 · (policy / baseline − 1), in percent of the baseline's value — for rates (success, "
+     "satisfaction, SLA hit) a relative percent, not percentage points. Paired: both policies on the same requests."),
+    ("Interval", "A two-sided confidence interval at the stated level; ± in tables is one standard error."),
+    ("IPS", "Inverse propensity scoring: logged outcomes reweighted by π(a|x) / p. Unbiased with correct propensities, noisy."),
+    ("SNIPS", "Self-normalised IPS: divides by the sum of weights. Slightly biased, far less noisy, stays within the outcome range."),
+    ("DM", "Direct method: averages the outcome model's predictions. Low noise, biased wherever the model is wrong."),
+    ("DR / SNDR", "Doubly robust: DM plus an importance-weighted correction of its errors. Right if either the model or the propensities are."),
+    ("Switch-DR / DRos", "DR variants that switch off or shrink large weights; the level is chosen from the data (shown in diagnostics)."),
+    ("ESS", "Effective sample size of the importance weights: how many logged requests the estimate is really worth."),
+    ("Unsupported mass", "Share of the policy's routing on arms the logger never used in that context: no estimator can see it without a model."),
+    ("Mean weight", "Average importance weight; about 1 when propensities are right. 'Flagged' when it is clearly not."),
+]
 
 
 def esc(value: object) -> str:
@@ -45,8 +59,9 @@ def _num(x: float, metric: str = "") -> str:
 
 def _table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
     th = "".join(f'<th class="{"l" if i < left else ""}">{h}</th>' for i, h in enumerate(head))
+    thead = f"<thead><tr>{th}</tr></thead>" if any(head) else ""
     body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table>{thead}<tbody>{body}</tbody></table>"
 
 
 def _headline(info: dict[str, Any]) -> str:
@@ -91,6 +106,42 @@ def _diagnostics(diag: dict[str, dict[str, Any]]) -> str:
     return _table(head, rows, left=2)
 
 
+BREAKDOWN_METRICS = ("cost_usd", "success", "satisfaction", "latency_ms", "sla_hit")
+
+
+def _breakdowns(frame: pl.DataFrame, estimator: str) -> str:
+    if frame.height == 0:
+        return "<p>No breakdowns.</p>"
+    parts = [f"<p class='muted'>{esc(estimator)} value of each policy within each group; groups with fewer than 200 logged "
+             "requests are listed without estimates.</p>"]
+    for by in frame["by"].unique(maintain_order=True).to_list():
+        sub = frame.filter(pl.col("by") == by)
+        policies = [p for p in sub["policy"].unique(maintain_order=True).to_list() if p is not None]
+        groups = sub.select("group", "n").unique(maintain_order=True).rows()
+        tables = []
+        for metric in BREAKDOWN_METRICS:
+            msub = sub.filter(pl.col("metric") == metric)
+            value = {(r["group"], r["policy"]): r["value"] for r in msub.iter_rows(named=True)}
+            rows = [[esc(g), f"{int(n):,}"] + [_num(value[(g, p)], metric) if (g, p) in value else "–" for p in policies] for g, n in groups]
+            tables.append(f"<div><b>{esc(METRIC_LABELS[metric])}</b>" + _table([esc(by), "rows"] + [esc(p) for p in policies], rows) + "</div>")
+        parts.append(f"<h3>By {esc(by)}</h3><div class='grid'>" + "".join(tables) + "</div>")
+    return "".join(parts)
+
+
+def _shares(frame: pl.DataFrame) -> str:
+    cols = frame.columns[1:]
+    rows = [[esc(r["provider"])] + [f"{r[c]:.1%}" if r[c] > 0 else "–" for c in cols] for r in frame.iter_rows(named=True)]
+    return "<p class='muted'>Share of requests each policy routes to each provider (expected, from its action probabilities); 'logged' is what the log shows.</p>" + _table(["provider"] + [esc(c) for c in cols], rows)
+
+
+def _data_table(data: dict[str, Any]) -> str:
+    labels = {"logs": "log file", "catalog": "catalog file", "rows": "rows evaluated", "quarantined_rows": "rows set aside",
+              "rows_with_satisfaction": "rows with satisfaction", "start": "first request", "end": "last request"}
+    rows = [[esc(label), esc(f"{data[k]:,}" if isinstance(data[k], int) else data[k])] for k, label in labels.items() if k in data]
+    rows += [[f"SHA-256 of the {esc(k)}", f"<code>{esc(v)}</code>"] for k, v in data["sha256"].items()]
+    return _table(["", ""], rows)
+
+
 def render(result: RunResult, info: dict[str, Any]) -> str:
     """The whole report page."""
     est = result.estimates
@@ -108,20 +159,26 @@ def render(result: RunResult, info: dict[str, Any]) -> str:
         f"<title>llm-ope report — {esc(info['run_name'])}</title><style>{CSS}</style></head><body>",
         f"<h1>Counterfactual routing report: {esc(info['run_name'])}</h1>",
         f"<p class='muted'>Created {esc(info['created'])} from {esc(info['config_file'])}. Baseline: <b>{esc(info['baseline'])}</b>. "
-        f"Headline estimator: <b>{esc(info['primary_estimator'])}</b>, {1 - info['alpha']:.0%} intervals. SLA: latency ≤ {info['sla_latency_ms']:,.0f} ms. "
+        f"Headline estimator: <b>{esc(info['primary_estimator'])}</b>, {1 - info['alpha']:.0%} {esc(info['inference'])} intervals. "
+        f"SLA: latency ≤ {info['sla_latency_ms']:,.0f} ms. "
         f"Propensities: {esc(info['propensities'])}.</p>",
         "<h2>Warnings and support</h2>", warn_html,
         "<h2>Headline: each policy against the baseline</h2>",
         "<p class='muted'>Per request averages with intervals; below, the paired relative change vs the baseline (green: better and significant, red: worse and significant).</p>",
         _headline(info),
-        "<h2>Differences against the baseline</h2>", forest_plot(rel, list(METRICS)) if rel.height else "<p>Only the baseline was evaluated.</p>",
+        "<h2>Relative change against the baseline</h2>", forest_plot(rel, list(METRICS)) if rel.height else "<p>Only the baseline was evaluated.</p>",
         "<h2>Over time</h2>", f"<p class='muted'>{esc(slices['estimator'][0] if slices.height else '')} estimate per {esc(result.config.evaluation.time_slice)}.</p>",
         time_plot(slices, list(METRICS)) if slices.height else "<p>Not enough rows per period.</p>",
         "<h2>Diagnostics</h2>", _diagnostics(info["diagnostics"]),
-        "<h2>Estimator agreement</h2>", _agreement(est),
+        "<h2>Estimator agreement</h2>",
+        "<p class='muted'>Value ± one standard error by estimator. Large disagreement means few effective samples or a poor outcome model.</p>",
+        _agreement(est),
+        "<h2>Breakdowns by model and task</h2>", _breakdowns(result.breakdowns, info["primary_estimator"]),
+        "<h2>Traffic per provider</h2>", _shares(result.shares),
         "<h2>Data</h2>",
-        _table(["", ""], [[esc(k), esc(v)] for k, v in data.items() if k not in ("models", "arms")]),
-        _table(["model", "rows"], [[esc(m["model"]), f"{m['count']:,}"] for m in data["models"]]),
+        _data_table(data),
+
+        "<h2>Glossary</h2>", "<dl>" + "".join(f"<dt><b>{esc(t)}</b></dt><dd>{esc(d)}</dd>" for t, d in GLOSSARY) + "</dl>",
         "<h2>Reproducibility</h2>",
         _table(["package", "version"], [[esc(k), esc(v)] for k, v in info["versions"].items()]),
         f"<p>Config ({esc(info['config_file'])}):</p><pre>{esc(result.config.text)}</pre>",

@@ -7,8 +7,12 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
+
+from ope.schema import LOWER_IS_BETTER  # noqa: E402
 
 __all__ = ["forest_plot", "time_plot", "METRIC_LABELS"]
 
@@ -32,35 +36,50 @@ def _svg(fig: plt.Figure) -> str:
     return text[text.index("<svg"):]
 
 
+def _colour(value: float, low: float, high: float, metric: str) -> str:
+    """Green: better and significant; red: worse and significant; grey: not distinguishable from 0."""
+    if low <= 0 <= high:
+        return "#8c959f"
+    return "#1a7f37" if (value < 0) == (metric in LOWER_IS_BETTER) else "#cf222e"
+
+
 def forest_plot(relative: pl.DataFrame, metrics: list[str]) -> str:
     """Relative change vs the baseline (%) with intervals, one panel per metric, one row per policy."""
     policies = relative["policy"].unique(maintain_order=True).to_list()
     cols = 4
     rows = (len(metrics) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(11, 0.45 * len(policies) * rows + 1.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(12, (0.45 * len(policies) + 1.4) * rows), squeeze=False)
     for ax, metric in zip(axes.flat, metrics, strict=False):
         sub = relative.filter(pl.col("metric") == metric)
         for y, name in enumerate(policies):
             r = sub.filter(pl.col("policy") == name)
-            if r.height:
+            if r.height and r["value"][0] is not None and np.isfinite(r["value"][0]):
                 v, lo, hi = r["value"][0], r["ci_low"][0], r["ci_high"][0]
-                ax.errorbar([v], [y], xerr=[[v - lo], [hi - v]], fmt="o", color="#1f5f99", capsize=3, ms=4)
-        ax.axvline(0, color="#999", lw=0.8)
+                ax.errorbar([v], [y], xerr=[[v - lo], [hi - v]], fmt="o", color=_colour(v, lo, hi, metric), capsize=3, ms=5)
+        left, right = ax.get_xlim()
+        ax.set_xlim(min(left, -0.05 * (right - left)), max(right, 0.05 * (right - left)))
+        ax.axvline(0, color="#57606a", lw=0.9)
         ax.set_yticks(range(len(policies)), policies if ax in axes[:, 0] else [""] * len(policies))
-        ax.set_title(METRIC_LABELS.get(metric, metric), fontsize=9)
-        ax.set_xlabel("change vs baseline (%)")
-        ax.invert_yaxis()
+        better = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+        ax.set_title(f"{METRIC_LABELS.get(metric, metric)}\n({better})", fontsize=9)
+        ax.set_xlabel("relative change vs baseline (%)", fontsize=8)
+        ax.set_ylim(len(policies) - 0.5, -0.5)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
     fig.tight_layout()
     return _svg(fig)
 
 
+def _hourly(frame: pl.DataFrame) -> bool:
+    periods = frame["period"].unique().sort()
+    return periods.len() > 1 and (periods[1] - periods[0]).total_seconds() < 86_400
+
+
 def time_plot(slices: pl.DataFrame, metrics: list[str]) -> str:
     """Per-period estimates of each policy with intervals: how service quality moves over time."""
     cols = 4
     rows = (len(metrics) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(11, 2.3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(12, 2.5 * rows), squeeze=False)
     for ax, metric in zip(axes.flat, metrics, strict=False):
         sub = slices.filter(pl.col("metric") == metric)
         for name in sub["policy"].unique(maintain_order=True).to_list():
@@ -69,11 +88,13 @@ def time_plot(slices: pl.DataFrame, metrics: list[str]) -> str:
             ax.plot(x, r["value"].to_list(), marker=".", lw=1, label=name)
             ax.fill_between(x, r["ci_low"].to_list(), r["ci_high"].to_list(), alpha=0.15)
         ax.set_title(METRIC_LABELS.get(metric, metric), fontsize=9)
-        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%b %d\n%H:%M" if _hourly(sub) else "%b %d"))
+        ax.tick_params(axis="x", labelsize=7)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="lower right", fontsize=8, frameon=False)
+        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), fontsize=9, frameon=False,
+                   bbox_to_anchor=(0.5, 1.04))
     fig.tight_layout()
     return _svg(fig)

@@ -105,6 +105,7 @@ def summary(result: RunResult, run_name: str) -> dict[str, Any]:
         "primary_estimator": primary,
         "estimators": list(cfg.evaluation.estimators),
         "alpha": cfg.evaluation.alpha,
+        "inference": cfg.evaluation.inference,
         "sla_latency_ms": cfg.evaluation.sla_latency_ms,
         "metrics": list(METRICS),
         "relative_unit": "percent",

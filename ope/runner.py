@@ -13,6 +13,7 @@ import polars as pl
 
 from estimators import ESTIMATORS, BanditFeedback, BaseEstimator, Bootstrap, EmpiricalBernstein, Estimate, Normal, SupportWarning
 from estimators.inference import Inference
+from ope.breakdown import breakdowns, provider_shares
 from ope.config import ExperimentConfig
 from ope.dataset import BanditDataset
 from ope.errors import ConfigError
@@ -41,6 +42,8 @@ class RunResult:
     estimates: pl.DataFrame
     diagnostics: dict[str, dict[str, Any]]
     slices: pl.DataFrame
+    breakdowns: pl.DataFrame
+    shares: pl.DataFrame
     notes: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
     outcome_models: OutcomeModels | None = None
@@ -168,6 +171,7 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
         warnings.simplefilter("ignore", SupportWarning)
         headline = next(e for e in estimators if e.name == primary_estimator([e.name for e in estimators]))
         slices = _time_slices(fb, dataset, probabilities, headline, q_hat, cfg.evaluation.time_slice, alpha)
+    groups = breakdowns(fb, dataset, probabilities, headline, q_hat, alpha)
     timings["estimate"] = time.perf_counter() - t0 - sum(timings.values())
-    return RunResult(cfg, dataset, policies, probabilities, estimates, diagnostics, slices, tuple(notes), timings,
-                     outcome_models, propensity_model)
+    return RunResult(cfg, dataset, policies, probabilities, estimates, diagnostics, slices, groups,
+                     provider_shares(dataset, probabilities), tuple(notes), timings, outcome_models, propensity_model)

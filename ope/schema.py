@@ -14,6 +14,8 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "OPTIONAL_COLUMNS",
     "METRICS",
+    "LOWER_IS_BETTER",
+    "RATE_METRICS",
     "CATALOG_COLUMNS",
     "CATALOG_OPTIONAL_COLUMNS",
     "CAPABILITY_PREFIX",
@@ -67,6 +69,11 @@ METRICS: tuple[str, ...] = (
     "throughput_tps",
     "sla_hit",
 )
+
+#: metrics where a decrease is an improvement (the rest: higher is better)
+LOWER_IS_BETTER: frozenset[str] = frozenset({"cost_usd", "ttft_ms", "latency_ms"})
+#: metrics that are rates in [0, 1] (changes also read in percentage points)
+RATE_METRICS: frozenset[str] = frozenset({"success", "satisfaction", "sla_hit"})
 
 CATALOG_COLUMNS: dict[str, str] = {
     "arm": "str",

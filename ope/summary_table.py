@@ -23,7 +23,19 @@ def print_summary(result: RunResult, estimator: str) -> None:
         for metric, _, fmt in SHOWN:
             sub = est.filter((pl.col("policy") == name) & (pl.col("metric") == metric))
             value = sub.filter(pl.col("kind") == "value")["value"][0]
-            rel = sub.filter(pl.col("kind") == "relative")["value"]
-            cell = fmt.format(value) + (f" ({rel[0]:+.1f}%)" if rel.len() else "")
+            rel = sub.filter(pl.col("kind") == "relative")
+            cell = fmt.format(value)
+            if rel.height:
+                r = rel.row(0, named=True)
+                significant = not (r["ci_low"] <= 0 <= r["ci_high"])
+                cell += f" ({'' if significant else '~'}{r['value']:+.1f}%)" if r["value"] == r["value"] else " (n/a)"
             cells.append(cell.rjust(20))
         print(name.ljust(width) + "".join(cells))
+    print("(~ marks a change whose interval includes 0)")
+    notes = list(result.notes) + sorted({f"{p}: {w}" for p, d in result.diagnostics.items() for e in d.values() for w in e["warnings"]})
+    if result.dataset.n_quarantined:
+        notes.insert(0, f"{result.dataset.n_quarantined} rows failed validation and were set aside.")
+    for note in notes[:6]:
+        print(f"warning: {note}")
+    if len(notes) > 6:
+        print(f"... and {len(notes) - 6} more warnings in the report")
