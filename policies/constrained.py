@@ -101,7 +101,7 @@ class _RoutingLP:
             a = sp.csr_matrix(g * wv)
             constraints.append(a @ y <= bound - a @ self.floor)
         problem = cp.Problem(cp.Minimize((wv * objective) @ y), constraints)
-        options = {"highs_options": {"solver": "ipm"}} if self.solver == "HIGHS" else {}
+        options = {"highs_options": {"solver": "ipm", "output_flag": False}} if self.solver == "HIGHS" else {}
         try:
             problem.solve(solver=self.solver, **options)
         except cp.error.SolverError as exc:
