@@ -202,3 +202,29 @@ def test_undefined_relative_change_is_null_in_json(simulated: tuple[Path, Path],
     summary = json.loads(text)
     assert summary["policies"]["cheapest"]["relative"]["sla_hit"]["value"] is None
     assert "n/a (baseline is 0)" in (tmp_path / "r" / "x" / "report.html").read_text()
+
+
+def test_time_slices_breakdowns_and_shares(simulated: tuple[Path, Path], tmp_path: Path) -> None:
+    from ope.config import load_config
+    from ope.runner import run_experiment
+
+    logs, catalog = simulated
+    config = tmp_path / "c.toml"
+    config.write_text(CONFIG.format(logs=logs, catalog=catalog, tmp=tmp_path).replace("sla_latency_ms = 8000", 'sla_latency_ms = 8000\ntime_slice = "6h"'))
+    result = run_experiment(load_config(config), show_progress=False)
+    slices = result.slices
+    assert slices["period"].n_unique() == 8  # 2 days in 6-hour periods
+    assert set(slices["policy"]) == set(result.probabilities)
+    # the per-period values of the logging policy are the observed per-period means (IPS weights are 1)
+    ds = result.dataset
+    period = ds.logs["ts"].dt.truncate("6h")
+    first = period.min()
+    mask = (period == first).to_numpy()
+    j = ds.metrics.index("cost_usd")
+    want = np.average(ds.outcomes[mask, j], weights=ds.sample_weight[mask])
+    got = slices.filter((pl.col("period") == first) & pl.col("policy").str.starts_with("logging") & (pl.col("metric") == "cost_usd"))
+    assert got["value"][0] == pytest.approx(want, rel=1e-9)
+    shares = result.shares
+    for column in shares.columns[1:]:
+        assert shares[column].sum() == pytest.approx(1.0)
+    assert set(result.breakdowns["by"]) == {"model", "task"}
