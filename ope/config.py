@@ -21,6 +21,7 @@ __all__ = [
     "OutputConfig",
     "ExperimentConfig",
     "load_config",
+    "to_toml",
     "PROJECT_ROOT",
     "DEFAULT_CONFIG",
 ]
@@ -132,6 +133,37 @@ def _section(cls: type, raw: dict[str, Any], name: str, source: Path, base: Path
         return cls(**values)
     except TypeError as exc:
         raise ConfigError(f"{source}: [{name}] is incomplete: {exc}") from exc
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if value == value and abs(value) != float("inf") else f'"{value}"'
+    if isinstance(value, Path):
+        value = str(value.resolve())
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def to_toml(cfg: ExperimentConfig) -> str:
+    """The config as actually used (command-line overrides applied, paths absolute), as TOML."""
+    lines = [f"# resolved from {cfg.source}"]
+    for section in ("data", "evaluation", "predictors", "tracking", "output"):
+        lines.append(f"\n[{section}]")
+        for f in fields(getattr(cfg, section)):
+            value = getattr(getattr(cfg, section), f.name)
+            if value is not None:
+                lines.append(f"{f.name} = {_toml_value(value)}")
+    for p in cfg.policies:
+        lines += ["\n[[policies]]", f"name = {_toml_value(p.name)}", f"kind = {_toml_value(p.kind)}"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in p.params.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _check_evaluation(ev: EvaluationConfig, source: Path) -> None:

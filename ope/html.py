@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ope.config import to_toml
 from ope.plots import METRIC_LABELS, forest_plot, time_plot
 from ope.runner import RunResult
 from ope.schema import LOWER_IS_BETTER, METRICS
@@ -181,7 +182,7 @@ def render(result: RunResult, info: dict[str, Any]) -> str:
         "<h2>Glossary</h2>", "<dl>" + "".join(f"<dt><b>{esc(t)}</b></dt><dd>{esc(d)}</dd>" for t, d in GLOSSARY) + "</dl>",
         "<h2>Reproducibility</h2>",
         _table(["package", "version"], [[esc(k), esc(v)] for k, v in info["versions"].items()]),
-        f"<p>Config ({esc(info['config_file'])}):</p><pre>{esc(result.config.text)}</pre>",
+        f"<p>Config as used (overrides applied, paths resolved; from {esc(info['config_file'])}):</p><pre>{esc(to_toml(result.config))}</pre>",
         f"<p class='muted'>Timings (s): {esc(json.dumps(info['timings_s']))}</p>",
         "</body></html>",
     ]

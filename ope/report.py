@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ope.config import to_toml
 from ope.errors import OPEError
 from ope.html import render
 from ope.model_store import save_models
@@ -144,7 +145,7 @@ def write_outputs(result: RunResult, out_dir: Path, run_name: str, *, overwrite:
     result.estimates.write_csv(paths["estimates"])
     info = summary(result, run_name)
     paths["summary"].write_text(json.dumps(_json_safe(info), indent=2, default=str, allow_nan=False))
-    (out / "config.toml").write_text(result.config.text)
+    (out / "config.toml").write_text(to_toml(result.config))
     paths["config"] = out / "config.toml"
     info["actions"] = {name: f"actions/{stem}.parquet" for name, stem in _actions(result, out).items()}
     if result.outcome_models is not None or result.propensity_model is not None:

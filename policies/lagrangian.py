@@ -9,13 +9,13 @@ says every request gives its free mass (1 − ε) only to arms minimising
 so scoring a new request needs only a few numbers: a weight per outcome metric on q̂ and a price
 per capped provider. Where the LP optimum randomises, the best arms tie; a plain argmin with an
 even split would then shift mass between them and can break a binding constraint. The rule
-instead splits near-ties (score within ``tie_tol`` of the best) in proportion to per-arm
-``tie_weight``: the LP's own average share of each arm over the fitted requests where it tied.
+instead splits near-ties (score within ``tie_tol`` of the best) as the LP did: for each set of
+tied arms seen on the fitted requests, ``tie_split`` keeps the LP's aggregate split among them
+(weighted by the requests' weights); a tie set never seen there is split evenly.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -24,25 +24,23 @@ import numpy.typing as npt
 
 from policies.base import FloatArray, uniform_over
 
-__all__ = ["LagrangianRule", "fitted_tie_weights"]
-
-#: tie weight of an arm the fitted requests never saw tied (equal to any other unseen arm)
-DEFAULT_TIE_WEIGHT = 0.5
+__all__ = ["LagrangianRule", "fitted_tie_split"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LagrangianRule:
-    """Route to the lowest Lagrangian score, split near-ties by ``tie_weight``, add exploration.
+    """Route to the lowest Lagrangian score, split near-ties as the LP did, add exploration.
 
     ``coef`` maps outcome metric → weight on q̂ (lower score is better); ``provider_price`` maps
-    a capped provider → its share multiplier; ``tie_weight`` maps arm → its weight among tied arms;
-    ``exploration`` is ε, spread evenly over each request's eligible arms. Scores are in units of
-    the LP's normalised objective, so ``tie_tol`` is an absolute tolerance on them.
+    a capped provider → its share multiplier; ``tie_split`` maps a tie set ("armA|armB", names
+    sorted) → each arm's share of the request's free mass; ``exploration`` is ε, spread evenly over
+    each request's eligible arms. Scores are in units of the LP's normalised objective, so
+    ``tie_tol`` is an absolute tolerance on them.
     """
 
     coef: dict[str, float]
     provider_price: dict[str, float] = field(default_factory=dict)
-    tie_weight: dict[str, float] = field(default_factory=dict)
+    tie_split: dict[str, dict[str, float]] = field(default_factory=dict)
     exploration: float = 0.0
     tie_tol: float = 1e-6
 
@@ -56,6 +54,12 @@ class LagrangianRule:
         offset = np.array([self.provider_price.get(p, 0.0) for p in providers])
         return q_hat @ weights + offset
 
+    def tied(self, scores: FloatArray, eligible: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+        """The eligible arms whose score is within ``tie_tol`` of their request's best."""
+        masked = np.where(eligible, scores, np.inf)
+        best = masked.min(axis=1, keepdims=True)
+        return eligible & (masked <= best + self.tie_tol)
+
     def probabilities(
         self,
         q_hat: FloatArray,
@@ -67,17 +71,13 @@ class LagrangianRule:
     ) -> FloatArray:
         """π(a|x), shape (n, K): ε/|E_i| on each eligible arm, 1 − ε on the best (tie-split) arms."""
         tied = self.tied(self.scores(q_hat, metrics=metrics, providers=providers), eligible)
-        rho = np.array([self.tie_weight.get(a, DEFAULT_TIE_WEIGHT) for a in arms])
-        weight = np.where(tied, rho, 0.0)
-        total = weight.sum(axis=1, keepdims=True)
-        split = np.where(total > 0, weight / np.where(total > 0, total, 1.0), uniform_over(tied))
+        split = uniform_over(tied)
+        for rows, cols in tie_sets(tied):
+            shares = self.tie_split.get(_key(arms, cols), {})
+            weight = np.array([shares.get(arms[c], 0.0) for c in cols])
+            if weight.sum() > 0:
+                split[np.ix_(rows, cols)] = weight / weight.sum()
         return self.exploration * uniform_over(eligible) + (1.0 - self.exploration) * split
-
-    def tied(self, scores: FloatArray, eligible: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-        """The eligible arms whose score is within ``tie_tol`` of their request's best."""
-        masked = np.where(eligible, scores, np.inf)
-        best = masked.min(axis=1, keepdims=True)
-        return eligible & (masked <= best + self.tie_tol)
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON-able fields (floats survive ``json`` exactly: it writes their shortest repr)."""
@@ -88,23 +88,33 @@ class LagrangianRule:
         """Inverse of `to_dict`."""
         return cls(**data)  # type: ignore[arg-type]
 
-    def to_json(self) -> str:
-        """The rule as JSON text."""
-        return json.dumps(self.to_dict(), sort_keys=True)
+
+def tie_sets(tied: npt.NDArray[np.bool_]) -> list[tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]]:
+    """(rows, arms) of each distinct set of two or more tied arms (grouped with ``np.unique``, no row loop)."""
+    multi = np.flatnonzero(tied.sum(axis=1) > 1)
+    if not multi.size:
+        return []
+    patterns, inverse = np.unique(tied[multi], axis=0, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse, minlength=len(patterns)))[:-1]
+    return [(multi[rows], np.flatnonzero(p)) for p, rows in zip(patterns, np.split(order, bounds), strict=True)]
 
 
-def fitted_tie_weights(
+def _key(arms: Sequence[str], cols: npt.NDArray[np.intp]) -> str:
+    return "|".join(sorted(arms[c] for c in cols))
+
+
+def fitted_tie_split(
     tied: npt.NDArray[np.bool_], lp_share: FloatArray, weight: FloatArray, arms: Sequence[str]
-) -> dict[str, float]:
-    """Each arm's weighted mean LP share over the fitted requests where it tied with another arm.
+) -> dict[str, dict[str, float]]:
+    """The LP's weighted aggregate split within each tie set of the fitted requests.
 
     ``tied`` (n, K) the rule's near-tied best arms; ``lp_share`` (n, K) the LP's free mass per arm
-    as a fraction of 1 − ε; ``weight`` (n,) request weights. Arms never tied get no entry.
+    as a fraction of 1 − ε; ``weight`` (n,) request weights.
     """
-    multi = tied.sum(axis=1) > 1
-    if not multi.any():
-        return {}
-    w = weight[multi, None] * tied[multi]
-    count = w.sum(axis=0)
-    mass = (w * lp_share[multi]).sum(axis=0)
-    return {arms[k]: float(max(mass[k] / count[k], 0.0)) for k in np.flatnonzero(count > 0)}
+    out = {}
+    for rows, cols in tie_sets(tied):
+        mass = np.maximum(weight[rows] @ lp_share[np.ix_(rows, cols)], 0.0)
+        if mass.sum() > 0:
+            out[_key(arms, cols)] = {arms[c]: float(m / mass.sum()) for c, m in zip(cols, mass, strict=True)}
+    return out

@@ -228,3 +228,11 @@ def test_time_slices_breakdowns_and_shares(simulated: tuple[Path, Path], tmp_pat
     for column in shares.columns[1:]:
         assert shares[column].sum() == pytest.approx(1.0)
     assert set(result.breakdowns["by"]) == {"model", "task"}
+
+
+def test_the_saved_config_reproduces_the_run(run_dir: Path, tmp_path: Path) -> None:
+    saved = run_dir / "reports" / "e2e" / "config.toml"
+    assert main(["run", str(saved), "--out", str(tmp_path), "--run-name", "again", "--quiet", "--no-tracking"]) == 0
+    first = pl.read_csv(run_dir / "reports" / "e2e" / "estimates.csv")
+    again = pl.read_csv(tmp_path / "again" / "estimates.csv")
+    assert first.equals(again)

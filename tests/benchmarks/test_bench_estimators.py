@@ -26,7 +26,7 @@ Run the full-size benchmarks (about ten minutes on 2 cores today; see the summar
     cd /work/main && python -m pytest tests/benchmarks --benchmark-enable -q -s
 
 Sizes come from ``LLM_OPE_BENCH_SCALE``: ``full`` (10⁶ / 10⁷ rows, batches of 10⁶) is the default
-with ``--benchmark-enable``; ``small`` (10⁴ / 10⁵ rows, batches of 2·10⁴) is the default otherwise,
+with ``--benchmark-enable``; ``small`` (10⁴ / 10⁵ rows, batches of 5·10⁴) is the default otherwise,
 so the project's default ``python -m pytest`` (``--benchmark-disable`` in addopts) runs every case
 once, quickly, as a plain test; ``medium`` (10⁵ / 10⁶) is in between. For example
 ``LLM_OPE_BENCH_SCALE=medium python -m pytest tests/benchmarks --benchmark-enable``.
@@ -74,7 +74,7 @@ class Scale:
 
 
 SCALES = {
-    "small": Scale("small", 10_000, 100_000, 20_000),
+    "small": Scale("small", 10_000, 100_000, 50_000),
     "medium": Scale("medium", 100_000, 1_000_000, 250_000),
     "full": Scale("full", 1_000_000, 10_000_000, 1_000_000),
 }
