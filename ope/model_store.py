@@ -34,7 +34,9 @@ def save_models(directory: Path, outcomes: OutcomeModels | None, propensity: Pro
                 booster.save_model(str(path))
                 files.append(path.name)
             kind, rows = MODELS[name]
-            manifest["models"][name] = {"kind": kind, "trained_on": rows, "files": files, "smearing": outcomes.smearing[name]}
+            manifest["models"][name] = {"kind": kind, "trained_on": rows, "files": files,
+                                       "correction": outcomes.corrections[name],
+                                       "correction_kind": "smearing factor" if kind == "log" else "logit shift"}
     if propensity is not None:
         files = []
         for k, booster in enumerate(propensity.boosters):

@@ -87,11 +87,11 @@ def fit_propensities(ds: BanditDataset, cfg: PredictorConfig | None = None, *, s
             train = folds[rows] != f
             train_rows = rows[train]
             starts = np.flatnonzero(np.r_[True, train_rows[1:] != train_rows[:-1]])
-            params = {**cfg.params("binary"), "num_leaves": cfg.propensity_leaves,
+            params = {**cfg.params("binary"), "num_leaves": cfg.propensity_leaves, "learning_rate": cfg.propensity_learning_rate,
                       "min_child_samples": cfg.propensity_min_child_samples,
                       "objective": _softmax_objective(starts, chosen[train], ds.sample_weight[train_rows])}
             data = lgb.Dataset(x[train], categorical_feature=list(feats.categorical), feature_name=list(feats.names))
-            booster = lgb.train(params, data, num_boost_round=cfg.n_estimators)
+            booster = lgb.train(params, data, num_boost_round=cfg.propensity_n_estimators)
             boosters.append(booster)
             test_rows = rows[~train]
             test_starts = np.flatnonzero(np.r_[True, test_rows[1:] != test_rows[:-1]])
