@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from estimators._errors import EstimatorInputError, EstimatorSupportError
+from estimators.batch import Batch, Prepared, prepare, with_modified
 from estimators.diagnostics import WeightSums
 from estimators.estimate import Diagnostics, Estimate
 from estimators.feedback import BanditFeedback
@@ -26,33 +27,12 @@ from estimators.statistic import Kind, Statistic, Terms
 __all__ = ["BaseEstimator", "Prepared", "Partial", "SupportWarning"]
 
 FloatArray = npt.NDArray[np.float64]
-ROW_SUM_TOL = 1e-6
-CELLS_PER_CHUNK = 1 << 21
+CELLS_PER_CHUNK = 1 << 17  # ~1 MB working arrays stay in cache; large fresh temporaries page-fault (measured 4–10× slower)
 Level = float | None
 
 
 class SupportWarning(UserWarning):
     """The target policy relies on arms or contexts the logger rarely or never tried."""
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """Validated arrays an estimator needs, metrics always on the last axis.
-
-    w (n,) importance weights; rewards (n, M) with missing set to 0; weights (n, M) = sample weight
-    × observed; dm (n, M) = Σ_a π(a|x) q̂(x, a) and q_logged (n, M) = q̂(x, a_i), or None without q̂.
-    """
-
-    w: FloatArray
-    rewards: FloatArray
-    weights: FloatArray
-    dm: FloatArray | None
-    q_logged: FloatArray | None
-
-    def rows(self, sl: slice) -> Prepared:
-        """A contiguous block of rows."""
-        cut = lambda x: None if x is None else x[sl]  # noqa: E731
-        return Prepared(self.w[sl], self.rewards[sl], self.weights[sl], cut(self.dm), cut(self.q_logged))
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,43 +61,6 @@ class Partial:
         base = None if self.baseline is None or other.baseline is None else self.baseline + other.baseline
         return Partial(self.estimator, self.kind, self.levels, self.auto, self.sums + other.sums,
                        self.target + other.target, base, self.scalar, self.n_boot, self.seed)
-
-
-def _check_target(fb: BanditFeedback, target: npt.ArrayLike, name: str) -> FloatArray:
-    pi = np.asarray(target, dtype=np.float64)
-    if pi.shape != (fb.n, fb.n_arms):
-        msg = f"{name} must have shape (n, K) = {(fb.n, fb.n_arms)}. Got {pi.shape}."
-        raise EstimatorInputError(msg)
-    if not np.isfinite(pi).all() or (pi < -1e-12).any():
-        raise EstimatorInputError(f"{name} must hold finite, non-negative probabilities.")
-    sums = pi.sum(axis=1)
-    off = np.abs(sums - 1.0) > ROW_SUM_TOL
-    if off.any():
-        rows = np.flatnonzero(off)[:5].tolist()
-        msg = f"{name} rows must sum to 1. {int(off.sum())} rows do not (first rows {rows}: sums {sums[rows].tolist()})."
-        raise EstimatorInputError(msg)
-    if fb.eligible is not None:
-        outside = (pi * ~fb.eligible).sum(axis=1) > 1e-9
-        if outside.any():
-            rows = np.flatnonzero(outside)[:5].tolist()
-            msg = f"{name} puts probability outside the eligible set on {int(outside.sum())} rows (first rows {rows})."
-            raise EstimatorSupportError(msg)
-    return pi
-
-
-def _check_q_hat(fb: BanditFeedback, q_hat: npt.ArrayLike) -> FloatArray:
-    q = np.asarray(q_hat, dtype=np.float64)
-    if fb.scalar and q.ndim == 2:
-        q = q[:, :, None]
-    want = (fb.n, fb.n_arms, fb.n_metrics)
-    if q.shape != want:
-        shown = want[:2] if fb.scalar else want
-        msg = f"q_hat must have shape {shown} to match the feedback. Got {np.asarray(q_hat).shape}."
-        raise EstimatorInputError(msg)
-    usable = np.ones(q.shape[:2], dtype=bool) if fb.eligible is None else fb.eligible
-    if not np.isfinite(q[usable]).all():
-        raise EstimatorInputError("q_hat must be finite on every eligible (row, arm).")
-    return np.where(usable[:, :, None], q, 0.0)
 
 
 class BaseEstimator:
@@ -183,37 +126,39 @@ class BaseEstimator:
         seed: int = 0,
     ) -> Partial:
         """Mergeable sums of one batch of rows (value, or difference / relative with a baseline)."""
-        kind: Kind = "value" if baseline is None else ("relative" if relative else "difference")
+        if self.needs_q_hat and q_hat is None:
+            msg = f"{type(self).__name__} needs q_hat, the reward model's predictions of shape (n, K[, M])."
+            raise EstimatorInputError(msg)
+        batch = prepare(fb, target=target, baseline=baseline, q_hat=q_hat if self.needs_q_hat else None)
+        return self.accumulate(batch, relative=relative, n_boot=n_boot, seed=seed)
+
+    def accumulate(self, batch: Batch, *, relative: bool = False, n_boot: int = 0, seed: int = 0) -> Partial:
+        """Partial sums from a batch prepared once (`estimators.batch.prepare`) and shared by estimators."""
+        if self.needs_q_hat and not batch.has_q_hat:
+            raise EstimatorInputError(f"{type(self).__name__} needs a batch prepared with q_hat.")
+        kind: Kind = "value" if batch.baseline is None else ("relative" if relative else "difference")
         setting = self._setting()
         auto = setting == "auto"
         levels: tuple[Level, ...] = (*self.grid, math.inf) if auto else (None if setting is None else float(setting),)  # type: ignore[arg-type]
-        q = None
-        if self.needs_q_hat:
-            if q_hat is None:
-                msg = f"{type(self).__name__} needs q_hat, the reward model's predictions of shape (n, K[, M])."
-                raise EstimatorInputError(msg)
-            q = _check_q_hat(fb, q_hat)
-        observed = ~np.isnan(fb.rewards)
-        weights = fb.weights[:, None] * observed
-        policies = [self._prepare(fb, target, "target", q, weights)]
-        if baseline is not None:
-            policies.append(self._prepare(fb, baseline, "baseline", q, weights))
-        stat = Statistic(kind)
-        j = stat.width
-        pairs = _pairs(len(levels), j, auto)
-        m = fb.n_metrics
-        step = max(256, CELLS_PER_CHUNK // (len(pairs) * m))
+        policies = [batch.target] + ([batch.baseline] if batch.baseline is not None else [])
+        unit = 3 * len(policies)
+        pairs = _pairs(len(levels), unit, auto)
+        fb = batch.fb
+        step = max(512, CELLS_PER_CHUNK // (len(levels) * unit * fb.n_metrics))
         total: Sums | None = None
         for start in range(0, fb.n, step):
             sl = slice(start, start + step)
-            units = [np.concatenate([self._terms_at(prep.rows(sl), lv).stacked() for prep, _ in policies], axis=1)
-                     for lv in levels]
-            part = Sums.of(np.concatenate(units, axis=1), weights[sl], pairs=pairs, keys=fb.keys[sl], n_boot=n_boot, seed=seed)
+            terms = [self._terms_at(prep.rows(sl), lv) for lv in levels for prep in policies]
+            constants = [c for t in terms for c in t.constants()]
+            x = np.stack([v for t in terms for v in t.varying()], axis=1)       # (M, V, n)
+            part = Sums.of(x, policies[0].weights[sl].T, pairs=pairs, constants=np.array(constants),
+                           keys=fb.keys[sl], n_boot=n_boot, seed=seed)
             total = part if total is None else total + part
         assert total is not None
-        diag = [ws for _, ws in policies]
-        return Partial(self.name, kind, levels, auto, total, diag[0], diag[1] if len(diag) > 1 else None, fb.scalar,
-                       n_boot, seed)
+        counts = lambda prep: np.array([self._n_modified(prep.w, lv) for lv in levels if lv is not None], dtype=np.int64)  # noqa: E731
+        t_sums = with_modified(batch.target_sums, counts(batch.target))
+        b_sums = None if batch.baseline is None or batch.baseline_sums is None else with_modified(batch.baseline_sums, counts(batch.baseline))
+        return Partial(self.name, kind, levels, auto, total, t_sums, b_sums, fb.scalar, n_boot, seed)
 
     def finalize(
         self, partial: Partial, *, inference: Inference | None = None, alpha: float = 0.05, kind: Kind | None = None
@@ -262,34 +207,6 @@ class BaseEstimator:
         )
 
     # -- internals ------------------------------------------------------------------------------
-    def _prepare(
-        self, fb: BanditFeedback, target: npt.ArrayLike, name: str, q: FloatArray | None, weights: FloatArray
-    ) -> tuple[Prepared, WeightSums]:
-        pi = _check_target(fb, target, name)
-        rows = np.arange(fb.n)
-        w = pi[rows, fb.actions] / fb.propensities
-        if (weights.sum(axis=0) == 0).any():
-            raise EstimatorInputError("Every metric needs at least one observed (non-NaN) reward.")
-        dm = None if q is None else np.einsum("nk,nkm->nm", pi, q)
-        q_logged = None if q is None else q[rows, fb.actions]
-        prep = Prepared(w=w, rewards=np.nan_to_num(fb.rewards), weights=weights, dm=dm, q_logged=q_logged)
-        return prep, self._weight_sums(fb, pi, w)
-
-    def _weight_sums(self, fb: BanditFeedback, pi: FloatArray, w: FloatArray) -> WeightSums:
-        s = fb.weights
-        played = np.zeros(fb.n_arms, dtype=bool)
-        played[np.unique(fb.actions)] = True
-        unsupported = None
-        if fb.logging_probabilities is not None:
-            unsupported = float(s @ (pi * (fb.logging_probabilities <= 0)).sum(axis=1))
-        setting = self._setting()
-        levels = (*self.grid, math.inf) if setting == "auto" else (() if setting is None else (float(setting),))
-        return WeightSums(
-            n=fb.n, s=float(s.sum()), sw=float(s @ w), s2w=float((s * s) @ w), s2w2=float(((s * w) ** 2).sum()),
-            s2=float(s @ s), max_w=float(w.max()), mass=s @ pi, played=played, unsupported=unsupported,
-            modified=np.array([self._n_modified(w, lv) for lv in levels], dtype=np.int64),
-        )
-
     def _diagnostics(self, partial: Partial, chosen: npt.NDArray[np.int64], *, with_baseline: bool) -> Diagnostics:
         levels = partial.levels
         hyper: float | tuple[float, ...] | None

@@ -28,4 +28,4 @@ class DM(BaseEstimator):
 
     def _terms_at(self, prep: Prepared, level: float | None) -> Terms:
         assert prep.dm is not None
-        return Terms(a=prep.dm, b=np.zeros_like(prep.dm), c=np.ones_like(prep.dm))
+        return Terms(a=prep.dm)

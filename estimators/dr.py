@@ -20,7 +20,7 @@ def _corrected(prep: Prepared, weight: FloatArray) -> Terms:
     """V = mean(Σ_a π q̂ + w̃ · (r − q̂(x, a_i))) for a transformed importance weight w̃."""
     assert prep.dm is not None and prep.q_logged is not None
     residual = weight[:, None] * (prep.rewards - prep.q_logged)
-    return Terms(a=prep.dm + residual, b=np.zeros_like(prep.dm), c=np.ones_like(prep.dm))
+    return Terms(a=prep.dm + residual)
 
 
 def _shrunk_weight(w: FloatArray, shrinkage: float) -> FloatArray:

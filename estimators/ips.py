@@ -47,7 +47,7 @@ class IPS(BaseEstimator):
 
     def _terms_at(self, prep: Prepared, level: float | None) -> Terms:
         w = np.minimum(prep.w, math.inf if level is None else level)[:, None]
-        return Terms(a=np.zeros_like(prep.rewards), b=w * prep.rewards, c=np.ones_like(prep.rewards))
+        return Terms(b=w * prep.rewards)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,4 +64,4 @@ class SNIPS(BaseEstimator):
 
     def _terms_at(self, prep: Prepared, level: float | None) -> Terms:
         w = np.broadcast_to(prep.w[:, None], prep.rewards.shape)
-        return Terms(a=np.zeros_like(prep.rewards), b=w * prep.rewards, c=np.array(w))
+        return Terms(b=w * prep.rewards, c=np.array(w))

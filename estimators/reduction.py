@@ -36,6 +36,17 @@ def _recenter(first2: FloatArray, cross: FloatArray, total2: FloatArray, shift: 
     return first2 + shift * total2, cross
 
 
+def _cross(gram: FloatArray, pairs: IntArray, var_idx: IntArray, j: int) -> FloatArray:
+    """The kept pairs' Σ W² xc_a xc_b from the Gram matrices (M, V, V); 0 where a column is constant."""
+    where = np.full(j, -1)
+    where[var_idx] = np.arange(var_idx.size)
+    a, b = where[pairs[:, 0]], where[pairs[:, 1]]
+    live = (a >= 0) & (b >= 0)
+    out = np.zeros((pairs.shape[0], gram.shape[0]))
+    out[live] = gram[:, a[live], b[live]].T
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Sums:
     """Sums over rows of X (J, M per row) weighted by W (M per row).
@@ -44,7 +55,8 @@ class Sums:
     first2 (J, M) Σ W² (X − X̄) and cross (P, M) Σ W² (X_a − X̄_a)(X_b − X̄_b) for the pairs
     ``pairs`` (P, 2), centred at the sums' own weighted means X̄ = first / total so that large
     offsets do not cancel catastrophically (merged with Chan et al.'s parallel update) ·
-    low / high (J, M) extremes of X over rows with W > 0 · boot (B, J, M) Σ P_b W X and
+    low / high (J, M) extremes of X over the batch's rows (rows whose outcome is missing count
+    with outcome 0: a slightly wider, still valid range for the Bernstein bound) · boot (B, J, M) Σ P_b W X and
     boot_total (B, M) Σ P_b W with Poisson(1) multipliers P_b keyed by row (None without bootstrap).
     """
 
@@ -67,34 +79,57 @@ class Sums:
         w: FloatArray,
         *,
         pairs: IntArray,
+        constants: FloatArray,
         keys: npt.NDArray[np.uint64] | None = None,
         n_boot: int = 0,
         seed: int = 0,
     ) -> Sums:
-        """Sums of one batch: x (n, J, M), w (n, M)."""
-        n, j, m = x.shape
+        """Sums of one batch from its varying columns only.
+
+        x (M, V, n) holds the V varying columns, metric-major so every product is a BLAS call;
+        w (M, n) the row weights; ``constants`` (J,) is NaN for a varying column and the value of
+        a constant one (its centred moments are exactly 0, so they are not computed).
+        """
+        m, v, n = x.shape
+        const = np.asarray(constants, dtype=np.float64)
+        var_idx = np.flatnonzero(np.isnan(const))
+        assert var_idx.size == v
+        j = const.shape[0]
         w2 = w * w
-        total = w.sum(axis=0)
-        first = np.einsum("nm,njm->jm", w, x)
-        centre = np.divide(first, total, out=np.zeros_like(first), where=total > 0)
-        xc = x - centre
-        used = (w > 0)[:, None, :]
+        total, total2 = w.sum(axis=1), w2.sum(axis=1)
+        used = w > 0
+        first_v = np.einsum("mvn,mn->mv", x, w)  # (M, V); not BLAS, so identical columns give identical sums
+        centre = np.divide(first_v, total[:, None], out=np.zeros_like(first_v), where=total[:, None] > 0)
+        xc = x - centre[:, :, None]
+        weighted = xc * w2[:, None, :]
+        gram = np.matmul(weighted, xc.transpose(0, 2, 1))                   # (M, V, V)
+        first = np.outer(np.nan_to_num(const), total)                       # constants: value × Σ W
+        first[var_idx] = first_v.T
+        first2 = np.zeros((j, m))
+        first2[var_idx] = np.einsum("mvn,mn->vm", xc, w2)
+        low = np.where(used.any(axis=1), np.nan_to_num(const)[:, None], np.inf).repeat(1, axis=0)
+        high = np.where(used.any(axis=1), np.nan_to_num(const)[:, None], -np.inf)
+        low = np.broadcast_to(low, (j, m)).copy()
+        high = np.broadcast_to(high, (j, m)).copy()
+        low[var_idx], high[var_idx] = x.min(axis=2).T, x.max(axis=2).T
         boot = boot_total = None
         if n_boot:
             assert keys is not None
-            data = np.concatenate([(w[:, None, :] * x).reshape(n, j * m), w], axis=1)
+            data = np.concatenate([(x * w[:, None, :]).reshape(m * v, n), w], axis=0).T
             sums = poisson_weight_sums(keys, data, n_boot, seed=seed)
-            boot, boot_total = sums[:, : j * m].reshape(n_boot, j, m), sums[:, j * m :]
+            boot_total = sums[:, m * v :]
+            boot = np.einsum("j,bm->bjm", np.nan_to_num(const), boot_total)
+            boot[:, var_idx] = sums[:, : m * v].reshape(n_boot, m, v).transpose(0, 2, 1)
         return cls(
-            count=(w > 0).sum(axis=0).astype(np.float64),
+            count=used.sum(axis=1).astype(np.float64),
             total=total,
-            total2=w2.sum(axis=0),
+            total2=total2,
             first=first,
-            first2=np.einsum("nm,njm->jm", w2, xc),
-            cross=np.einsum("nm,npm,npm->pm", w2, xc[:, pairs[:, 0]], xc[:, pairs[:, 1]]),
+            first2=first2,
+            cross=_cross(gram, pairs, var_idx, j),
             pairs=pairs,
-            low=np.where(used, x, np.inf).min(axis=0) if n else np.full((j, m), np.inf),
-            high=np.where(used, x, -np.inf).max(axis=0) if n else np.full((j, m), -np.inf),
+            low=low,
+            high=high,
             boot=boot,
             boot_total=boot_total,
         )

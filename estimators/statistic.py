@@ -26,15 +26,22 @@ Kind = Literal["value", "difference", "relative"]
 
 @dataclass(frozen=True, slots=True)
 class Terms:
-    """Per-row terms a, b, c (each shape (n, M)) of one estimator on one policy."""
+    """Per-row terms a, b, c (each shape (n, M)) of one estimator on one policy.
 
-    a: FloatArray
-    b: FloatArray
-    c: FloatArray
+    None marks a constant term: a = 0, b = 0, c = 1. Constants are not materialised or reduced.
+    """
 
-    def stacked(self) -> FloatArray:
-        """The terms as one (n, 3, M) array."""
-        return np.stack([self.a, self.b, self.c], axis=1)
+    a: FloatArray | None = None
+    b: FloatArray | None = None
+    c: FloatArray | None = None
+
+    def constants(self) -> list[float]:
+        """Per term: NaN when it varies by row, else its constant value."""
+        return [np.nan if t is not None else v for t, v in ((self.a, 0.0), (self.b, 0.0), (self.c, 1.0))]
+
+    def varying(self) -> list[FloatArray]:
+        """The varying terms, each transposed to (M, n)."""
+        return [t.T for t in (self.a, self.b, self.c) if t is not None]
 
 
 def _value(means: FloatArray) -> FloatArray:

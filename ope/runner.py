@@ -12,6 +12,7 @@ import numpy.typing as npt
 import polars as pl
 
 from estimators import ESTIMATORS, BanditFeedback, BaseEstimator, Bootstrap, EmpiricalBernstein, Estimate, Normal, SupportWarning
+from estimators.batch import prepare
 from estimators.inference import Inference
 from ope.breakdown import breakdowns, provider_shares
 from ope.config import ExperimentConfig
@@ -156,10 +157,10 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
     with warnings.catch_warnings(), progress("estimating", total=len(policies) * len(estimators), enabled=show_progress) as bar:
         warnings.simplefilter("ignore", SupportWarning)  # they are kept in the diagnostics and the report
         for name, pi in probabilities.items():
+            paired = name != cfg.evaluation.baseline
+            batch = prepare(fb, target=pi, baseline=base if paired else None, q_hat=q_hat)
             for est in estimators:
-                paired = name != cfg.evaluation.baseline
-                part = est.partial(fb, target=pi, baseline=base if paired else None, q_hat=q_hat,
-                                   n_boot=inference.n_boot, seed=inference.seed)
+                part = est.accumulate(batch, n_boot=inference.n_boot, seed=inference.seed)
                 value = est.finalize(part, inference=inference, alpha=alpha, kind="value")
                 rows += _rows(name, value, "value")
                 diagnostics.setdefault(name, {})[est.name] = value.diagnostics.to_dict()

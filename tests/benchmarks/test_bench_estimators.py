@@ -5,8 +5,8 @@ What is measured, with K = 8 arms and M = 7 metrics on synthetic logs:
 * the full evaluation — all seven estimators of ``estimators.ESTIMATORS`` with normal intervals,
   the target's value and its paired difference against a baseline policy (14 estimates) — at
   n = 10⁶ rows and at n = 10⁷ rows. Both stream: synthetic batches of 10⁶ rows (deterministic per
-  batch index, with per-row uint64 keys) go through ``partial``, the partial sums are merged with
-  ``+`` and ``finalize``-d once, the documented way to evaluate a log too big for memory (a
+  batch index, with per-row uint64 keys) are prepared once, every estimator accumulates its partial
+  sums on them, the sums are merged with ``+`` and ``finalize``-d once, the documented way to evaluate a log too big for memory (a
   (10⁷, 8, 7) ``q_hat`` alone would be 4.5 GB);
 * the same batches generated and dropped ("generate only"), so the estimators' own cost can be
   quoted as a difference or a ratio;
@@ -48,10 +48,10 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from estimators import ESTIMATORS, BanditFeedback, Bootstrap, Normal, SupportWarning
+from estimators.batch import prepare
 from estimators.resample import hash_keys, poisson_weight_sums
 
 pytestmark = pytest.mark.benchmark
@@ -164,12 +164,15 @@ def _generate(n: int, batch: int, with_q: bool = True) -> dict[str, Any]:
 
 
 def _evaluate(n: int, batch: int, estimators: list[str], kinds: list[str], n_boot: int = 0) -> dict[str, Any]:
-    """Stream batches through ``partial``, merge the partial sums, ``finalize`` once."""
+    """Stream batches: prepare each once (``estimators.batch.prepare``), accumulate every estimator's
+    partial sums on it, merge, and ``finalize`` once per kind — the value, the difference and the
+    relative change all come from the same paired sums."""
     inference = Bootstrap(n_replicates=n_boot, seed=0) if n_boot else Normal()
     chosen = {name: ESTIMATORS[name]() for name in estimators}
     with_q = any(est.needs_q_hat for est in chosen.values())
+    paired = any(kind != "value" for kind in kinds)
     seconds: dict[str, float] = defaultdict(float)
-    parts: dict[tuple[str, str], Any] = {}
+    parts: dict[str, Any] = {}
     for index, start, size in batches(n, batch):
         t0 = time.perf_counter()
         data = make_batch(index, start, size, with_q=with_q)
@@ -177,30 +180,31 @@ def _evaluate(n: int, batch: int, estimators: list[str], kinds: list[str], n_boo
         fb = feedback(data)
         seconds["feedback"] += time.perf_counter() - t1
         seconds["generate"] += t1 - t0
+        t = time.perf_counter()
+        prepared = prepare(fb, target=data["target"], baseline=data["baseline"] if paired else None,
+                           q_hat=data["q_hat"] if with_q else None)
+        seconds["prepare"] += time.perf_counter() - t
         for name, est in chosen.items():
-            for kind in kinds:
-                t = time.perf_counter()
-                part = est.partial(fb, target=data["target"], baseline=None if kind == "value" else data["baseline"],
-                                   q_hat=data["q_hat"] if est.needs_q_hat else None,
-                                   n_boot=inference.n_boot, seed=inference.seed)
-                key = (name, kind)
-                parts[key] = part if key not in parts else parts[key] + part
-                seconds[f"{name}.{kind}"] += time.perf_counter() - t
-        del data, fb
+            t = time.perf_counter()
+            part = est.accumulate(prepared, n_boot=inference.n_boot, seed=inference.seed)
+            parts[name] = part if name not in parts else parts[name] + part
+            seconds[f"{name}.accumulate"] += time.perf_counter() - t
+        del data, fb, prepared
     t = time.perf_counter()
     results = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SupportWarning)
-        for (name, kind), part in parts.items():
-            est = chosen[name].finalize(part, inference=inference)
-            results[f"{name}.{kind}"] = {
-                "value": np.asarray(est.value).tolist(),
-                "stderr": np.asarray(est.stderr).tolist(),
-                "ci_low": np.asarray(est.ci_low).tolist(),
-                "ci_high": np.asarray(est.ci_high).tolist(),
-                "n": float(np.max(est.n)),
-                "ess": est.ess,
-            }
+        for name, part in parts.items():
+            for kind in kinds:
+                est = chosen[name].finalize(part, inference=inference, kind=kind)
+                results[f"{name}.{kind}"] = {
+                    "value": np.asarray(est.value).tolist(),
+                    "stderr": np.asarray(est.stderr).tolist(),
+                    "ci_low": np.asarray(est.ci_low).tolist(),
+                    "ci_high": np.asarray(est.ci_high).tolist(),
+                    "n": float(np.max(est.n)),
+                    "ess": est.ess,
+                }
     seconds["finalize"] = time.perf_counter() - t
     breakdown = dict(seconds)
     for name in chosen:
@@ -259,17 +263,30 @@ def _peak_rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _blas_threads() -> int | None:
+    """Threads of the BLAS behind numpy's matrix products (they matter for the bootstrap)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    return next((int(i["num_threads"]) for i in threadpool_info() if i.get("user_api") == "blas"), None)
+
+
 def _worker_main(conn: Connection, workload: str, params: dict[str, Any]) -> None:
     try:
         fn = WORKLOADS[workload]
         conn.send(("ready", _peak_rss_mb()))
         conn.recv()
+        load_before = os.getloadavg()[0]
         t0, c0 = time.perf_counter(), os.times()
         out = fn(**params)
         out["seconds"] = time.perf_counter() - t0
         c1 = os.times()
         out["cpu_user_seconds"] = c1.user - c0.user
         out["cpu_system_seconds"] = c1.system - c0.system
+        # other processes on the machine inflate wall time: keep the 1-minute load average around the case
+        out["loadavg_1min"] = [load_before, os.getloadavg()[0]]
+        out["blas_threads"] = _blas_threads()
         out["peak_rss_mb"] = _peak_rss_mb()
         out["ru_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         conn.send(("ok", out))
@@ -344,7 +361,8 @@ def run_case(benchmark: Any, results: dict[str, Any], case: str, workload: str, 
     print(f"\n[bench] {case}: n={out['n']:,} {out['seconds']:.2f} s"
           + ("" if est is None else f" (estimators {est:.2f} s, generation {out['generate_seconds']:.2f} s)")
           + f", peak RSS {out['peak_rss_mb']:.0f} MB (after imports {out['ready_rss_mb']:.0f} MB)"
-          + f"; CPU user {out['cpu_user_seconds']:.1f} s + system {out['cpu_system_seconds']:.1f} s")
+          + f"; CPU user {out['cpu_user_seconds']:.1f} s + system {out['cpu_system_seconds']:.1f} s"
+          + f"; load average {out['loadavg_1min'][0]:.1f} -> {out['loadavg_1min'][1]:.1f}")
     if out.get("breakdown"):
         parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(out["breakdown"].items()) if "." not in k)
         print(f"[bench]   breakdown (s): {parts}")
