@@ -11,8 +11,16 @@ from policies import Cheapest, DirectOfficial, Fastest, Mixture, Policy, PriceWe
 
 __all__ = ["build_policy", "KINDS"]
 
+def _constrained(**settings: Any) -> Policy:
+    from policies.constrained import ConstrainedRouter  # cvxpy only when a config asks for it
+
+    return ConstrainedRouter(**settings)
+
+
 #: kind → (constructor, settings it accepts besides name and epsilon)
 KINDS: dict[str, tuple[Callable[..., Policy], set[str]]] = {
+    "constrained": (_constrained, {"objective", "min_satisfaction", "min_sla_hit", "max_cost_usd", "max_share",
+                                   "exploration", "solver", "max_rows", "seed"}),
     "direct_official": (DirectOfficial, {"fallback"}),
     "cheapest": (Cheapest, set()),
     "fastest": (Fastest, set()),
@@ -29,6 +37,8 @@ def build_policy(cfg: PolicyConfig) -> Policy:
     make, allowed = KINDS[cfg.kind]
     params: dict[str, Any] = dict(cfg.params)
     epsilon = params.pop("epsilon", None)
+    if epsilon is not None and cfg.kind == "constrained":
+        raise ConfigError(f"Policy '{cfg.name}' (kind constrained): use 'exploration', not 'epsilon'.")
     unknown = set(params) - allowed
     if unknown:
         msg = f"Policy '{cfg.name}' (kind {cfg.kind}): unknown setting(s) {sorted(unknown)}; allowed: {sorted(allowed | {'epsilon'})}."

@@ -148,6 +148,13 @@ def write_outputs(result: RunResult, out_dir: Path, run_name: str, *, overwrite:
     (out / "config.toml").write_text(to_toml(result.config))
     paths["config"] = out / "config.toml"
     info["actions"] = {name: f"actions/{stem}.parquet" for name, stem in _actions(result, out).items()}
+    fitted = {name: p for name, p in result.policies.items() if hasattr(p, "to_json")}
+    if fitted:
+        (out / "policies").mkdir()
+        files = action_files(list(result.probabilities))
+        for name, policy in fitted.items():
+            (out / "policies" / f"{files[name]}.json").write_text(policy.to_json())  # type: ignore[attr-defined]
+        paths["policies"] = out / "policies"
     if result.outcome_models is not None or result.propensity_model is not None:
         paths["models"] = save_models(out / "models", result.outcome_models, result.propensity_model)
     paths["report"].write_text(render(result, info))

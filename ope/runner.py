@@ -137,14 +137,15 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
         )
     fb = dataset.to_feedback(None if propensity_model is None else propensity_model.propensities)
     outcome_models = None
-    if any(e.needs_q_hat for e in estimators):
+    if any(e.needs_q_hat for e in estimators) or any(getattr(p, "needs_q_hat", False) for p in policies.values()):
         outcome_models = fit_outcome_models(dataset, cfg.predictors, show_progress=show_progress)
     q_hat = None if outcome_models is None else outcome_models.q_hat
     timings["models"] = time.perf_counter() - t0 - timings["load"]
     probabilities: dict[str, npt.NDArray[np.float64]] = {}
     with progress("fitting policies", total=len(policies), enabled=show_progress) as bar:
         for name, policy in policies.items():
-            probabilities[name] = policy.fit(dataset).action_probabilities(dataset)
+            args = (dataset, q_hat) if getattr(policy, "needs_q_hat", False) else (dataset,)
+            probabilities[name] = policy.fit(*args).action_probabilities(*args)
             fallback = getattr(policy, "n_fallback_", 0)
             if fallback:
                 notes.append(f"{name}: {fallback} requests had no eligible official endpoint and were routed by its fallback ({policy.fallback}).")  # type: ignore[attr-defined]

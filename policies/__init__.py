@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from policies.base import Policy, PolicyError, spread, uniform_over
 from policies.baselines import Cheapest, DirectOfficial, Fastest, Mixture, PriceWeighted, Uniform, blended_price
+from policies.lagrangian import LagrangianRule
 
 __all__ = [
     "Cheapest",
+    "ConstrainedRouter",
+    "LagrangianRule",
     "DirectOfficial",
     "Fastest",
     "Mixture",
@@ -18,3 +21,12 @@ __all__ = [
     "spread",
     "uniform_over",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import the cvxpy-based router only when asked for (cvxpy takes about a second to import)."""
+    if name == "ConstrainedRouter":
+        from policies.constrained import ConstrainedRouter
+
+        return ConstrainedRouter
+    raise AttributeError(f"module 'policies' has no attribute {name!r}")

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import cvxpy as cp
 import numpy as np
 
-from policies.base import FloatArray, PolicyError
-from policies.lagrangian import LagrangianRule, fitted_tie_split
+from policies.base import FloatArray, PolicyError, uniform_over
+from policies.lagrangian import LagrangianRule, lp_tie_split, tie_key, tie_sets
 from policies.routing_lp import IntArray, RoutingLP, stratified_rows
 
 if TYPE_CHECKING:
@@ -119,11 +119,12 @@ class ConstrainedRouter:
               "None or an int >= 1")
         check("seed", isinstance(self.seed, int) and number(self.seed, 0, np.inf), "an int >= 0")
 
-    def fit(self, dataset: BanditDataset, q_hat: FloatArray) -> ConstrainedRouter:
+    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> ConstrainedRouter:
         """Solve the LP on the dataset's requests (or a stratified sample of them) and derive the rule.
 
         ``q_hat`` (n, K, M) predicted expected outcomes of every request and arm, M in
-        ``dataset.metrics`` order (e.g. ``fit_outcome_models(dataset).q_hat``).
+        ``dataset.metrics`` order (e.g. ``fit_outcome_models(dataset).q_hat``); it is required (the
+        default None only keeps the `Policy` signature and raises).
         """
         q = self._checked_q_hat(dataset, q_hat)
         idx, inflate = stratified_rows(dataset.logs["model"].to_numpy(), self.max_rows or dataset.n, self.seed)
@@ -135,21 +136,22 @@ class ConstrainedRouter:
         targets = self._targets(set(providers))
         unit = np.array([scale[t.metric] if t.metric else 1.0 for t in targets])
         g = np.array([pair_q[:, metrics.index(t.metric)] if t.metric else (np.asarray(providers)[lp.cols] == t.provider)
-                      for t in targets], dtype=np.float64).reshape(len(targets), -1)
+                      for t in targets], dtype=np.float64).reshape(len(targets), lp.rows.shape[0])
         sense = np.array([t.sense for t in targets])
         g, bound = g * (sense / unit)[:, None], sense * np.array([t.target for t in targets]) / unit
         self._raise_if_unreachable(lp, targets, g, bound, unit)
         obj_metric, obj_sign = ("cost_usd", 1.0) if self.objective == "cost" else ("throughput_tps", -1.0)
-        solution = lp.solve(obj_sign * pair_q[:, metrics.index(obj_metric)] / scale[obj_metric], g, bound)
+        objective = obj_sign * pair_q[:, metrics.index(obj_metric)] / scale[obj_metric]
+        solution = lp.solve(objective, g, bound)
         self.solve_stats_ = solution.stats
         if solution.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
             raise PolicyError(self._infeasible_message(lp, targets, g, bound, unit))
         if not solution.solved:
             raise PolicyError(f"ConstrainedRouter '{self.name}': the {self.solver} solver ended with status '{solution.status}'.")
         rule = self._rule(targets, solution.duals, unit, obj_metric, obj_sign, scale[obj_metric])
-        tied = rule.tied(rule.scores(q, metrics=metrics, providers=providers), lp.eligible)
         share = lp.dense(solution.y / (1.0 - self.exploration))
-        self.rule_ = replace(rule, tie_split=fitted_tie_split(tied, share, lp.v, dataset.arms))
+        self.rule_ = self._calibrated(rule, rule.scores(q, metrics=metrics, providers=providers), lp, share, objective, g,
+                                      bound, dataset.arms)
         pi = self.rule_.probabilities(q, lp.eligible, metrics=metrics, arms=dataset.arms, providers=providers)
         self.lp_probabilities_, self.fitted_rows_ = lp.dense(lp.floor + solution.y), idx
         self.lp_values_ = _values(self.lp_probabilities_, q, lp.v, metrics, providers, targets)
@@ -157,7 +159,7 @@ class ConstrainedRouter:
         self._warn_if_missed(targets, unit)
         return self
 
-    def action_probabilities(self, dataset: BanditDataset, q_hat: FloatArray) -> FloatArray:
+    def action_probabilities(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> FloatArray:
         """π(a|x) of the deployable rule on any requests, shape (n, K); ``q_hat`` (n, K, M) is their q̂."""
         if self.rule_ is None:
             msg = f"ConstrainedRouter '{self.name}' is not fitted: call fit(dataset, q_hat) or from_json first."
@@ -185,15 +187,19 @@ class ConstrainedRouter:
         router.multipliers_, router.fitted_values_ = data["multipliers"], data["fitted_values"]
         return router
 
-    def _checked_q_hat(self, dataset: BanditDataset, q_hat: FloatArray) -> FloatArray:
+    def _checked_q_hat(self, dataset: BanditDataset, q_hat: FloatArray | None) -> FloatArray:
+        if q_hat is None:
+            msg = (f"ConstrainedRouter '{self.name}' routes on predicted outcomes: pass q_hat (n, K, M), e.g. "
+                   "fit_outcome_models(dataset).q_hat, to fit and action_probabilities.")
+            raise PolicyError(msg)
         q = np.asarray(q_hat, dtype=np.float64)
         expected = (dataset.n, dataset.catalog.n_arms, len(dataset.metrics))
         if q.shape != expected:
             raise PolicyError(f"ConstrainedRouter '{self.name}': q_hat must have shape {expected} (n, K, M). Got {q.shape}.")
-        bad = ~np.isfinite(q).all(axis=2) & dataset.eligible
-        if bad.any():
+        finite = np.isfinite(q).all(axis=2)
+        if (bad := ~finite & dataset.eligible).any():
             raise PolicyError(f"ConstrainedRouter '{self.name}': q_hat is not finite on {int(bad.sum())} eligible pairs.")
-        return q
+        return q if finite.all() else np.where(finite[..., None], q, 0.0)  # anything may stand outside eligible
 
     def _targets(self, known: set[str]) -> list[_Target]:
         out = [_Target(key, label, getattr(self, key), sense, metric)
@@ -216,6 +222,30 @@ class ConstrainedRouter:
                 prices[t.provider] = float(lam / u)
         self.multipliers_ = {t.key: float(lam * obj_scale / u) for t, lam, u in zip(targets, duals, unit, strict=True)}
         return LagrangianRule(coef=coef, provider_price=prices, exploration=self.exploration)
+
+    def _calibrated(self, rule: LagrangianRule, scores: FloatArray, lp: RoutingLP, share: FloatArray, objective: FloatArray,
+                    g: FloatArray, bound: FloatArray, arms: tuple[str, ...]) -> LagrangianRule:
+        """The rule with its tie tolerance and tie splits, calibrated so the targets hold on the fitted rows.
+
+        A wider tolerance (up to 1e-3) makes more near-ties, i.e. more freedom for the calibration:
+        of the tolerances tried, the feasible calibration with the best objective wins. If none is
+        feasible, each tie set keeps the LP's aggregate split at the base tolerance.
+        """
+        base = _tie_tolerance(scores, lp.eligible, share)
+        best: tuple[float, LagrangianRule] | None = None
+        for tol in sorted({min(base * f, 1e-3) for f in (1, 10, 100)}):
+            candidate = replace(rule, tie_tol=tol)
+            tied = candidate.tied(scores, lp.eligible)
+            sets = tie_sets(tied)
+            fixed = self.exploration * uniform_over(lp.eligible) + (1 - self.exploration) * (tied & (tied.sum(1, keepdims=True) == 1))
+            calibrated = lp.calibrate(sets, fixed, objective, g, bound)
+            if calibrated is not None and (best is None or calibrated[1] < best[0] - 1e-9 * abs(best[0])):
+                best = (calibrated[1], replace(candidate, tie_split=_split_dict(sets, calibrated[0], arms)))
+        if best is not None:
+            return best[1]
+        candidate = replace(rule, tie_tol=base)
+        sets = tie_sets(candidate.tied(scores, lp.eligible))
+        return replace(candidate, tie_split=_split_dict(sets, lp_tie_split(sets, share, lp.v), arms))
 
     def _raise_if_unreachable(self, lp: RoutingLP, targets: list[_Target], g: FloatArray, bound: FloatArray,
                               unit: FloatArray) -> None:
@@ -251,6 +281,22 @@ class ConstrainedRouter:
 
 def _providers(dataset: BanditDataset) -> list[str]:
     return dataset.catalog.arms_frame["provider"].to_list()
+
+
+def _split_dict(sets: list[tuple[IntArray, IntArray]], splits: list[FloatArray], arms: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    return {tie_key(arms, cols): {arms[c]: float(w) for c, w in zip(cols, split, strict=True)}
+            for (_, cols), split in zip(sets, splits, strict=True)}
+
+
+def _tie_tolerance(scores: FloatArray, eligible: np.ndarray, lp_share: FloatArray) -> float:
+    """Twice the largest score gap on which the LP still put ≥ 5 % of a request's free mass, in [1e-5, 1e-3].
+
+    Rows the LP splits tie in exact arithmetic; numerically their gap is the duals' error, which
+    this keeps inside the tolerance so that those rows become tie sets the calibration can split.
+    """
+    gap = scores - np.where(eligible, scores, np.inf).min(axis=1, keepdims=True)
+    used = eligible & (lp_share >= 0.05)
+    return float(np.clip(2 * gap[used].max(initial=0.0), 1e-5, 1e-3))
 
 
 def _scale(lp: RoutingLP, pairs: FloatArray) -> float:

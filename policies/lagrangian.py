@@ -7,11 +7,12 @@ says every request gives its free mass (1 − ε) only to arms minimising
     score[i, a] = objective[i, a] + Σ_c λ_c · g_c(i, a) + μ_provider(a),
 
 so scoring a new request needs only a few numbers: a weight per outcome metric on q̂ and a price
-per capped provider. Where the LP optimum randomises, the best arms tie; a plain argmin with an
-even split would then shift mass between them and can break a binding constraint. The rule
-instead splits near-ties (score within ``tie_tol`` of the best) as the LP did: for each set of
-tied arms seen on the fitted requests, ``tie_split`` keeps the LP's aggregate split among them
-(weighted by the requests' weights); a tie set never seen there is split evenly.
+per capped provider. Where the LP optimum randomises, the best arms tie, and a plain argmin with
+an even split would shift mass between them and can break a binding constraint. The rule instead
+splits each set of near-tied arms (score within ``tie_tol`` of the best) by ``tie_split``, one
+split per tie set, calibrated at fit time on the fitted requests (a small LP over those splits, see
+`policies.routing_lp.RoutingLP.calibrate`) so that the targets hold there in expectation. On new
+requests a tie set never seen in fitting is split evenly.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy.typing as npt
 
 from policies.base import FloatArray, uniform_over
 
-__all__ = ["LagrangianRule", "fitted_tie_split"]
+__all__ = ["LagrangianRule", "lp_tie_split", "tie_key", "tie_sets"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,9 +34,9 @@ class LagrangianRule:
 
     ``coef`` maps outcome metric → weight on q̂ (lower score is better); ``provider_price`` maps
     a capped provider → its share multiplier; ``tie_split`` maps a tie set ("armA|armB", names
-    sorted) → each arm's share of the request's free mass; ``exploration`` is ε, spread evenly over
-    each request's eligible arms. Scores are in units of the LP's normalised objective, so
-    ``tie_tol`` is an absolute tolerance on them.
+    sorted, see `tie_key`) → each arm's share of the request's free mass; ``exploration`` is ε,
+    spread evenly over each request's eligible arms. Scores are in units of the LP's normalised
+    objective, so ``tie_tol`` is an absolute tolerance on them.
     """
 
     coef: dict[str, float]
@@ -73,7 +74,7 @@ class LagrangianRule:
         tied = self.tied(self.scores(q_hat, metrics=metrics, providers=providers), eligible)
         split = uniform_over(tied)
         for rows, cols in tie_sets(tied):
-            shares = self.tie_split.get(_key(arms, cols), {})
+            shares = self.tie_split.get(tie_key(arms, cols), {})
             weight = np.array([shares.get(arms[c], 0.0) for c in cols])
             if weight.sum() > 0:
                 split[np.ix_(rows, cols)] = weight / weight.sum()
@@ -100,21 +101,16 @@ def tie_sets(tied: npt.NDArray[np.bool_]) -> list[tuple[npt.NDArray[np.intp], np
     return [(multi[rows], np.flatnonzero(p)) for p, rows in zip(patterns, np.split(order, bounds), strict=True)]
 
 
-def _key(arms: Sequence[str], cols: npt.NDArray[np.intp]) -> str:
+def tie_key(arms: Sequence[str], cols: npt.NDArray[np.intp]) -> str:
+    """The ``tie_split`` key of a set of arms: their names, sorted, joined by "|"."""
     return "|".join(sorted(arms[c] for c in cols))
 
 
-def fitted_tie_split(
-    tied: npt.NDArray[np.bool_], lp_share: FloatArray, weight: FloatArray, arms: Sequence[str]
-) -> dict[str, dict[str, float]]:
-    """The LP's weighted aggregate split within each tie set of the fitted requests.
-
-    ``tied`` (n, K) the rule's near-tied best arms; ``lp_share`` (n, K) the LP's free mass per arm
-    as a fraction of 1 − ε; ``weight`` (n,) request weights.
-    """
-    out = {}
-    for rows, cols in tie_sets(tied):
+def lp_tie_split(sets: list[tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]], lp_share: FloatArray,
+                 weight: FloatArray) -> list[FloatArray]:
+    """The LP's weighted aggregate split within each tie set; ``lp_share`` (n, K) its free mass shares."""
+    out = []
+    for rows, cols in sets:
         mass = np.maximum(weight[rows] @ lp_share[np.ix_(rows, cols)], 0.0)
-        if mass.sum() > 0:
-            out[_key(arms, cols)] = {arms[c]: float(m / mass.sum()) for c, m in zip(cols, mass, strict=True)}
+        out.append(mass / mass.sum() if mass.sum() > 0 else np.full(cols.size, 1.0 / cols.size))
     return out

@@ -91,6 +91,35 @@ class RoutingLP:
         best = np.where(self.eligible, dense, np.inf).min(axis=1)
         return float(self.v @ (self.exploration * mean + (1 - self.exploration) * best))
 
+    def calibrate(self, sets: list[tuple[IntArray, IntArray]], fixed: FloatArray, objective: FloatArray,
+                  g: FloatArray, bound: FloatArray) -> tuple[list[FloatArray], float] | None:
+        """One split of the free mass per tie set that minimises the objective subject to the targets.
+
+        ``sets`` the (rows, arms) of each tie set; ``fixed`` (n, K) the rule's mass that does not
+        depend on the splits (exploration, and the best arm of rows without a tie). The splits are
+        shared by all rows of a set, so the result is a rule, not a per-row solution. Returns the
+        splits and the objective Σ v x·objective they reach, or None when no split meets every target.
+        """
+        n, free = self.eligible.shape[0], 1.0 - self.exploration
+        per_pair = [self.dense(row) for row in (objective, *g)]
+        fixed_part = n * np.array([self.v @ (fixed * d).sum(axis=1) for d in per_pair])
+        if not sets:
+            return ([], fixed_part[0] / n) if (fixed_part[1:] <= n * (bound + 1e-7)).all() else None
+        coef = n * free * np.array([np.concatenate([self.v[rows] @ d[np.ix_(rows, cols)] for rows, cols in sets])
+                                    for d in per_pair])
+        sizes = np.array([cols.size for _, cols in sets])
+        w = cp.Variable(int(sizes.sum()), nonneg=True)
+        set_sum = sp.csr_matrix((np.ones(w.size), (np.repeat(np.arange(sizes.size), sizes), np.arange(w.size))))
+        constraints = [set_sum @ w == 1.0]
+        if g.shape[0]:
+            constraints.append(coef[1:] @ w <= n * bound - fixed_part[1:])
+        problem = cp.Problem(cp.Minimize(coef[0] @ w), constraints)
+        self._run(problem)
+        if problem.status != cp.OPTIMAL:
+            return None
+        splits = [np.maximum(part, 0.0) / np.maximum(part, 0.0).sum() for part in np.split(w.value, np.cumsum(sizes)[:-1])]
+        return splits, float(fixed_part[0] + coef[0] @ np.concatenate(splits)) / n
+
     def solve(self, objective: FloatArray, g: FloatArray, bound: FloatArray) -> LPSolution:
         """Minimise Σ v x·objective subject to Σ v x·g_c ≤ bound_c (g (C, P), bound (C,))."""
         n_pairs, n = self.rows.shape[0], self.eligible.shape[0]
@@ -102,13 +131,8 @@ class RoutingLP:
             a = sp.csr_matrix(g * wv)
             constraints.append(a @ y <= n * bound - a @ self.floor)
         problem = cp.Problem(cp.Minimize((wv * objective) @ y), constraints)
-        options = {"highs_options": {"solver": "ipm"}} if self.solver == "HIGHS" else {}
         start = time.perf_counter()
-        try:
-            problem.solve(solver=self.solver, **options)
-        except cp.error.SolverError as exc:
-            msg = f"The {self.solver} solver failed on the routing LP ({exc}). Try solver='CLARABEL' or 'HIGHS'."
-            raise PolicyError(msg) from exc
+        self._run(problem)
         stats = {"seconds": time.perf_counter() - start, "compile_seconds": problem.compilation_time or 0.0,
                  "solver_seconds": problem.solver_stats.solve_time or 0.0,
                  "iterations": float(problem.solver_stats.num_iters or 0), "pairs": float(n_pairs)}
@@ -118,3 +142,12 @@ class RoutingLP:
             warnings.warn(f"The {self.solver} solver stopped inaccurate on the routing LP.", RuntimeWarning, stacklevel=3)
         duals = np.atleast_1d(constraints[1].dual_value) if g.shape[0] else np.empty(0)
         return LPSolution(problem.status, np.maximum(y.value, 0.0), np.maximum(duals, 0.0), stats)
+
+    def _run(self, problem: cp.Problem) -> None:
+        """Solve; HiGHS with its interior-point method (its default simplex is ~20x slower here, DESIGN §8)."""
+        options = {"highs_options": {"solver": "ipm"}} if self.solver == "HIGHS" else {}
+        try:
+            problem.solve(solver=self.solver, **options)
+        except cp.error.SolverError as exc:
+            msg = f"The {self.solver} solver failed on the routing LP ({exc}). Try solver='CLARABEL' or 'HIGHS'."
+            raise PolicyError(msg) from exc

@@ -236,3 +236,44 @@ def test_the_saved_config_reproduces_the_run(run_dir: Path, tmp_path: Path) -> N
     first = pl.read_csv(run_dir / "reports" / "e2e" / "estimates.csv")
     again = pl.read_csv(tmp_path / "again" / "estimates.csv")
     assert first.equals(again)
+
+
+def test_constrained_router_runs_from_a_config(simulated: tuple[Path, Path], tmp_path: Path) -> None:
+    logs, catalog = simulated
+    config = tmp_path / "c.toml"
+    config.write_text(f"""
+[data]
+logs = "{logs}"
+catalog = "{catalog}"
+[evaluation]
+estimators = ["SNIPS", "DR"]
+[predictors]
+folds = 3
+n_estimators = 30
+[[policies]]
+name = "direct_official"
+kind = "direct_official"
+fallback = "uniform"
+[[policies]]
+name = "routed"
+kind = "constrained"
+objective = "cost"
+min_satisfaction = 0.72
+exploration = 0.05
+[tracking]
+enabled = false
+""")
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "c", "--quiet"]) == 0
+    out = tmp_path / "r" / "c"
+    rule = json.loads((out / "policies" / "routed.json").read_text())
+    assert rule  # the deployable rule, reloadable with ConstrainedRouter.from_json
+    est = pl.read_csv(out / "estimates.csv").filter((pl.col("policy") == "routed") & (pl.col("estimator") == "DR"))
+    cost = est.filter((pl.col("metric") == "cost_usd") & (pl.col("kind") == "relative"))["value"][0]
+    assert cost < 0  # cheaper than direct official access
+
+
+def test_constrained_kind_rejects_epsilon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[data]\nlogs = "a.parquet"\ncatalog = "c.csv"\n[[policies]]\nname = "r"\nkind = "constrained"\nepsilon = 0.1\n')
+    assert main(["run", str(config), "--no-tracking"]) == 2
+    assert "use 'exploration', not 'epsilon'" in capsys.readouterr().err
