@@ -144,7 +144,8 @@ class BaseEstimator:
         unit = 3 * len(policies)
         pairs = _pairs(len(levels), unit, auto)
         fb = batch.fb
-        step = max(512, CELLS_PER_CHUNK // (len(levels) * unit * fb.n_metrics))
+        probe = sum(len(self._terms_at(prep.rows(slice(0, 1)), levels[0]).varying()) for prep in policies)
+        step = max(512, CELLS_PER_CHUNK // (max(probe, 1) * len(levels) * fb.n_metrics))
         total: Sums | None = None
         for start in range(0, fb.n, step):
             sl = slice(start, start + step)
