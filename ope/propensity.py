@@ -95,7 +95,8 @@ def fit_propensities(ds: BanditDataset, cfg: PredictorConfig | None = None, *, s
             boosters.append(booster)
             test_rows = rows[~train]
             test_starts = np.flatnonzero(np.r_[True, test_rows[1:] != test_rows[:-1]])
-            scores[~train] = _group_softmax(booster.predict(x[~train], raw_score=True), test_starts)
+            raw = booster.predict(x[~train], raw_score=True, num_threads=cfg.predict_threads)
+            scores[~train] = _group_softmax(raw, test_starts)
             bar.update(1)
     probs = _normalise(scores, rows, arms, n, k)
     propensities = probs[np.arange(n), ds.actions]

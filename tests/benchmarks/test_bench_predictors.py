@@ -41,7 +41,7 @@ def test_fit_and_predict_outcome_models(benchmark: Any) -> None:
     x = models.features.pairs(rows, arms)
     t = time.perf_counter()
     for name in MODELS:
-        models.boosters[name][0].predict(x, raw_score=True)
+        models.boosters[name][0].predict(x, raw_score=True, num_threads=PredictorConfig().predict_threads)
     predict_seconds = time.perf_counter() - t
     benchmark.extra_info.update({
         "rows": n, "pairs": int(rows.size), "fit_seconds_2_folds": fit_seconds,
