@@ -123,7 +123,7 @@ def _section(cls: type, raw: dict[str, Any], name: str, source: Path, base: Path
             msg = f"{source}: unknown key '{key}' in [{name}] (known keys: {', '.join(sorted(known))})."
             raise ConfigError(msg)
         want = _TYPES[key]
-        if not isinstance(value, want) or (isinstance(value, bool) and want != bool):
+        if not isinstance(value, want) or (isinstance(value, bool) and want is not bool):
             msg = f"{source}: [{name}] {key} has the wrong type: got {type(value).__name__} {value!r}."
             raise ConfigError(msg)
     values = {k: (base / v if k in _PATHS and not Path(v).is_absolute() else Path(v) if k in _PATHS else v)

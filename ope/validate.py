@@ -80,9 +80,8 @@ class ValidatedLogs:
 class _Checker:
     """Accumulates typed columns and row problems for one raw frame."""
 
-    def __init__(self, raw: pl.DataFrame, csv: bool) -> None:
+    def __init__(self, raw: pl.DataFrame) -> None:
         self.raw = raw
-        self.csv = csv
         self.ids = raw["request_id"].cast(pl.String) if "request_id" in raw.columns else pl.Series([str(i) for i in range(raw.height)])
         self.typed: dict[str, pl.Series] = {}
         self.problems: list[Problem] = []
@@ -139,11 +138,11 @@ def _cast(col: pl.Series, kind: str) -> pl.Series | None:
     return None
 
 
-def validate_logs(raw: pl.DataFrame, catalog: Catalog, *, source: str = "logs", csv: bool = False) -> ValidatedLogs:
+def validate_logs(raw: pl.DataFrame, catalog: Catalog, *, source: str = "logs") -> ValidatedLogs:
     """Check every rule of DESIGN §4; return clean typed rows and the problems found."""
     if raw.height == 0:
         raise SchemaError(f"{source} is empty: it has no rows.")
-    chk = _Checker(raw, csv)
+    chk = _Checker(raw)
     for column in REQUIRED_COLUMNS:
         if column not in raw.columns:
             chk.fatal(column, "missing column")
@@ -232,7 +231,7 @@ def load_logs(path: str | Path, catalog: Catalog, *, quarantine: str | Path | No
     if quarantine is not None:
         _check_quarantine(Path(quarantine), path)
     raw = read_table(path)
-    result = validate_logs(raw, catalog, source=str(path), csv=table_format(path) == "csv")
+    result = validate_logs(raw, catalog, source=str(path))
     if result.problems and quarantine is None:
         hint = "\nFix these rows, or pass a quarantine file to set them aside and continue."
         raise SchemaError(_message(str(path), result.problems, raw.height) + hint)
