@@ -1,20 +1,70 @@
-"""Where a policy's gains come from: estimates per model and per task, and traffic per provider."""
+"""Where and when a policy's gains come from: estimates per period, per model and per task, and
+traffic per provider; plus the long-form rows every estimate is written as."""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from estimators import BanditFeedback, BaseEstimator, EstimatorInputError, SupportWarning
+from estimators import BanditFeedback, BaseEstimator, Estimate, EstimatorInputError, SupportWarning
 from ope.dataset import BanditDataset
+from ope.schema import METRICS
 
-__all__ = ["breakdowns", "provider_shares", "MIN_GROUP_ROWS"]
+__all__ = ["ESTIMATE_COLUMNS", "estimate_rows", "time_slices", "breakdowns", "provider_shares", "MIN_GROUP_ROWS"]
 
+ESTIMATE_COLUMNS = ["policy", "metric", "estimator", "kind", "value", "stderr", "ci_low", "ci_high", "n", "ess"]
 #: groups with fewer logged rows are not estimated (and the report says so)
 MIN_GROUP_ROWS = 200
+#: periods with fewer logged rows are not estimated
+MIN_PERIOD_ROWS = 50
+
+
+def estimate_rows(policy: str, estimate: Estimate, kind: str) -> list[dict[str, Any]]:
+    """One long-form row per metric (the columns of `ESTIMATE_COLUMNS`)."""
+    cols = [np.atleast_1d(np.asarray(getattr(estimate, c), dtype=float)) for c in ("value", "stderr", "ci_low", "ci_high", "n")]
+    return [
+        {"policy": policy, "metric": m, "estimator": estimate.estimator, "kind": kind,
+         "value": cols[0][j], "stderr": cols[1][j], "ci_low": cols[2][j], "ci_high": cols[3][j], "n": cols[4][j], "ess": estimate.ess}
+        for j, m in enumerate(METRICS)
+    ]
+
+
+def _policy_estimates(
+    fb: BanditFeedback, mask: npt.NDArray[np.bool_], probabilities: dict[str, npt.NDArray[np.float64]],
+    estimator: BaseEstimator, q_hat: npt.NDArray[np.float64] | None, alpha: float,
+) -> Iterator[tuple[str, Estimate]]:
+    """Every policy's estimate on the rows of ``mask``; a policy without overlap there is skipped."""
+    part = fb.subset(mask)
+    for name, pi in probabilities.items():
+        try:
+            yield name, estimator.estimate(part, target=pi[mask], q_hat=None if q_hat is None else q_hat[mask], alpha=alpha)
+        except EstimatorInputError:
+            continue  # e.g. no overlap in this group: shown as missing
+
+
+def time_slices(
+    fb: BanditFeedback, dataset: BanditDataset, probabilities: dict[str, npt.NDArray[np.float64]],
+    estimator: BaseEstimator, q_hat: npt.NDArray[np.float64] | None, every: str, alpha: float,
+) -> pl.DataFrame:
+    """Per-period values of every policy (one estimator): service quality is not stationary."""
+    period = dataset.logs["ts"].dt.truncate(every)
+    rows = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SupportWarning)
+        for start in period.unique().sort().to_list():
+            mask = (period == start).to_numpy()
+            if mask.sum() < MIN_PERIOD_ROWS:
+                continue
+            for name, est in _policy_estimates(fb, mask, probabilities, estimator, q_hat, alpha):
+                rows += [{"period": start, **row} for row in estimate_rows(name, est, "value")]
+    if rows:
+        return pl.DataFrame(rows)
+    return pl.DataFrame(schema={"period": pl.Datetime("us", "UTC"), **{c: pl.Float64 for c in ESTIMATE_COLUMNS}})
 
 
 def breakdowns(
@@ -38,12 +88,7 @@ def breakdowns(
                     rows.append({"by": column, "group": group, "policy": None, "metric": None, "value": None,
                                  "ci_low": None, "ci_high": None, "n": float(count)})
                     continue
-                part = fb.subset(mask)
-                for name, pi in probabilities.items():
-                    try:
-                        est = estimator.estimate(part, target=pi[mask], q_hat=None if q_hat is None else q_hat[mask], alpha=alpha)
-                    except EstimatorInputError:
-                        continue  # e.g. no overlap in this group: shown as missing
+                for name, est in _policy_estimates(fb, mask, probabilities, estimator, q_hat, alpha):
                     for j, metric in enumerate(dataset.metrics):
                         rows.append({"by": column, "group": group, "policy": name, "metric": metric,
                                      "value": float(est.value[j]), "ci_low": float(est.ci_low[j]),

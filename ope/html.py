@@ -149,8 +149,6 @@ def render(result: RunResult, info: dict[str, Any]) -> str:
     data = info["data"]
     rel = est.filter((pl.col("kind") == "relative") & (pl.col("estimator") == info["primary_estimator"]))
     warnings_ = list(info["warnings"])
-    if data["quarantined_rows"]:
-        warnings_.insert(0, f"{data['quarantined_rows']} rows failed validation and were set aside (quarantine file).")
     if data["rows_with_satisfaction"] < data["rows"]:
         warnings_.append(f"Satisfaction is evaluated on the {data['rows_with_satisfaction']:,} of {data['rows']:,} rows that have feedback.")
     warn_html = "".join(f"<div class='warn'>{esc(w)}</div>" for w in warnings_) or "<p class='good'>No support or overlap problems found.</p>"

@@ -97,7 +97,6 @@ def summary(result: RunResult, run_name: str) -> dict[str, Any]:
         }
     ds = result.dataset
     sat = int((~np.isnan(ds.outcomes[:, METRICS.index("satisfaction")])).sum())
-    warnings_ = list(result.notes) + sorted({f"{p}: {w}" for p, d in result.diagnostics.items() for e in d.values() for w in e["warnings"]})
     return {
         "run_name": run_name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -127,7 +126,7 @@ def summary(result: RunResult, run_name: str) -> dict[str, Any]:
         },
         "policies": headline,
         "diagnostics": result.diagnostics,
-        "warnings": warnings_,
+        "warnings": result.warnings,
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
         "versions": versions(),
     }
@@ -143,15 +142,15 @@ def write_outputs(result: RunResult, out_dir: Path, run_name: str, *, overwrite:
     out.mkdir(parents=True)
     paths = {"estimates": out / "estimates.csv", "summary": out / "summary.json", "report": out / "report.html"}
     result.estimates.write_csv(paths["estimates"])
+    files = _actions(result, out)
     info = summary(result, run_name)
+    info["actions"] = {name: f"actions/{stem}.parquet" for name, stem in files.items()}
     paths["summary"].write_text(json.dumps(_json_safe(info), indent=2, default=str, allow_nan=False))
     (out / "config.toml").write_text(to_toml(result.config))
     paths["config"] = out / "config.toml"
-    info["actions"] = {name: f"actions/{stem}.parquet" for name, stem in _actions(result, out).items()}
     fitted = {name: p for name, p in result.policies.items() if hasattr(p, "to_json")}
     if fitted:
         (out / "policies").mkdir()
-        files = action_files(list(result.probabilities))
         for name, policy in fitted.items():
             (out / "policies" / f"{files[name]}.json").write_text(policy.to_json())  # type: ignore[attr-defined]
         paths["policies"] = out / "policies"

@@ -11,10 +11,10 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from estimators import ESTIMATORS, BanditFeedback, BaseEstimator, Bootstrap, EmpiricalBernstein, Estimate, Normal, SupportWarning
+from estimators import ESTIMATORS, BaseEstimator, Bootstrap, EmpiricalBernstein, Normal, SupportWarning
 from estimators.batch import prepare
 from estimators.inference import Inference
-from ope.breakdown import breakdowns, provider_shares
+from ope.breakdown import ESTIMATE_COLUMNS, breakdowns, estimate_rows, provider_shares, time_slices
 from ope.config import ExperimentConfig
 from ope.dataset import BanditDataset
 from ope.errors import ConfigError
@@ -22,12 +22,10 @@ from ope.predictors import OutcomeModels, fit_outcome_models
 from ope.progress import progress
 from ope.propensity import PropensityModel, fit_propensities
 from ope.registry import build_policy
-from ope.schema import METRICS
 from policies import Policy
 
 __all__ = ["RunResult", "run_experiment", "primary_estimator", "ESTIMATE_COLUMNS"]
 
-ESTIMATE_COLUMNS = ["policy", "metric", "estimator", "kind", "value", "stderr", "ci_low", "ci_high", "n", "ess"]
 #: in a run, the tunable estimators choose their hyperparameter from the data
 RUN_SETTINGS: dict[str, dict[str, str]] = {"SwitchDR": {"threshold": "auto"}, "DRos": {"shrinkage": "auto"}}
 
@@ -49,6 +47,13 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     outcome_models: OutcomeModels | None = None
     propensity_model: PropensityModel | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """Everything a reader must see first: rows set aside, run notes, then support and overlap warnings."""
+        out = [f"{self.dataset.n_quarantined} rows failed validation and were set aside (quarantine file)."] if self.dataset.n_quarantined else []
+        out += list(self.notes)
+        return out + sorted({f"{p}: {w}" for p, d in self.diagnostics.items() for e in d.values() for w in e["warnings"]})
 
     @property
     def propensity_source(self) -> str:
@@ -82,32 +87,6 @@ def _estimators(cfg: ExperimentConfig) -> list[BaseEstimator]:
             raise ConfigError(f"{cfg.source}: unknown estimator '{name}' (known: {', '.join(ESTIMATORS)}).")
         out.append(ESTIMATORS[name](**RUN_SETTINGS.get(name, {})))
     return out
-
-
-def _rows(policy: str, estimate: Estimate, kind: str) -> list[dict[str, Any]]:
-    cols = [np.atleast_1d(np.asarray(getattr(estimate, c), dtype=float)) for c in ("value", "stderr", "ci_low", "ci_high", "n")]
-    return [
-        {"policy": policy, "metric": m, "estimator": estimate.estimator, "kind": kind,
-         "value": cols[0][j], "stderr": cols[1][j], "ci_low": cols[2][j], "ci_high": cols[3][j], "n": cols[4][j], "ess": estimate.ess}
-        for j, m in enumerate(METRICS)
-    ]
-
-
-def _time_slices(fb: BanditFeedback, dataset: BanditDataset, probabilities: dict[str, npt.NDArray[np.float64]],
-                 estimator: BaseEstimator, q_hat: npt.NDArray[np.float64] | None, every: str, alpha: float) -> pl.DataFrame:
-    """Per-period values of every policy (one estimator): service quality is not stationary."""
-    period = dataset.logs["ts"].dt.truncate(every)
-    rows = []
-    for start in period.unique().sort().to_list():
-        mask = (period == start).to_numpy()
-        if mask.sum() < 50:
-            continue
-        part = fb.subset(mask)
-        for name, pi in probabilities.items():
-            est = estimator.estimate(part, target=pi[mask], q_hat=None if q_hat is None else q_hat[mask], alpha=alpha)
-            for row in _rows(name, est, "value"):
-                rows.append({"period": start, **row})
-    return pl.DataFrame(rows) if rows else pl.DataFrame(schema={"period": pl.Datetime("us", "UTC"), **{c: pl.Float64 for c in ESTIMATE_COLUMNS}})
 
 
 def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunResult:
@@ -163,16 +142,14 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
             for est in estimators:
                 part = est.accumulate(batch, n_boot=inference.n_boot, seed=inference.seed)
                 value = est.finalize(part, inference=inference, alpha=alpha, kind="value")
-                rows += _rows(name, value, "value")
+                rows += estimate_rows(name, value, "value")
                 diagnostics.setdefault(name, {})[est.name] = value.diagnostics.to_dict()
                 for kind in ("difference", "relative") if paired else ():
-                    rows += _rows(name, est.finalize(part, inference=inference, alpha=alpha, kind=kind), kind)
+                    rows += estimate_rows(name, est.finalize(part, inference=inference, alpha=alpha, kind=kind), kind)
                 bar.update(1)
     estimates = pl.DataFrame(rows, schema={c: (pl.String if c in ("policy", "metric", "estimator", "kind") else pl.Float64) for c in ESTIMATE_COLUMNS})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SupportWarning)
-        headline = next(e for e in estimators if e.name == primary_estimator([e.name for e in estimators]))
-        slices = _time_slices(fb, dataset, probabilities, headline, q_hat, cfg.evaluation.time_slice, alpha)
+    headline = next(e for e in estimators if e.name == primary_estimator([e.name for e in estimators]))
+    slices = time_slices(fb, dataset, probabilities, headline, q_hat, cfg.evaluation.time_slice, alpha)
     groups = breakdowns(fb, dataset, probabilities, headline, q_hat, alpha)
     timings["estimate"] = time.perf_counter() - t0 - sum(timings.values())
     return RunResult(cfg, dataset, policies, probabilities, estimates, diagnostics, slices, groups,

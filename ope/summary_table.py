@@ -32,9 +32,7 @@ def print_summary(result: RunResult, estimator: str) -> None:
             cells.append(cell.rjust(20))
         print(name.ljust(width) + "".join(cells))
     print("(~ marks a change whose interval includes 0)")
-    notes = list(result.notes) + sorted({f"{p}: {w}" for p, d in result.diagnostics.items() for e in d.values() for w in e["warnings"]})
-    if result.dataset.n_quarantined:
-        notes.insert(0, f"{result.dataset.n_quarantined} rows failed validation and were set aside.")
+    notes = result.warnings
     for note in notes[:6]:
         print(f"warning: {note}")
     if len(notes) > 6:

@@ -41,6 +41,30 @@ experiment = "e2e"
 """
 
 
+def _fast_config(tmp: Path, logs: Path, catalog: Path, estimators: list[str], policy: str) -> Path:
+    """A config with small cross-fitted models, direct official access and one more policy, untracked."""
+    config = tmp / "c.toml"
+    config.write_text(f"""
+[data]
+logs = "{logs}"
+catalog = "{catalog}"
+[evaluation]
+estimators = {json.dumps(estimators)}
+[predictors]
+folds = 3
+n_estimators = 30
+[[policies]]
+name = "direct_official"
+kind = "direct_official"
+fallback = "uniform"
+[[policies]]
+{policy}
+[tracking]
+enabled = false
+""")
+    return config
+
+
 @pytest.fixture(scope="module")
 def run_dir(simulated: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     logs, catalog = simulated
@@ -125,27 +149,7 @@ def test_log_without_propensities_uses_estimated_ones_and_says_so(simulated: tup
     logs, catalog = simulated
     bare = tmp_path / "bare.parquet"
     pl.read_parquet(logs).with_columns(pl.lit(None, dtype=pl.Float64).alias("propensity")).write_parquet(bare)
-    config = tmp_path / "c.toml"
-    config.write_text(f"""
-[data]
-logs = "{bare}"
-catalog = "{catalog}"
-[evaluation]
-estimators = ["IPS", "DM", "DR"]
-[predictors]
-folds = 3
-n_estimators = 30
-[[policies]]
-name = "direct_official"
-kind = "direct_official"
-fallback = "uniform"
-[[policies]]
-name = "cheapest"
-kind = "cheapest"
-epsilon = 0.2
-[tracking]
-enabled = false
-""")
+    config = _fast_config(tmp_path, bare, catalog, ["IPS", "DM", "DR"], 'name = "cheapest"\nkind = "cheapest"\nepsilon = 0.2')
     assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "est", "--quiet"]) == 0
     out = tmp_path / "r" / "est"
     summary = json.loads((out / "summary.json").read_text())
@@ -240,29 +244,8 @@ def test_the_saved_config_reproduces_the_run(run_dir: Path, tmp_path: Path) -> N
 
 def test_constrained_router_runs_from_a_config(simulated: tuple[Path, Path], tmp_path: Path) -> None:
     logs, catalog = simulated
-    config = tmp_path / "c.toml"
-    config.write_text(f"""
-[data]
-logs = "{logs}"
-catalog = "{catalog}"
-[evaluation]
-estimators = ["SNIPS", "DR"]
-[predictors]
-folds = 3
-n_estimators = 30
-[[policies]]
-name = "direct_official"
-kind = "direct_official"
-fallback = "uniform"
-[[policies]]
-name = "routed"
-kind = "constrained"
-objective = "cost"
-min_satisfaction = 0.72
-exploration = 0.05
-[tracking]
-enabled = false
-""")
+    policy = 'name = "routed"\nkind = "constrained"\nobjective = "cost"\nmin_satisfaction = 0.72\nexploration = 0.05'
+    config = _fast_config(tmp_path, logs, catalog, ["SNIPS", "DR"], policy)
     assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "c", "--quiet"]) == 0
     out = tmp_path / "r" / "c"
     rule = json.loads((out / "policies" / "routed.json").read_text())
@@ -277,3 +260,16 @@ def test_constrained_kind_rejects_epsilon(tmp_path: Path, capsys: pytest.Capture
     config.write_text('[data]\nlogs = "a.parquet"\ncatalog = "c.csv"\n[[policies]]\nname = "r"\nkind = "constrained"\nepsilon = 0.1\n')
     assert main(["run", str(config), "--no-tracking"]) == 2
     assert "use 'exploration', not 'epsilon'" in capsys.readouterr().err
+
+
+def test_summary_lists_set_aside_rows_and_action_files(simulated: tuple[Path, Path], tmp_path: Path) -> None:
+    logs, catalog = simulated
+    broken = tmp_path / "broken.parquet"
+    frame = pl.read_parquet(logs)
+    frame.with_columns(pl.when(pl.int_range(pl.len()) < 3).then(pl.lit("exploded")).otherwise(pl.col("status")).alias("status")).write_parquet(broken)
+    config = tmp_path / "c.toml"
+    config.write_text(CONFIG.format(logs=broken, catalog=catalog, tmp=tmp_path).replace("[evaluation]", f'quarantine = "{tmp_path / "bad.parquet"}"\n[evaluation]'))
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "q", "--quiet", "--no-tracking"]) == 0
+    summary = json.loads((tmp_path / "r" / "q" / "summary.json").read_text())
+    assert summary["warnings"][0] == "3 rows failed validation and were set aside (quarantine file)."
+    assert summary["actions"]["direct_official"] == "actions/direct_official.parquet"
