@@ -1,4 +1,4 @@
-"""The `ope` command: run, validate, simulate."""
+"""The `ope` command: run, tune, validate, simulate."""
 
 from __future__ import annotations
 
@@ -8,22 +8,23 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ope.errors import OPEError
+
+if TYPE_CHECKING:
+    from ope.config import ExperimentConfig
 
 __all__ = ["main"]
 
 
-def _run(args: argparse.Namespace) -> int:
-    from ope.config import DEFAULT_CONFIG, PROJECT_ROOT, load_config
-    from ope.report import write_outputs
-    from ope.runner import primary_estimator, run_experiment
-    from ope.summary_table import print_summary
-    from ope.tracking import TrackingError, track_run, ui_command
+def _resolve(args: argparse.Namespace, default: Path) -> tuple[ExperimentConfig, str]:
+    """The config with command-line overrides applied, and a fresh run name (refusing to clobber a run folder)."""
+    from ope.config import PROJECT_ROOT, load_config
 
-    start = time.perf_counter()
-    path = Path(args.config) if args.config else DEFAULT_CONFIG
+    path = Path(args.config) if args.config else default
     cfg = load_config(path, base=None if args.config else PROJECT_ROOT)
     data = dataclasses.replace(
         cfg.data,
@@ -38,17 +39,56 @@ def _run(args: argparse.Namespace) -> int:
         raise OPEError(f"A run name must be a plain folder name (no '/' or '..'). Got {run_name!r}.")
     if (cfg.output.dir / run_name).exists() and not args.overwrite:
         raise OPEError(f"The run folder {cfg.output.dir / run_name} already exists; choose another --run-name or pass --overwrite.")
+    return cfg, run_name
+
+
+def _track(cfg: ExperimentConfig, track: Callable[[], tuple[str, str]]) -> None:
+    """Record in MLflow if enabled; a failure warns and keeps the local outputs."""
+    from ope.tracking import TrackingError, ui_command
+
+    if not cfg.tracking.enabled:
+        return
+    try:
+        run_id, uri = track()
+        print(f"mlflow:    run {run_id} in {uri}\n           open it with: {ui_command(cfg.tracking.uri)}")
+    except TrackingError as exc:
+        print(f"warning: {exc} The local outputs above are complete.", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ope.config import DEFAULT_CONFIG
+    from ope.report import write_outputs
+    from ope.runner import primary_estimator, run_experiment
+    from ope.summary_table import print_summary
+    from ope.tracking import track_run
+
+    start = time.perf_counter()
+    cfg, run_name = _resolve(args, DEFAULT_CONFIG)
     result = run_experiment(cfg, show_progress=not args.quiet)
     paths = write_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
     info = json.loads(paths["summary"].read_text())
     print_summary(result, primary_estimator(cfg.evaluation.estimators))
     print(f"\nreport:    {paths['report']}")
-    if cfg.tracking.enabled:
-        try:
-            run_id, uri = track_run(result, paths, info, run_name=run_name)
-            print(f"mlflow:    run {run_id} in {uri}\n           open it with: {ui_command(cfg.tracking.uri)}")
-        except TrackingError as exc:
-            print(f"warning: {exc} The local report above is complete.", file=sys.stderr)
+    _track(cfg, lambda: track_run(result, paths, info, run_name=run_name))
+    print(f"wall time: {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from ope.config import DEFAULT_TUNE_CONFIG
+    from ope.summary_table import print_tune_table
+    from ope.tracking import track_tune
+    from ope.tune import run_tune
+    from ope.tune_report import write_tune_outputs
+
+    start = time.perf_counter()
+    cfg, run_name = _resolve(args, DEFAULT_TUNE_CONFIG)
+    result = run_tune(cfg, show_progress=not args.quiet)
+    paths = write_tune_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
+    summary = json.loads(paths["summary"].read_text())
+    print_tune_table(result)
+    print(f"\n{result.verdict}\n\nreport:    {paths['report']}")
+    _track(cfg, lambda: track_tune(result, paths, summary, run_name=run_name))
     print(f"wall time: {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -75,22 +115,30 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--logs", help="override [data] logs")
+    p.add_argument("--catalog", help="override [data] catalog")
+    p.add_argument("--quarantine", help="set invalid rows aside in this file instead of stopping")
+    p.add_argument("--out", help="override [output] dir (default: reports)")
+    p.add_argument("--run-name", help="name of the run and of its report folder")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's local sqlite:///mlflow.db)")
+    p.add_argument("--no-tracking", action="store_true", help="do not record the run in MLflow")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(prog="ope", description="Offline counterfactual evaluation of LLM routing policies.")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="evaluate the policies of a config on request logs and write a report")
     run.add_argument("config", nargs="?", help="TOML config (default: configs/quickstart.toml on the bundled sample)")
-    run.add_argument("--logs", help="override [data] logs")
-    run.add_argument("--catalog", help="override [data] catalog")
-    run.add_argument("--quarantine", help="set invalid rows aside in this file instead of stopping")
-    run.add_argument("--out", help="override [output] dir (default: reports)")
-    run.add_argument("--run-name", help="name of the run and of its report folder")
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's local sqlite:///mlflow.db)")
-    run.add_argument("--no-tracking", action="store_true", help="do not record the run in MLflow")
-    run.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    _run_options(run)
     run.set_defaults(func=_run)
+    tune = sub.add_parser("tune", help="sweep a constrained router's budget and SLA settings and recommend a safe one")
+    tune.add_argument("config", nargs="?", help="TOML config with a [tune] section (default: configs/tune.toml on the bundled sample)")
+    _run_options(tune)
+    tune.set_defaults(func=_tune)
     val = sub.add_parser("validate", help="check a log against the schema and catalog, print a summary")
     val.add_argument("logs", help="request log: parquet, csv or ndjson")
     val.add_argument("--catalog", required=True, help="endpoint catalog: csv or parquet")

@@ -19,6 +19,7 @@ __all__ = [
     "PolicyConfig",
     "TrackingConfig",
     "OutputConfig",
+    "TuneConfig",
     "ExperimentConfig",
     "load_config",
     "to_toml",
@@ -28,6 +29,9 @@ __all__ = [
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "quickstart.toml"
+DEFAULT_TUNE_CONFIG = PROJECT_ROOT / "configs" / "tune.toml"
+#: constrained-router settings `ope tune` can sweep
+TUNABLE = ("max_cost_usd", "min_sla_hit", "min_satisfaction", "exploration")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +83,26 @@ class OutputConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TuneConfig:
+    """`ope tune`: sweep a constrained policy's settings and judge each against rollout targets.
+
+    ``grid`` maps settings of `TUNABLE` to the values tried (every combination). Models and
+    routers learn from the first ``train_fraction`` of the log's time span and are judged on the
+    rest. A setting is safe when the lower confidence bound of SLA hit rate and satisfaction (the
+    upper bound of cost) meets the targets given here; with ``simultaneous`` the bounds are
+    Bonferroni-adjusted over the grid, so the recommendation survives the search.
+    """
+
+    policy: str | None = None
+    grid: dict[str, list[float]] = field(default_factory=dict)
+    train_fraction: float = 0.6
+    min_sla_hit: float | None = None
+    min_satisfaction: float | None = None
+    max_cost_usd: float | None = None
+    simultaneous: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ExperimentConfig:
     """A whole `ope run`: data, evaluation, policies, tracking, output; ``source`` is the file."""
 
@@ -89,12 +113,18 @@ class ExperimentConfig:
     output: OutputConfig
     source: Path
     predictors: PredictorConfig = field(default_factory=PredictorConfig)
+    tune: TuneConfig | None = None
     text: str = field(repr=False, default="")
+
+    @property
+    def sections(self) -> tuple[str, ...]:
+        """The table sections this config has, in file order."""
+        return ("data", "evaluation", "predictors", "tracking", "output") + (("tune",) if self.tune else ())
 
     def flat(self) -> dict[str, str]:
         """The config flattened to dotted keys, for MLflow params."""
         out: dict[str, str] = {}
-        for section in ("data", "evaluation", "predictors", "tracking", "output"):
+        for section in self.sections:
             for f in fields(getattr(self, section)):
                 out[f"{section}.{f.name}"] = str(getattr(getattr(self, section), f.name))
         for p in self.policies:
@@ -111,7 +141,8 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "folds": int, "time_blocked": bool, "n_estimators": int, "learning_rate": (int, float), "num_leaves": int,
     "min_child_samples": int, "history_hours": (int, float), "threads": int, "predict_threads": int, "seed": int,
     "propensity_leaves": int, "propensity_min_child_samples": int, "propensity_learning_rate": (int, float),
-    "propensity_n_estimators": int,
+    "propensity_n_estimators": int, "policy": str, "grid": dict, "train_fraction": (int, float),
+    "min_sla_hit": (int, float), "min_satisfaction": (int, float), "max_cost_usd": (int, float), "simultaneous": bool,
 }
 _PATHS = {"logs", "catalog", "quarantine", "dir"}
 
@@ -155,7 +186,7 @@ def _toml_value(value: Any) -> str:
 def to_toml(cfg: ExperimentConfig) -> str:
     """The config as actually used (command-line overrides applied, paths absolute), as TOML."""
     lines = [f"# resolved from {cfg.source}"]
-    for section in ("data", "evaluation", "predictors", "tracking", "output"):
+    for section in cfg.sections:
         lines.append(f"\n[{section}]")
         for f in fields(getattr(cfg, section)):
             value = getattr(getattr(cfg, section), f.name)
@@ -182,6 +213,31 @@ def _check_evaluation(ev: EvaluationConfig, source: Path) -> None:
         raise ConfigError(msg) from exc
 
 
+def _check_tune(tune: TuneConfig, policies: tuple[PolicyConfig, ...], source: Path) -> TuneConfig:
+    """Value rules of [tune]; fills in the policy when the config has exactly one constrained policy."""
+    constrained = [p.name for p in policies if p.kind == "constrained"]
+    policy = tune.policy
+    if policy is None:
+        if len(constrained) != 1:
+            raise ConfigError(f"{source}: [tune] policy must name the constrained policy to sweep (constrained policies: {constrained}).")
+        policy = constrained[0]
+    elif policy not in constrained:
+        raise ConfigError(f"{source}: [tune] policy '{policy}' is not a constrained policy of this config ({constrained}).")
+    if not tune.grid:
+        raise ConfigError(f"{source}: [tune.grid] is empty; give at least one setting and its values, e.g. min_sla_hit = [0.5, 0.6].")
+    for key, values in tune.grid.items():
+        if key not in TUNABLE:
+            raise ConfigError(f"{source}: [tune.grid] cannot sweep '{key}' (sweepable: {', '.join(TUNABLE)}).")
+        if (not isinstance(values, list) or not values
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in values)):
+            raise ConfigError(f"{source}: [tune.grid] {key} must be a non-empty list of numbers >= 0. Got {values!r}.")
+    if not 0.1 <= tune.train_fraction <= 0.9:
+        raise ConfigError(f"{source}: [tune] train_fraction must be in [0.1, 0.9]. Got {tune.train_fraction}.")
+    if tune.min_sla_hit is None and tune.min_satisfaction is None and tune.max_cost_usd is None:
+        raise ConfigError(f"{source}: [tune] needs at least one rollout target: min_sla_hit, min_satisfaction or max_cost_usd.")
+    return TuneConfig(**{**{f.name: getattr(tune, f.name) for f in fields(tune)}, "policy": policy})
+
+
 def load_config(path: str | Path, *, base: Path | None = None) -> ExperimentConfig:
     """Read a TOML config. Relative paths resolve against ``base`` (default: current directory)."""
     source = Path(path)
@@ -193,7 +249,7 @@ def load_config(path: str | Path, *, base: Path | None = None) -> ExperimentConf
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source} is not valid TOML: {exc}") from exc
     base = Path.cwd() if base is None else base
-    allowed = {"data", "evaluation", "predictors", "policies", "tracking", "output"}
+    allowed = {"data", "evaluation", "predictors", "policies", "tracking", "output", "tune"}
     for key in raw:
         if key not in allowed:
             raise ConfigError(f"{source}: unknown section '{key}' (known: {', '.join(sorted(allowed))}).")
@@ -223,6 +279,7 @@ def load_config(path: str | Path, *, base: Path | None = None) -> ExperimentConf
         tracking=_section(TrackingConfig, raw.get("tracking", {}), "tracking", source, base),
         predictors=_section(PredictorConfig, raw.get("predictors", {}), "predictors", source, base),
         output=_section(OutputConfig, raw.get("output", {}), "output", source, base),
+        tune=None if "tune" not in raw else _check_tune(_section(TuneConfig, raw["tune"], "tune", source, base), tuple(policies), source),
         source=source,
         text=text,
     )

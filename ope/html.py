@@ -14,7 +14,7 @@ from ope.plots import METRIC_LABELS, forest_plot, time_plot
 from ope.runner import RunResult
 from ope.schema import LOWER_IS_BETTER, METRICS
 
-__all__ = ["render", "esc"]
+__all__ = ["CSS", "esc", "num", "render", "table"]
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;color:#1b1f24;max-width:1180px;margin:24px auto;padding:0 16px}
@@ -48,7 +48,7 @@ def esc(value: object) -> str:
     return escape(str(value), quote=True)
 
 
-def _num(x: float, metric: str = "") -> str:
+def num(x: float, metric: str = "") -> str:
     if x != x:  # NaN
         return "–"
     if metric == "cost_usd":
@@ -58,7 +58,7 @@ def _num(x: float, metric: str = "") -> str:
     return f"{x:.4f}" if abs(x) < 10 else f"{x:.2f}"
 
 
-def _table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
+def table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
     th = "".join(f'<th class="{"l" if i < left else ""}">{h}</th>' for i, h in enumerate(head))
     thead = f"<thead><tr>{th}</tr></thead>" if any(head) else ""
     body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>" for r in rows)
@@ -72,7 +72,7 @@ def _headline(info: dict[str, Any]) -> str:
         cells = [esc(name)]
         for m in METRICS:
             v = h["value"].get(m)
-            cell = f"{_num(v['value'], m)}<br><span class='muted'>[{_num(v['ci_low'], m)}, {_num(v['ci_high'], m)}]</span>"
+            cell = f"{num(v['value'], m)}<br><span class='muted'>[{num(v['ci_low'], m)}, {num(v['ci_high'], m)}]</span>"
             rel = h["relative"].get(m)
             if rel is not None and not np.isfinite(rel["value"]):
                 cell += "<br><span class='muted'>n/a (baseline is 0)</span>"
@@ -83,7 +83,7 @@ def _headline(info: dict[str, Any]) -> str:
                 cell += f"<br><span class='{cls}'>{rel['value']:+.1f}% [{rel['ci_low']:+.1f}, {rel['ci_high']:+.1f}]</span>"
             cells.append(cell)
         rows.append(cells)
-    return _table(head, rows)
+    return table(head, rows)
 
 
 def _agreement(est: pl.DataFrame) -> str:
@@ -92,8 +92,8 @@ def _agreement(est: pl.DataFrame) -> str:
     rows = []
     for (policy, metric), sub in values.group_by(["policy", "metric"], maintain_order=True):
         by = {r["estimator"]: r for r in sub.iter_rows(named=True)}
-        rows.append([esc(policy), esc(metric)] + [f"{_num(by[n]['value'], str(metric))} ± {_num(by[n]['stderr'], str(metric))}" if n in by else "–" for n in names])
-    return _table(["policy", "metric"] + [esc(n) for n in names], rows, left=2)
+        rows.append([esc(policy), esc(metric)] + [f"{num(by[n]['value'], str(metric))} ± {num(by[n]['stderr'], str(metric))}" if n in by else "–" for n in names])
+    return table(["policy", "metric"] + [esc(n) for n in names], rows, left=2)
 
 
 def _diagnostics(diag: dict[str, dict[str, Any]]) -> str:
@@ -101,10 +101,10 @@ def _diagnostics(diag: dict[str, dict[str, Any]]) -> str:
     for policy, by_est in diag.items():
         for name, d in by_est.items():
             flag = "<span class='bad'>yes</span>" if d["mean_weight_flag"] else "no"
-            rows.append([esc(policy), esc(name), f"{d['ess']:,.0f}", _num(d["max_weight"]), f"{d['mean_weight']:.3f} ± {d['mean_weight_se']:.3f}",
+            rows.append([esc(policy), esc(name), f"{d['ess']:,.0f}", num(d["max_weight"]), f"{d['mean_weight']:.3f} ± {d['mean_weight_se']:.3f}",
                          flag, f"{d['unsupported_share']:.2%}", str(d["n_modified"]), "<br>".join(esc(w) for w in d["warnings"]) or "–"])
     head = ["policy", "estimator", "ESS", "max weight", "mean weight", "flagged", "unsupported mass", "rows clipped", "warnings"]
-    return _table(head, rows, left=2)
+    return table(head, rows, left=2)
 
 
 BREAKDOWN_METRICS = ("cost_usd", "success", "satisfaction", "latency_ms", "sla_hit")
@@ -123,8 +123,8 @@ def _breakdowns(frame: pl.DataFrame, estimator: str) -> str:
         for metric in BREAKDOWN_METRICS:
             msub = sub.filter(pl.col("metric") == metric)
             value = {(r["group"], r["policy"]): r["value"] for r in msub.iter_rows(named=True)}
-            rows = [[esc(g), f"{int(n):,}"] + [_num(value[(g, p)], metric) if (g, p) in value else "–" for p in policies] for g, n in groups]
-            tables.append(f"<div><b>{esc(METRIC_LABELS[metric])}</b>" + _table([esc(by), "rows"] + [esc(p) for p in policies], rows) + "</div>")
+            rows = [[esc(g), f"{int(n):,}"] + [num(value[(g, p)], metric) if (g, p) in value else "–" for p in policies] for g, n in groups]
+            tables.append(f"<div><b>{esc(METRIC_LABELS[metric])}</b>" + table([esc(by), "rows"] + [esc(p) for p in policies], rows) + "</div>")
         parts.append(f"<h3>By {esc(by)}</h3><div class='grid'>" + "".join(tables) + "</div>")
     return "".join(parts)
 
@@ -132,7 +132,7 @@ def _breakdowns(frame: pl.DataFrame, estimator: str) -> str:
 def _shares(frame: pl.DataFrame) -> str:
     cols = frame.columns[1:]
     rows = [[esc(r["provider"])] + [f"{r[c]:.1%}" if r[c] > 0 else "–" for c in cols] for r in frame.iter_rows(named=True)]
-    return "<p class='muted'>Share of requests each policy routes to each provider (expected, from its action probabilities); 'logged' is what the log shows.</p>" + _table(["provider"] + [esc(c) for c in cols], rows)
+    return "<p class='muted'>Share of requests each policy routes to each provider (expected, from its action probabilities); 'logged' is what the log shows.</p>" + table(["provider"] + [esc(c) for c in cols], rows)
 
 
 def _data_table(data: dict[str, Any]) -> str:
@@ -140,7 +140,7 @@ def _data_table(data: dict[str, Any]) -> str:
               "rows_with_satisfaction": "rows with satisfaction", "start": "first request", "end": "last request"}
     rows = [[esc(label), esc(f"{data[k]:,}" if isinstance(data[k], int) else data[k])] for k, label in labels.items() if k in data]
     rows += [[f"SHA-256 of the {esc(k)}", f"<code>{esc(v)}</code>"] for k, v in data["sha256"].items()]
-    return _table(["", ""], rows)
+    return table(["", ""], rows)
 
 
 def render(result: RunResult, info: dict[str, Any]) -> str:
@@ -179,7 +179,7 @@ def render(result: RunResult, info: dict[str, Any]) -> str:
 
         "<h2>Glossary</h2>", "<dl>" + "".join(f"<dt><b>{esc(t)}</b></dt><dd>{esc(d)}</dd>" for t, d in GLOSSARY) + "</dl>",
         "<h2>Reproducibility</h2>",
-        _table(["package", "version"], [[esc(k), esc(v)] for k, v in info["versions"].items()]),
+        table(["package", "version"], [[esc(k), esc(v)] for k, v in info["versions"].items()]),
         f"<p>Config as used (overrides applied, paths resolved; from {esc(info['config_file'])}):</p><pre>{esc(to_toml(result.config))}</pre>",
         f"<p class='muted'>Timings (s): {esc(json.dumps(info['timings_s']))}</p>",
         "</body></html>",

@@ -14,7 +14,7 @@ import polars as pl  # noqa: E402
 
 from ope.schema import LOWER_IS_BETTER  # noqa: E402
 
-__all__ = ["forest_plot", "time_plot", "METRIC_LABELS"]
+__all__ = ["METRIC_LABELS", "forest_plot", "pareto_plot", "time_plot"]
 
 METRIC_LABELS = {
     "cost_usd": "cost per request (USD)",
@@ -96,5 +96,46 @@ def time_plot(slices: pl.DataFrame, metrics: list[str]) -> str:
     if handles:
         fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), fontsize=9, frameon=False,
                    bbox_to_anchor=(0.5, 1.04))
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def pareto_plot(points: pl.DataFrame, targets: dict[str, float]) -> str:
+    """Cost against SLA hit rate and against satisfaction for every swept setting, with intervals.
+
+    ``points`` has one row per setting and the baseline: ``label, status`` ("safe", "unsafe",
+    "baseline"), ``recommended`` and ``pareto`` flags, and ``<metric>``, ``<metric>_lo``,
+    ``<metric>_hi`` for cost_usd, sla_hit and satisfaction. Cost is shown per 1,000 requests.
+    """
+    style = {"safe": ("#1a7f37", "o"), "unsafe": ("#bc4c00", "o"), "baseline": ("#24292f", "D")}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for ax, metric in zip(axes, ("sla_hit", "satisfaction"), strict=True):
+        for status, (colour, marker) in style.items():
+            sub = points.filter(pl.col("status") == status)
+            if not sub.height:
+                continue
+            x, y = sub["cost_usd"].to_numpy() * 1e3, sub[metric].to_numpy()
+            xerr = np.abs(np.vstack([x - sub["cost_usd_lo"].to_numpy() * 1e3, sub["cost_usd_hi"].to_numpy() * 1e3 - x]))
+            yerr = np.abs(np.vstack([y - sub[f"{metric}_lo"].to_numpy(), sub[f"{metric}_hi"].to_numpy() - y]))
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=marker, color=colour, ecolor=colour, alpha=0.85, capsize=2,
+                        ms=5, lw=0.8, label={"safe": "safe setting", "unsafe": "fails a target", "baseline": "baseline"}[status])
+        front = points.filter(pl.col("pareto")).sort("cost_usd")
+        if front.height > 1:
+            ax.plot(front["cost_usd"].to_numpy() * 1e3, front[metric].to_numpy(), color="#0969da", lw=1, alpha=0.6,
+                    label="Pareto frontier")
+        best = points.filter(pl.col("recommended"))
+        if best.height:
+            ax.plot(best["cost_usd"].to_numpy() * 1e3, best[metric].to_numpy(), marker="*", ms=16, color="#0969da",
+                    ls="none", label="recommended")
+        key = "min_sla_hit" if metric == "sla_hit" else "min_satisfaction"
+        if key in targets:
+            ax.axhline(targets[key], color="#cf222e", ls="--", lw=0.9, label="rollout target")
+        if "max_cost_usd" in targets:
+            ax.axvline(targets["max_cost_usd"] * 1e3, color="#cf222e", ls=":", lw=0.9, label="cost cap")
+        ax.set_xlabel("cost per 1,000 requests (USD)")
+        ax.set_ylabel(METRIC_LABELS[metric])
+        ax.set_title(f"cost vs {METRIC_LABELS[metric]}", fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize=8, frameon=False, bbox_to_anchor=(0.5, 1.06))
     fig.tight_layout()
     return _svg(fig)

@@ -185,9 +185,9 @@ def _assemble(preds: dict[str, FloatArray], ds: BanditDataset, rows: npt.NDArray
     return np.column_stack([by_metric[m] for m in ds.metrics])
 
 
-def _failed_cost(ds: BanditDataset) -> FloatArray:
-    """Mean logged cost of failed requests per arm (usually 0: most providers do not bill failures)."""
-    failed = ds.outcomes[:, ds.metrics.index("success")] == 0
+def _failed_cost(ds: BanditDataset, rows: npt.NDArray[np.bool_]) -> FloatArray:
+    """Mean logged cost of failed requests per arm over ``rows`` (usually 0: most providers do not bill failures)."""
+    failed = (ds.outcomes[:, ds.metrics.index("success")] == 0) & rows
     cost = ds.outcomes[:, ds.metrics.index("cost_usd")]
     k = ds.catalog.n_arms
     total = np.bincount(ds.actions[failed], weights=cost[failed], minlength=k)
@@ -195,18 +195,29 @@ def _failed_cost(ds: BanditDataset) -> FloatArray:
     return np.divide(total, count, out=np.zeros(k), where=count > 0)
 
 
-def fit_outcome_models(ds: BanditDataset, cfg: PredictorConfig | None = None, *, show_progress: bool = False) -> OutcomeModels:
+def fit_outcome_models(ds: BanditDataset, cfg: PredictorConfig | None = None, *, train: npt.NDArray[np.bool_] | None = None,
+                       show_progress: bool = False) -> OutcomeModels:
     """Cross-fit every outcome model and return out-of-fold q̂ (n, K, M) with held-out quality.
 
     Two passes: fit every model on each fold's complement and score the fold; then correct each
     fold's predictions with a mean correction (`_correction`) estimated only from the other folds'
-    out-of-fold predictions, so no row's q̂ uses its own label.
+    out-of-fold predictions, so no row's q̂ uses its own label. With ``train`` (a row mask), the
+    models learn from those rows only and every other row gets the mean of the fold models'
+    predictions: a hold-out window scored by models that never saw it (`ope tune`). Features are
+    still built on all rows, since the history features only look at earlier rows.
     """
     cfg = PredictorConfig() if cfg is None else cfg
     feats = build_features(ds, window_hours=cfg.history_hours)
-    folds = assign_folds(ds, cfg.folds, time_blocked=cfg.time_blocked)
+    if train is None:
+        folds = assign_folds(ds, cfg.folds, time_blocked=cfg.time_blocked)
+    else:
+        folds = np.full(ds.n, -1, dtype=np.int64)
+        folds[train] = assign_folds(ds.subset(train), cfg.folds, time_blocked=cfg.time_blocked)
+    hold_rows, hold_arms = np.nonzero(ds.eligible & (folds < 0)[:, None])
+    x_hold = feats.pairs(hold_rows, hold_arms) if hold_rows.size else None
+    hold_preds: dict[str, FloatArray] = {m: np.zeros(hold_rows.size) for m in MODELS}
     labels = _labels(ds)
-    failed_cost = _failed_cost(ds)
+    failed_cost = _failed_cost(ds, folds >= 0)
     boosters: dict[str, list[lgb.Booster]] = {m: [] for m in MODELS}
     logged = feats.pairs(np.arange(ds.n), ds.actions)
     oof = {m: np.full(ds.n, np.nan) for m in MODELS}        # raw out-of-fold scores on the logged arm
@@ -214,7 +225,7 @@ def fit_outcome_models(ds: BanditDataset, cfg: PredictorConfig | None = None, *,
     pair_index: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
     with progress("fitting outcome models", total=cfg.folds * len(MODELS), enabled=show_progress) as bar:
         for f in range(cfg.folds):
-            train, test = folds != f, np.flatnonzero(folds == f)
+            fit_rows, test = (folds != f) & (folds >= 0), np.flatnonzero(folds == f)
             rows, arms = np.nonzero(ds.eligible[test])
             rows = test[rows]
             x_pairs = feats.pairs(rows, arms)
@@ -222,10 +233,13 @@ def fit_outcome_models(ds: BanditDataset, cfg: PredictorConfig | None = None, *,
             pair_raw.append({})
             for name, (kind, _) in MODELS.items():
                 y, usable = labels[name]
-                booster = _train(logged[train & usable], y[train & usable], ds.sample_weight[train & usable], kind, feats, cfg)
+                use = fit_rows & usable
+                booster = _train(logged[use], y[use], ds.sample_weight[use], kind, feats, cfg)
                 boosters[name].append(booster)
                 pair_raw[f][name] = booster.predict(x_pairs, raw_score=True, num_threads=cfg.predict_threads)
                 oof[name][test] = booster.predict(logged[test], raw_score=True, num_threads=cfg.predict_threads)
+                if x_hold is not None:
+                    pair_raw[f][f"hold:{name}"] = booster.predict(x_hold, raw_score=True, num_threads=cfg.predict_threads)
                 bar.update(1)
     q_hat = np.zeros((ds.n, ds.catalog.n_arms, len(ds.metrics)))
     corrections: dict[str, list[float]] = {m: [] for m in MODELS}
@@ -235,13 +249,17 @@ def fit_outcome_models(ds: BanditDataset, cfg: PredictorConfig | None = None, *,
         preds = {}
         for name, (kind, _) in MODELS.items():
             y, usable = labels[name]
-            others = usable & (folds != f)
+            others = usable & (folds != f) & (folds >= 0)
             c = _correction(kind, oof[name][others], y[others], ds.sample_weight[others])
             corrections[name].append(c)
             preds[name] = _apply(kind, pair_raw[f][name], c)
+            if x_hold is not None:
+                hold_preds[name] += _apply(kind, pair_raw[f][f"hold:{name}"], c) / cfg.folds
             mine = usable & (folds == f)
             truth = np.expm1(y[mine]) if kind == "log" else y[mine]
             held[name].append((truth, _apply(kind, oof[name][mine], c), ds.sample_weight[mine]))
         q_hat[rows, arms] = _assemble(preds, ds, rows, arms, failed_cost)
+    if x_hold is not None:
+        q_hat[hold_rows, hold_arms] = _assemble(hold_preds, ds, hold_rows, hold_arms, failed_cost)
     quality = {name: _quality(MODELS[name][0], *(np.concatenate(p) for p in zip(*held[name], strict=True))) for name in MODELS}
     return OutcomeModels(q_hat, folds, feats, boosters, corrections, quality, failed_cost, cfg)

@@ -22,7 +22,7 @@ from ope.model_store import save_models
 from ope.runner import RunResult, primary_estimator
 from ope.schema import METRICS
 
-__all__ = ["write_outputs", "data_hash", "versions", "summary"]
+__all__ = ["action_files", "data_hash", "json_safe", "summary", "versions", "write_outputs"]
 
 PACKAGES = ("llm-ope", "numpy", "polars", "cvxpy", "scikit-learn", "lightgbm", "mlflow")
 
@@ -48,14 +48,14 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN and infinities become null: summary.json stays valid JSON for every consumer."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -145,7 +145,7 @@ def write_outputs(result: RunResult, out_dir: Path, run_name: str, *, overwrite:
     files = _actions(result, out)
     info = summary(result, run_name)
     info["actions"] = {name: f"actions/{stem}.parquet" for name, stem in files.items()}
-    paths["summary"].write_text(json.dumps(_json_safe(info), indent=2, default=str, allow_nan=False))
+    paths["summary"].write_text(json.dumps(json_safe(info), indent=2, default=str, allow_nan=False))
     (out / "config.toml").write_text(to_toml(result.config))
     paths["config"] = out / "config.toml"
     fitted = {name: p for name, p in result.policies.items() if hasattr(p, "to_json")}

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from estimators import ESTIMATORS, BaseEstimator, Bootstrap, EmpiricalBernstein, Normal, SupportWarning
+from estimators import ESTIMATORS, BanditFeedback, BaseEstimator, Bootstrap, EmpiricalBernstein, Normal, SupportWarning
 from estimators.batch import prepare
 from estimators.inference import Inference
 from ope.breakdown import ESTIMATE_COLUMNS, breakdowns, estimate_rows, provider_shares, time_slices
@@ -24,7 +24,7 @@ from ope.propensity import PropensityModel, fit_propensities
 from ope.registry import build_policy
 from policies import Policy
 
-__all__ = ["RunResult", "run_experiment", "primary_estimator", "ESTIMATE_COLUMNS"]
+__all__ = ["RunResult", "run_experiment", "primary_estimator", "build_estimators", "build_inference", "load_for_run", "ESTIMATE_COLUMNS"]
 
 #: in a run, the tunable estimators choose their hyperparameter from the data
 RUN_SETTINGS: dict[str, dict[str, str]] = {"SwitchDR": {"threshold": "auto"}, "DRos": {"shrinkage": "auto"}}
@@ -69,7 +69,8 @@ def primary_estimator(estimators: list[str] | tuple[str, ...]) -> str:
     return next((e for e in PREFERENCE if e in estimators), estimators[0])
 
 
-def _inference(cfg: ExperimentConfig) -> Inference:
+def build_inference(cfg: ExperimentConfig) -> Inference:
+    """The interval method of [evaluation] inference."""
     kind = cfg.evaluation.inference
     if kind == "normal":
         return Normal()
@@ -80,7 +81,8 @@ def _inference(cfg: ExperimentConfig) -> Inference:
     raise ConfigError(f"{cfg.source}: [evaluation] inference must be normal, bootstrap or bernstein. Got '{kind}'.")
 
 
-def _estimators(cfg: ExperimentConfig) -> list[BaseEstimator]:
+def build_estimators(cfg: ExperimentConfig) -> list[BaseEstimator]:
+    """The estimators of [evaluation] estimators, tunable ones choosing their hyperparameter from the data."""
     out = []
     for name in cfg.evaluation.estimators:
         if name not in ESTIMATORS:
@@ -89,20 +91,11 @@ def _estimators(cfg: ExperimentConfig) -> list[BaseEstimator]:
     return out
 
 
-def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunResult:
-    """Load, fit the policies, evaluate every policy with every estimator, and compare to the baseline."""
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    estimators = _estimators(cfg)
-    inference = _inference(cfg)
-    policies = {p.name: build_policy(p) for p in cfg.policies}
-    if cfg.evaluation.baseline not in policies:
-        msg = f"{cfg.source}: baseline '{cfg.evaluation.baseline}' is not among the policies {list(policies)}."
-        raise ConfigError(msg)
+def load_for_run(cfg: ExperimentConfig, *, show_progress: bool = True) -> tuple[BanditDataset, BanditFeedback, PropensityModel | None, list[str]]:
+    """The validated dataset and its feedback, with propensities estimated (and a loud note) where the log has none."""
     with progress("loading and validating logs", total=None, enabled=show_progress):
         dataset = BanditDataset.load(cfg.data.logs, cfg.data.catalog, sla_latency_ms=cfg.evaluation.sla_latency_ms,
                                      quarantine=cfg.data.quarantine)
-    timings["load"] = time.perf_counter() - t0
     notes: list[str] = []
     propensity_model = None
     if not dataset.has_propensities():
@@ -115,6 +108,21 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
             f"policy {propensity_model.diagnostics['uniform_mean_weight']:.3f}, should be ≈ 1)."
         )
     fb = dataset.to_feedback(None if propensity_model is None else propensity_model.propensities)
+    return dataset, fb, propensity_model, notes
+
+
+def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunResult:
+    """Load, fit the policies, evaluate every policy with every estimator, and compare to the baseline."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    estimators = build_estimators(cfg)
+    inference = build_inference(cfg)
+    policies = {p.name: build_policy(p) for p in cfg.policies}
+    if cfg.evaluation.baseline not in policies:
+        msg = f"{cfg.source}: baseline '{cfg.evaluation.baseline}' is not among the policies {list(policies)}."
+        raise ConfigError(msg)
+    dataset, fb, propensity_model, notes = load_for_run(cfg, show_progress=show_progress)
+    timings["load"] = time.perf_counter() - t0
     outcome_models = None
     if any(e.needs_q_hat for e in estimators) or any(getattr(p, "needs_q_hat", False) for p in policies.values()):
         outcome_models = fit_outcome_models(dataset, cfg.predictors, show_progress=show_progress)

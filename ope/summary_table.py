@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import polars as pl
 
+from typing import TYPE_CHECKING
+
 from ope.runner import RunResult
 
-__all__ = ["print_summary"]
+if TYPE_CHECKING:
+    from ope.tune import TuneResult
+
+__all__ = ["print_estimates", "print_summary", "print_tune_table"]
 
 SHOWN = (("cost_usd", "cost $", "{:.6f}"), ("success", "success", "{:.3f}"), ("satisfaction", "satisf.", "{:.3f}"),
          ("latency_ms", "latency ms", "{:,.0f}"), ("throughput_tps", "tok/s", "{:.1f}"), ("sla_hit", "SLA hit", "{:.3f}"))
 
 
-def print_summary(result: RunResult, estimator: str) -> None:
-    """Per policy: the estimator's value and, for non-baselines, the relative change vs the baseline."""
-    est = result.estimates.filter(pl.col("estimator") == estimator)
-    width = max(len(n) for n in result.probabilities) + 2
-    print(f"\n{estimator} estimates, change vs {result.config.evaluation.baseline} in parentheses")
+def print_estimates(est: pl.DataFrame, names: list[str], title: str) -> None:
+    """One line per policy in ``names``: values of the shown metrics and, where present, the relative change."""
+    width = max(len(n) for n in names) + 2
+    print(f"\n{title}")
     print("policy".ljust(width) + "".join(label.rjust(20) for _, label, _ in SHOWN))
-    for name in result.probabilities:
+    for name in names:
         cells = []
         for metric, _, fmt in SHOWN:
             sub = est.filter((pl.col("policy") == name) & (pl.col("metric") == metric))
@@ -32,8 +36,30 @@ def print_summary(result: RunResult, estimator: str) -> None:
             cells.append(cell.rjust(20))
         print(name.ljust(width) + "".join(cells))
     print("(~ marks a change whose interval includes 0)")
+
+
+def print_summary(result: RunResult, estimator: str) -> None:
+    """Per policy: the estimator's value and, for non-baselines, the relative change vs the baseline; then warnings."""
+    est = result.estimates.filter(pl.col("estimator") == estimator)
+    print_estimates(est, list(result.probabilities), f"{estimator} estimates, change vs {result.config.evaluation.baseline} in parentheses")
     notes = result.warnings
     for note in notes[:6]:
         print(f"warning: {note}")
     if len(notes) > 6:
         print(f"... and {len(notes) - 6} more warnings in the report")
+
+
+def print_tune_table(result: TuneResult) -> None:
+    """The sweep at a glance: the baseline and every fitted setting on the hold-out window, marked safe or not."""
+    marks = {"safe": "✓", "unsafe": "✗"}
+    names, frames = ["baseline"], [result.baseline.with_columns(pl.lit("baseline").alias("policy"))]
+    for i, p in enumerate(result.points):
+        if p.estimates is not None:
+            names.append(f"{marks[p.status]}{'★' if i == result.recommended else ' '} {p.label}")
+            frames.append(p.estimates.with_columns(pl.lit(names[-1]).alias("policy")))
+    infeasible = [p.label for p in result.points if p.status == "infeasible"]
+    title = (f"{result.estimator} on the hold-out window, change vs {result.config.evaluation.baseline} in parentheses "
+             "(✓ safe, ✗ fails a target at its bound, ★ recommended)")
+    print_estimates(pl.concat(frames), names, title)
+    if infeasible:
+        print(f"infeasible on the training window: {'; '.join(infeasible)}")

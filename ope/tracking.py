@@ -5,13 +5,17 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from ope.config import TrackingConfig
 from ope.runner import RunResult
 
-__all__ = ["TrackingError", "track_run", "metric_key", "ui_command"]
+if TYPE_CHECKING:
+    from ope.tune import TuneResult
+
+__all__ = ["TrackingError", "metric_key", "track_run", "track_tune", "ui_command"]
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
@@ -59,17 +63,22 @@ def ui_command(uri: str | None) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
+def _mlflow(cfg: TrackingConfig) -> Any:
+    """The mlflow module, pointed at the configured store and experiment (created with artifacts beside a SQLite DB)."""
+    import mlflow
+
+    if cfg.uri:
+        mlflow.set_tracking_uri(cfg.uri)
+    if mlflow.get_experiment_by_name(cfg.experiment) is None:
+        mlflow.create_experiment(cfg.experiment, artifact_location=_artifact_location(mlflow.get_tracking_uri()))
+    mlflow.set_experiment(cfg.experiment)
+    return mlflow
+
+
 def track_run(result: RunResult, paths: dict[str, Path], info: dict[str, Any], *, run_name: str) -> tuple[str, str]:
     """Log the run; return (run_id, tracking URI). Raises `TrackingError` on any MLflow failure."""
-    cfg = result.config.tracking
     try:
-        import mlflow
-
-        if cfg.uri:
-            mlflow.set_tracking_uri(cfg.uri)
-        if mlflow.get_experiment_by_name(cfg.experiment) is None:
-            mlflow.create_experiment(cfg.experiment, artifact_location=_artifact_location(mlflow.get_tracking_uri()))
-        mlflow.set_experiment(cfg.experiment)
+        mlflow = _mlflow(result.config.tracking)
         with mlflow.start_run(run_name=run_name) as run:
             mlflow.log_params({metric_key(*k.split(".")): v[:6000] for k, v in result.config.flat().items()})
             mlflow.log_metrics(_metrics(result.estimates))
@@ -91,4 +100,31 @@ def track_run(result: RunResult, paths: dict[str, Path], info: dict[str, Any], *
                 mlflow.log_artifacts(str(actions), artifact_path="actions")
             return run.info.run_id, mlflow.get_tracking_uri()
     except Exception as exc:  # any MLflow or store failure must not lose the local report
+        raise TrackingError(f"MLflow tracking failed ({type(exc).__name__}: {exc}).") from exc
+
+
+def track_tune(result: TuneResult, paths: dict[str, Path], summary: dict[str, Any], *, run_name: str) -> tuple[str, str]:
+    """Log a sweep: one parent run (config, verdict, outputs) and a nested run per setting; return (parent id, URI)."""
+    try:
+        mlflow = _mlflow(result.config.tracking)
+        with mlflow.start_run(run_name=run_name) as parent:
+            mlflow.log_params({metric_key(*k.split(".")): v[:6000] for k, v in result.config.flat().items()})
+            mlflow.set_tags({"kind": "tune", "data_sha256_logs": summary["data"]["sha256"]["logs"],
+                             "llm_ope_version": summary["versions"].get("llm-ope", ""), "verdict": summary["verdict"][:5000],
+                             "recommended": summary["recommended"] or "none"})
+            mlflow.log_metrics(_metrics(result.baseline))
+            for path in paths.values():
+                if path.is_dir():
+                    mlflow.log_artifacts(str(path), artifact_path=path.name)
+                else:
+                    mlflow.log_artifact(str(path))
+            for i, point in enumerate(result.points):
+                with mlflow.start_run(run_name=point.label, nested=True):
+                    mlflow.log_params({metric_key("setting", k): v for k, v in point.settings.items()})
+                    mlflow.set_tags({"status": point.status, "recommended": str(i == result.recommended).lower(),
+                                     "reasons": "; ".join(point.reasons)[:5000]})
+                    if point.estimates is not None:
+                        mlflow.log_metrics(_metrics(point.estimates.with_columns(pl.lit(result.tune.policy).alias("policy"))))
+            return parent.info.run_id, mlflow.get_tracking_uri()
+    except Exception as exc:  # any MLflow or store failure must not lose the local outputs
         raise TrackingError(f"MLflow tracking failed ({type(exc).__name__}: {exc}).") from exc

@@ -1,0 +1,109 @@
+"""`ope run` against a real `mlflow server` on loopback, read back through the MLflow client."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ope.cli import main
+
+CONFIG = """
+[data]
+logs = "{logs}"
+catalog = "{catalog}"
+[evaluation]
+baseline = "direct_official"
+estimators = ["IPS", "SNIPS"]
+[[policies]]
+name = "direct_official"
+kind = "direct_official"
+fallback = "cheapest"
+[[policies]]
+name = "cheapest"
+kind = "cheapest"
+epsilon = 0.05
+[tracking]
+experiment = "server-test"
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A light `mlflow server` (one worker, no job runner) on a free loopback port; stopped by its PID."""
+    port = _free_port()
+    mlflow_bin = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
+    assert mlflow_bin, "the mlflow command must be installed with the package"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination",
+         str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail(f"mlflow server did not become healthy:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def test_ope_run_is_tracked_on_a_live_server(tmp_path: Path, simulated: tuple[Path, Path], mlflow_server: str,
+                                             capsys: pytest.CaptureFixture) -> None:
+    logs, catalog = simulated
+    config = tmp_path / "c.toml"
+    config.write_text(CONFIG.format(logs=logs, catalog=catalog))
+    code = main(["run", str(config), "--out", str(tmp_path / "reports"), "--run-name", "live", "--quiet",
+                 "--tracking-uri", mlflow_server])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert f"in {mlflow_server}" in out.out and "warning" not in out.err
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name("server-test")
+    (run,) = client.search_runs([exp.experiment_id])
+    summary = json.loads((tmp_path / "reports" / "live" / "summary.json").read_text())
+    expected = summary["policies"]["cheapest"]["difference"]["cost_usd"]["ci_low"]
+    assert run.data.metrics["cheapest.cost_usd.SNIPS.difference_ci_low"] == pytest.approx(expected, rel=1e-12)
+    assert run.data.params["evaluation.baseline"] == "direct_official"
+    assert run.data.tags["data_sha256_logs"] == summary["data"]["sha256"]["logs"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"report.html", "summary.json", "estimates.csv", "config.toml", "actions"} <= artifacts
+    report = client.download_artifacts(run.info.run_id, "report.html", str(tmp_path / "back"))
+    assert Path(report).read_text() == (tmp_path / "reports" / "live" / "report.html").read_text()
