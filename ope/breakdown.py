@@ -15,13 +15,20 @@ from estimators import BanditFeedback, BaseEstimator, Estimate, EstimatorInputEr
 from ope.dataset import BanditDataset
 from ope.schema import METRICS
 
-__all__ = ["ESTIMATE_COLUMNS", "estimate_rows", "time_slices", "breakdowns", "provider_shares", "MIN_GROUP_ROWS"]
+__all__ = ["ESTIMATE_COLUMNS", "missing_row", "estimate_rows", "time_slices", "breakdowns", "provider_shares", "MIN_GROUP_ROWS"]
 
 ESTIMATE_COLUMNS = ["policy", "metric", "estimator", "kind", "value", "stderr", "ci_low", "ci_high", "n", "ess"]
 #: groups with fewer logged rows are not estimated (and the report says so)
 MIN_GROUP_ROWS = 200
 #: periods with fewer logged rows are not estimated
 MIN_PERIOD_ROWS = 50
+
+
+def missing_row(policy: str, metric: str, estimator: str, kind: str) -> dict[str, Any]:
+    """A long-form row for an estimate that could not be computed (NaN numbers; the run's notes say why)."""
+    nan = float("nan")
+    return {"policy": policy, "metric": metric, "estimator": estimator, "kind": kind, "value": nan, "stderr": nan,
+            "ci_low": nan, "ci_high": nan, "n": nan, "ess": nan}
 
 
 def estimate_rows(policy: str, estimate: Estimate, kind: str) -> list[dict[str, Any]]:

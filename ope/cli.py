@@ -1,4 +1,4 @@
-"""The `ope` command: run, tune, validate, simulate."""
+"""The `ope` command: run, tune, validate, import, simulate."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import dataclasses
 import json
 import sys
 import time
-from datetime import UTC, datetime
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     result = run_experiment(cfg, show_progress=not args.quiet)
     paths = write_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
     info = json.loads(paths["summary"].read_text())
-    print_summary(result, primary_estimator(cfg.evaluation.estimators))
+    print_summary(result, primary_estimator(result.config.evaluation.estimators))
     print(f"\nreport:    {paths['report']}")
     _track(cfg, lambda: track_run(result, paths, info, run_name=run_name))
     print(f"wall time: {time.perf_counter() - start:.1f} s")
@@ -144,6 +144,9 @@ def parser() -> argparse.ArgumentParser:
     val.add_argument("--catalog", required=True, help="endpoint catalog: csv or parquet")
     val.add_argument("--quarantine", help="write bad rows here and continue with the rest")
     val.set_defaults(func=_validate)
+    from ope.importers.cli import add_parser as add_import_parser
+
+    add_import_parser(sub)
     sim = sub.add_parser("simulate", help="write a synthetic log and catalog with known ground truth")
     sim.add_argument("--rows", type=int, default=60_000)
     sim.add_argument("--days", type=int, default=7)

@@ -7,7 +7,7 @@ from typing import Any
 
 from ope.config import PolicyConfig
 from ope.errors import ConfigError
-from policies import Cheapest, DirectOfficial, Fastest, Mixture, Policy, PriceWeighted, Uniform
+from policies import Cheapest, DirectOfficial, Fastest, MessPlus, Mixture, Policy, PriceWeighted, StageRoute, Uniform
 
 __all__ = ["build_policy", "KINDS"]
 
@@ -21,12 +21,21 @@ def _constrained(**settings: Any) -> Policy:
 KINDS: dict[str, tuple[Callable[..., Policy], set[str]]] = {
     "constrained": (_constrained, {"objective", "min_satisfaction", "min_sla_hit", "max_cost_usd", "max_share",
                                    "exploration", "solver", "max_rows", "seed"}),
+    "mess_plus": (MessPlus, {"min_satisfaction", "V", "c"}),
+    "stage_route": (StageRoute, {"max_cost_usd", "max_deployed", "stage_hours", "refresh_minutes", "capacity", "reward",
+                                 "confidence", "prior_weight", "pacing", "seed"}),
     "direct_official": (DirectOfficial, {"fallback"}),
     "cheapest": (Cheapest, set()),
     "fastest": (Fastest, set()),
     "price_weighted": (PriceWeighted, set()),
     "uniform": (Uniform, set()),
 }
+
+
+#: kinds that explore on their own terms, so an ε-mixture would change what they are
+NO_EPSILON = {"constrained": "use 'exploration', not 'epsilon'.",
+              "mess_plus": "it explores by its own schedule p_t = min(1, c / t^(1/5)); set 'c', not 'epsilon'.",
+              "stage_route": "it explores by optimism (its confidence bounds); set 'confidence', not 'epsilon'."}
 
 
 def build_policy(cfg: PolicyConfig) -> Policy:
@@ -37,8 +46,8 @@ def build_policy(cfg: PolicyConfig) -> Policy:
     make, allowed = KINDS[cfg.kind]
     params: dict[str, Any] = dict(cfg.params)
     epsilon = params.pop("epsilon", None)
-    if epsilon is not None and cfg.kind == "constrained":
-        raise ConfigError(f"Policy '{cfg.name}' (kind constrained): use 'exploration', not 'epsilon'.")
+    if epsilon is not None and cfg.kind in NO_EPSILON:
+        raise ConfigError(f"Policy '{cfg.name}' (kind {cfg.kind}): {NO_EPSILON[cfg.kind]}")
     unknown = set(params) - allowed
     if unknown:
         msg = f"Policy '{cfg.name}' (kind {cfg.kind}): unknown setting(s) {sorted(unknown)}; allowed: {sorted(allowed | {'epsilon'})}."

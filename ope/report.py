@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 import platform
+import shutil
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path

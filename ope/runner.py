@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -11,20 +12,35 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from estimators import ESTIMATORS, BanditFeedback, BaseEstimator, Bootstrap, EmpiricalBernstein, Normal, SupportWarning
+from estimators import (
+    ESTIMATORS,
+    BanditFeedback,
+    BaseEstimator,
+    Bootstrap,
+    EmpiricalBernstein,
+    EstimatorInputError,
+    Normal,
+    OnlinePolicy,
+    Replay,
+    SupportWarning,
+)
 from estimators.batch import prepare
 from estimators.inference import Inference
-from ope.breakdown import ESTIMATE_COLUMNS, breakdowns, estimate_rows, provider_shares, time_slices
+from ope.breakdown import ESTIMATE_COLUMNS, breakdowns, estimate_rows, missing_row, provider_shares, time_slices
 from ope.config import ExperimentConfig
 from ope.dataset import BanditDataset
 from ope.errors import ConfigError
+from ope.overlap import detect_deterministic_router
 from ope.predictors import OutcomeModels, fit_outcome_models
 from ope.progress import progress
 from ope.propensity import PropensityModel, fit_propensities
 from ope.registry import build_policy
+from ope.schema import METRICS
 from policies import Policy
+from policies.stream import time_order
 
-__all__ = ["RunResult", "run_experiment", "primary_estimator", "build_estimators", "build_inference", "load_for_run", "ESTIMATE_COLUMNS"]
+__all__ = ["ESTIMATE_COLUMNS", "RunResult", "build_estimators", "build_inference", "load_for_run", "model_based_only",
+           "primary_estimator", "run_experiment"]
 
 #: in a run, the tunable estimators choose their hyperparameter from the data
 RUN_SETTINGS: dict[str, dict[str, str]] = {"SwitchDR": {"threshold": "auto"}, "DRos": {"shrinkage": "auto"}}
@@ -111,6 +127,36 @@ def load_for_run(cfg: ExperimentConfig, *, show_progress: bool = True) -> tuple[
     return dataset, fb, propensity_model, notes
 
 
+def model_based_only(cfg: ExperimentConfig, dataset: BanditDataset, notes: list[str]) -> ExperimentConfig:
+    """The config with only model-based estimators when the log was routed deterministically (no overlap to weight by)."""
+    finding = detect_deterministic_router(dataset.logs, dataset.eligible)
+    if not finding.deterministic:
+        return cfg
+    dropped = [e for e in cfg.evaluation.estimators if e != "DM"]
+    notes.append(f"{finding.message} Importance-weighted estimators ({', '.join(dropped) or 'none'}) were not computed; "
+                 "DM's numbers are only as good as the outcome models.")
+    return dataclasses.replace(cfg, evaluation=dataclasses.replace(cfg.evaluation, estimators=("DM",)))
+
+
+def _replay_rows(name: str, online: OnlinePolicy, fb: BanditFeedback, dataset: BanditDataset, alpha: float,
+                 notes: list[str]) -> list[dict[str, Any]]:
+    """Replay (rejection sampling) of a router that learns online, in arrival order: value rows and a note."""
+    replay = Replay(alpha=alpha)
+    try:
+        result = replay.estimate(fb.subset(time_order(dataset)), online)
+    except EstimatorInputError as exc:
+        notes.append(f"{name}: Replay could not evaluate it as an online learner ({exc}) The other estimators score its "
+                     "rollout on predicted outcomes.")
+        return []
+    scale = float(1.0 / fb.propensities.min())
+    notes.append(f"{name}: Replay, which lets it learn online from the rows it is shown, accepted {result.n_accepted:,} of "
+                 f"{result.n:,} rows (rejection sampling with M = {scale:.0f}); the other estimators score its rollout on predicted "
+                 "outcomes." + (f" {result.n_overflow} rows exceeded M and bias Replay toward the logger." if result.n_overflow else ""))
+    return [{"policy": name, "metric": m, "estimator": "Replay", "kind": "value", "value": float(result.value[j]),
+             "stderr": float(result.stderr[j]), "ci_low": float(result.ci_low[j]), "ci_high": float(result.ci_high[j]),
+             "n": float(result.n_accepted), "ess": float(result.n_accepted)} for j, m in enumerate(METRICS)]
+
+
 def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunResult:
     """Load, fit the policies, evaluate every policy with every estimator, and compare to the baseline."""
     timings: dict[str, float] = {}
@@ -122,6 +168,9 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
         msg = f"{cfg.source}: baseline '{cfg.evaluation.baseline}' is not among the policies {list(policies)}."
         raise ConfigError(msg)
     dataset, fb, propensity_model, notes = load_for_run(cfg, show_progress=show_progress)
+    if propensity_model is not None:  # logged propensities are the logger's own word; estimated ones need overlap
+        cfg = model_based_only(cfg, dataset, notes)
+        estimators = build_estimators(cfg)
     timings["load"] = time.perf_counter() - t0
     outcome_models = None
     if any(e.needs_q_hat for e in estimators) or any(getattr(p, "needs_q_hat", False) for p in policies.values()):
@@ -148,13 +197,23 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
             paired = name != cfg.evaluation.baseline
             batch = prepare(fb, target=pi, baseline=base if paired else None, q_hat=q_hat)
             for est in estimators:
-                part = est.accumulate(batch, n_boot=inference.n_boot, seed=inference.seed)
-                value = est.finalize(part, inference=inference, alpha=alpha, kind="value")
-                rows += estimate_rows(name, value, "value")
+                kinds = ("value", "difference", "relative") if paired else ("value",)
+                try:
+                    part = est.accumulate(batch, n_boot=inference.n_boot, seed=inference.seed)
+                    value = est.finalize(part, inference=inference, alpha=alpha, kind="value")
+                    done = {kind: value if kind == "value" else est.finalize(part, inference=inference, alpha=alpha, kind=kind)
+                            for kind in kinds}
+                except EstimatorInputError as exc:  # e.g. a policy that never overlaps the log: say so, keep the rest
+                    notes.append(f"{name}: {est.name} cannot estimate it on this log ({exc}).")
+                    rows += [missing_row(name, m, est.name, kind) for kind in kinds for m in METRICS]
+                    bar.update(1)
+                    continue
                 diagnostics.setdefault(name, {})[est.name] = value.diagnostics.to_dict()
-                for kind in ("difference", "relative") if paired else ():
-                    rows += estimate_rows(name, est.finalize(part, inference=inference, alpha=alpha, kind=kind), kind)
+                rows += [r for kind, e in done.items() for r in estimate_rows(name, e, kind)]
                 bar.update(1)
+            online = getattr(policies[name], "online", None)
+            if online is not None:
+                rows += _replay_rows(name, online(dataset, q_hat), fb, dataset, alpha, notes)
     estimates = pl.DataFrame(rows, schema={c: (pl.String if c in ("policy", "metric", "estimator", "kind") else pl.Float64) for c in ESTIMATE_COLUMNS})
     headline = next(e for e in estimators if e.name == primary_estimator([e.name for e in estimators]))
     slices = time_slices(fb, dataset, probabilities, headline, q_hat, cfg.evaluation.time_slice, alpha)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import polars as pl
-
 from typing import TYPE_CHECKING
+
+import polars as pl
 
 from ope.runner import RunResult
 
@@ -28,7 +28,7 @@ def print_estimates(est: pl.DataFrame, names: list[str], title: str) -> None:
             sub = est.filter((pl.col("policy") == name) & (pl.col("metric") == metric))
             value = sub.filter(pl.col("kind") == "value")["value"][0]
             rel = sub.filter(pl.col("kind") == "relative")
-            cell = fmt.format(value)
+            cell = fmt.format(value) if value == value else "n/a"
             if rel.height:
                 r = rel.row(0, named=True)
                 significant = not (r["ci_low"] <= 0 <= r["ci_high"])

@@ -30,7 +30,7 @@ from ope.errors import ConfigError
 from ope.predictors import OutcomeModels, fit_outcome_models
 from ope.progress import progress
 from ope.registry import build_policy
-from ope.runner import build_estimators, build_inference, load_for_run, primary_estimator
+from ope.runner import build_estimators, build_inference, load_for_run, model_based_only, primary_estimator
 from policies import Policy, PolicyError
 
 __all__ = ["TARGETS", "TunePoint", "TuneResult", "run_tune", "split_by_time"]
@@ -157,7 +157,6 @@ def run_tune(cfg: ExperimentConfig, *, show_progress: bool = True) -> TuneResult
     if cfg.tune is None:
         raise ConfigError(f"{cfg.source}: `ope tune` needs a [tune] section (see configs/tune.toml).")
     tune, timings, t0 = cfg.tune, {}, time.perf_counter()
-    estimator = next(e for e in build_estimators(cfg) if e.name == primary_estimator(cfg.evaluation.estimators))
     inference = build_inference(cfg)
     grid = _grid(tune)
     alpha = cfg.evaluation.alpha / len(grid) if tune.simultaneous else cfg.evaluation.alpha
@@ -165,7 +164,10 @@ def run_tune(cfg: ExperimentConfig, *, show_progress: bool = True) -> TuneResult
     baseline_cfg = next((p for p in cfg.policies if p.name == cfg.evaluation.baseline), None)
     if baseline_cfg is None:
         raise ConfigError(f"{cfg.source}: baseline '{cfg.evaluation.baseline}' is not among the policies.")
-    dataset, fb, _, notes = load_for_run(cfg, show_progress=show_progress)
+    dataset, fb, propensity_model, notes = load_for_run(cfg, show_progress=show_progress)
+    if propensity_model is not None:
+        cfg = model_based_only(cfg, dataset, notes)
+    estimator = next(e for e in build_estimators(cfg) if e.name == primary_estimator(cfg.evaluation.estimators))
     train, split_at = split_by_time(dataset, tune.train_fraction)
     hold = ~train
     models = fit_outcome_models(dataset, cfg.predictors, train=train, show_progress=show_progress)

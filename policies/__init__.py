@@ -5,17 +5,21 @@ from __future__ import annotations
 from policies.base import Policy, PolicyError, spread, uniform_over
 from policies.baselines import Cheapest, DirectOfficial, Fastest, Mixture, PriceWeighted, Uniform, blended_price
 from policies.lagrangian import LagrangianRule
+from policies.mess_plus import MessPlus
+from policies.stage_route import StageRoute
 
 __all__ = [
     "Cheapest",
     "ConstrainedRouter",
-    "LagrangianRule",
     "DirectOfficial",
+    "LagrangianRule",
+    "MessPlus",
     "Fastest",
     "Mixture",
     "Policy",
     "PolicyError",
     "PriceWeighted",
+    "StageRoute",
     "Uniform",
     "blended_price",
     "spread",

@@ -273,3 +273,66 @@ def test_summary_lists_set_aside_rows_and_action_files(simulated: tuple[Path, Pa
     summary = json.loads((tmp_path / "r" / "q" / "summary.json").read_text())
     assert summary["warnings"][0] == "3 rows failed validation and were set aside (quarantine file)."
     assert summary["actions"]["direct_official"] == "actions/direct_official.parquet"
+
+
+def test_online_routers_run_from_a_config_with_replay(simulated: tuple[Path, Path], tmp_path: Path) -> None:
+    logs, catalog = simulated
+    config = _fast_config(tmp_path, logs, catalog, ["SNIPS", "DR"], 'name = "mess"\nkind = "mess_plus"\nmin_satisfaction = 0.7')
+    config.write_text(config.read_text().replace("[tracking]", '[[policies]]\nname = "stage"\nkind = "stage_route"\n'
+                                                                 "max_cost_usd = 0.003\n[tracking]"))
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "o", "--quiet"]) == 0
+    out = tmp_path / "r" / "o"
+    est = pl.read_csv(out / "estimates.csv")
+    replay = est.filter(pl.col("estimator") == "Replay")
+    assert set(replay["policy"]) == {"mess", "stage"} and set(replay["kind"]) == {"value"}
+    assert (replay["n"] >= 2).all() and (replay["ci_low"] <= replay["value"]).all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert sum("Replay" in w and "accepted" in w for w in summary["warnings"]) == 2
+    assert {"mess.json", "stage.json"} <= {p.name for p in (out / "policies").iterdir()}
+
+
+@pytest.mark.parametrize("kind", ["mess_plus", "stage_route"])
+def test_online_kinds_reject_epsilon(tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(f'[data]\nlogs = "a.parquet"\ncatalog = "c.csv"\n[[policies]]\nname = "r"\nkind = "{kind}"\nepsilon = 0.1\n')
+    assert main(["run", str(config), "--no-tracking"]) == 2
+    assert "not 'epsilon'" in capsys.readouterr().err
+
+
+def test_a_policy_without_overlap_is_reported_not_fatal(simulated: tuple[Path, Path], tmp_path: Path) -> None:
+    """SNIPS has nothing to normalise by when a policy only plays arms the logger never played: a note, not a crash."""
+    from ope.dataset import BanditDataset
+
+    logs, catalog = simulated
+    official = set(pl.read_csv(catalog).filter(pl.col("official"))["arm"])
+    ds = BanditDataset.load(logs, catalog, sla_latency_ms=10_000)
+    has_official = (ds.eligible & np.isin(np.array(ds.arms), list(official))).any(axis=1)
+    ds.logs.filter(pl.Series(has_official) & ~pl.col("arm").is_in(official)).write_parquet(tmp_path / "third.parquet")
+    config = _fast_config(tmp_path, tmp_path / "third.parquet", catalog, ["SNIPS", "IPS"], 'name = "cheapest"\nkind = "cheapest"')
+    config.write_text(config.read_text().replace("[evaluation]\n", '[evaluation]\nbaseline = "cheapest"\n'))
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "n", "--quiet"]) == 0
+    summary = json.loads((tmp_path / "r" / "n" / "summary.json").read_text())
+    assert any(w.startswith("direct_official: SNIPS cannot estimate it") for w in summary["warnings"])
+    est = pl.read_csv(tmp_path / "r" / "n" / "estimates.csv")
+    snips = est.filter((pl.col("policy") == "direct_official") & (pl.col("estimator") == "SNIPS"))
+    assert snips.height == 3 * 7 and snips["value"].is_nan().all()
+    ips = est.filter((pl.col("policy") == "direct_official") & (pl.col("estimator") == "IPS") & (pl.col("kind") == "value"))
+    assert ips.filter(pl.col("metric") == "cost_usd")["value"][0] == 0.0  # no logged row supports it: IPS says 0
+
+
+def test_deterministic_logging_gets_model_based_estimates_only(simulated: tuple[Path, Path], tmp_path: Path) -> None:
+    """A log routed to the cheapest arm every time, without propensities: no IPS numbers, DM only, said loudly."""
+    from ope.dataset import BanditDataset
+    from policies import Cheapest
+
+    logs, catalog = simulated
+    ds = BanditDataset.load(logs, catalog, sla_latency_ms=10_000)
+    arms = np.array(ds.arms)[Cheapest().action_probabilities(ds).argmax(axis=1)]
+    frame = pl.read_parquet(logs).with_columns(pl.Series("arm", arms), pl.lit(None, dtype=pl.Float64).alias("propensity"))
+    frame.write_parquet(tmp_path / "det.parquet")
+    config = _fast_config(tmp_path, tmp_path / "det.parquet", catalog, ["IPS", "SNIPS", "DR"], 'name = "cheapest"\nkind = "cheapest"')
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "d", "--quiet"]) == 0
+    summary = json.loads((tmp_path / "r" / "d" / "summary.json").read_text())
+    assert any(w.startswith("no overlap: only model-based estimates possible") for w in summary["warnings"])
+    assert summary["primary_estimator"] == "DM" and summary["estimators"] == ["DM"]
+    assert set(pl.read_csv(tmp_path / "r" / "d" / "estimates.csv")["estimator"]) == {"DM"}
