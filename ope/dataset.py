@@ -128,6 +128,11 @@ class BanditDataset:
         """True when every row carries the logging policy's propensity."""
         return not np.isnan(self.propensities).any()
 
+    def has_satisfaction_feedback(self) -> bool:
+        """Whether any successful request carries satisfaction (gateway logs often carry none)."""
+        ok = self.outcomes[:, self.metrics.index("success")] == 1
+        return bool((ok & ~np.isnan(self.outcomes[:, self.metrics.index("satisfaction")])).any())
+
     def to_feedback(self, propensities: FloatArray | None = None) -> BanditFeedback:
         """Arrays for the estimators; ``propensities`` overrides the logged ones (e.g. estimated)."""
         p = self.propensities if propensities is None else propensities

@@ -138,6 +138,14 @@ def model_based_only(cfg: ExperimentConfig, dataset: BanditDataset, notes: list[
     return dataclasses.replace(cfg, evaluation=dataclasses.replace(cfg.evaluation, estimators=("DM",)))
 
 
+def _blank(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
+    """The frame with every number of ``metric`` set to NaN (a metric the log cannot speak to)."""
+    if "metric" not in frame.columns:
+        return frame
+    numbers = [c for c in ("value", "stderr", "ci_low", "ci_high") if c in frame.columns]
+    return frame.with_columns(pl.when(pl.col("metric") == metric).then(float("nan")).otherwise(pl.col(c)).alias(c) for c in numbers)
+
+
 def _replay_rows(name: str, online: OnlinePolicy, fb: BanditFeedback, dataset: BanditDataset, alpha: float,
                  notes: list[str]) -> list[dict[str, Any]]:
     """Replay (rejection sampling) of a router that learns online, in arrival order: value rows and a note."""
@@ -218,6 +226,10 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
     headline = next(e for e in estimators if e.name == primary_estimator([e.name for e in estimators]))
     slices = time_slices(fb, dataset, probabilities, headline, q_hat, cfg.evaluation.time_slice, alpha)
     groups = breakdowns(fb, dataset, probabilities, headline, q_hat, alpha)
+    if not dataset.has_satisfaction_feedback():
+        notes.append("NO SATISFACTION FEEDBACK: no successful request in the log has a satisfaction value, so satisfaction "
+                     "cannot be estimated and is shown as missing (failed requests alone would make it look like 0).")
+        estimates, slices, groups = (_blank(f, "satisfaction") for f in (estimates, slices, groups))
     timings["estimate"] = time.perf_counter() - t0 - sum(timings.values())
     return RunResult(cfg, dataset, policies, probabilities, estimates, diagnostics, slices, groups,
                      provider_shares(dataset, probabilities), tuple(notes), timings, outcome_models, propensity_model)

@@ -336,3 +336,19 @@ def test_deterministic_logging_gets_model_based_estimates_only(simulated: tuple[
     assert any(w.startswith("no overlap: only model-based estimates possible") for w in summary["warnings"])
     assert summary["primary_estimator"] == "DM" and summary["estimators"] == ["DM"]
     assert set(pl.read_csv(tmp_path / "r" / "d" / "estimates.csv")["estimator"]) == {"DM"}
+
+
+def test_log_without_satisfaction_feedback_shows_it_missing(simulated: tuple[Path, Path], tmp_path: Path) -> None:
+    """Gateway logs rarely carry satisfaction: failed requests alone must not make it look like 0."""
+    logs, catalog = simulated
+    bare = tmp_path / "nosat.parquet"
+    pl.read_parquet(logs).with_columns(pl.lit(None, dtype=pl.Float64).alias("satisfaction")).write_parquet(bare)
+    config = _fast_config(tmp_path, bare, catalog, ["SNIPS", "DR"], 'name = "cheapest"\nkind = "cheapest"\nepsilon = 0.1')
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "s", "--quiet"]) == 0
+    out = tmp_path / "r" / "s"
+    summary = json.loads((out / "summary.json").read_text())
+    assert any(w.startswith("NO SATISFACTION FEEDBACK") for w in summary["warnings"])
+    est = pl.read_csv(out / "estimates.csv")
+    assert est.filter(pl.col("metric") == "satisfaction")["value"].is_nan().all()
+    assert est.filter(pl.col("metric") == "cost_usd")["value"].is_finite().all()
+    assert summary["policies"]["cheapest"]["value"]["satisfaction"]["value"] is None
