@@ -22,7 +22,7 @@ from ope.model_store import save_models
 from ope.runner import RunResult, primary_estimator
 from ope.schema import METRICS
 
-__all__ = ["action_files", "data_hash", "json_safe", "summary", "versions", "write_outputs"]
+__all__ = ["action_files", "data_hash", "fresh_run_folder", "json_safe", "summary", "versions", "write_outputs"]
 
 PACKAGES = ("llm-ope", "numpy", "polars", "cvxpy", "scikit-learn", "lightgbm", "mlflow")
 
@@ -132,14 +132,20 @@ def summary(result: RunResult, run_name: str) -> dict[str, Any]:
     }
 
 
-def write_outputs(result: RunResult, out_dir: Path, run_name: str, *, overwrite: bool = False) -> dict[str, Path]:
-    """Write every output of a run into ``out_dir/run_name``; return their paths."""
+def fresh_run_folder(out_dir: Path, run_name: str, *, overwrite: bool) -> Path:
+    """An empty ``out_dir/run_name``: an existing run is never mixed with a new one, only replaced when asked."""
     out = out_dir / run_name
     if out.exists():
         if not overwrite:
             raise OPEError(f"The run folder {out} already exists; choose another --run-name or pass --overwrite to replace it.")
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    return out
+
+
+def write_outputs(result: RunResult, out_dir: Path, run_name: str, *, overwrite: bool = False) -> dict[str, Path]:
+    """Write every output of a run into ``out_dir/run_name``; return their paths."""
+    out = fresh_run_folder(out_dir, run_name, overwrite=overwrite)
     paths = {"estimates": out / "estimates.csv", "summary": out / "summary.json", "report": out / "report.html"}
     result.estimates.write_csv(paths["estimates"])
     files = _actions(result, out)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,10 +10,9 @@ from typing import Any
 import polars as pl
 
 from ope.config import to_toml
-from ope.errors import OPEError
 from ope.html import CSS, esc, num, table
 from ope.plots import METRIC_LABELS, pareto_plot
-from ope.report import action_files, data_hash, json_safe, versions
+from ope.report import action_files, data_hash, fresh_run_folder, json_safe, versions
 from ope.tune import TuneResult
 
 __all__ = ["tune_summary", "write_tune_outputs"]
@@ -141,12 +139,8 @@ def render_tune(result: TuneResult, summary: dict[str, Any]) -> str:
 
 def write_tune_outputs(result: TuneResult, out_dir: Path, run_name: str, *, overwrite: bool = False) -> dict[str, Path]:
     """Write every output of a sweep into ``out_dir/run_name``; return their paths."""
-    out = out_dir / run_name
-    if out.exists():
-        if not overwrite:
-            raise OPEError(f"The run folder {out} already exists; choose another --run-name or pass --overwrite to replace it.")
-        shutil.rmtree(out)
-    (out / "policies").mkdir(parents=True)
+    out = fresh_run_folder(out_dir, run_name, overwrite=overwrite)
+    (out / "policies").mkdir()
     paths = {"report": out / "tune.html", "summary": out / "tune.json", "estimates": out / "tune.csv",
              "config": out / "config.toml", "policies": out / "policies"}
     result.frame().write_csv(paths["estimates"])

@@ -10,7 +10,7 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from ope.dataset import BanditDataset
 
-__all__ = ["Policy", "PolicyError", "spread", "uniform_over"]
+__all__ = ["Policy", "PolicyError", "checked_q_hat", "spread", "uniform_over"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -45,3 +45,18 @@ def spread(scores: FloatArray, eligible: npt.NDArray[np.bool_], *, rtol: float =
     best = masked.min(axis=1, keepdims=True)
     winners = eligible & (masked <= best + rtol * np.abs(best))
     return uniform_over(winners)
+
+
+def checked_q_hat(dataset: BanditDataset, q_hat: FloatArray | None, who: str) -> FloatArray:
+    """q̂ (n, K, M) checked against the dataset for a policy that routes on it; non-finite values off the eligible set become 0."""
+    if q_hat is None:
+        msg = f"{who} routes on predicted outcomes: pass q_hat (n, K, M), e.g. fit_outcome_models(dataset).q_hat."
+        raise PolicyError(msg)
+    q = np.asarray(q_hat, dtype=np.float64)
+    expected = (dataset.n, dataset.catalog.n_arms, len(dataset.metrics))
+    if q.shape != expected:
+        raise PolicyError(f"{who}: q_hat must have shape {expected} (n, K, M). Got {q.shape}.")
+    finite = np.isfinite(q).all(axis=2)
+    if (bad := ~finite & dataset.eligible).any():
+        raise PolicyError(f"{who}: q_hat is not finite on {int(bad.sum())} eligible pairs.")
+    return q if finite.all() else np.where(finite[..., None], q, 0.0)  # anything may stand outside eligible

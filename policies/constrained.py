@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import cvxpy as cp
 import numpy as np
 
-from policies.base import FloatArray, PolicyError, uniform_over
+from policies.base import FloatArray, PolicyError, checked_q_hat, uniform_over
 from policies.lagrangian import LagrangianRule, lp_tie_split, tie_key, tie_sets
 from policies.routing_lp import IntArray, RoutingLP, stratified_rows
 
@@ -188,18 +188,7 @@ class ConstrainedRouter:
         return router
 
     def _checked_q_hat(self, dataset: BanditDataset, q_hat: FloatArray | None) -> FloatArray:
-        if q_hat is None:
-            msg = (f"ConstrainedRouter '{self.name}' routes on predicted outcomes: pass q_hat (n, K, M), e.g. "
-                   "fit_outcome_models(dataset).q_hat, to fit and action_probabilities.")
-            raise PolicyError(msg)
-        q = np.asarray(q_hat, dtype=np.float64)
-        expected = (dataset.n, dataset.catalog.n_arms, len(dataset.metrics))
-        if q.shape != expected:
-            raise PolicyError(f"ConstrainedRouter '{self.name}': q_hat must have shape {expected} (n, K, M). Got {q.shape}.")
-        finite = np.isfinite(q).all(axis=2)
-        if (bad := ~finite & dataset.eligible).any():
-            raise PolicyError(f"ConstrainedRouter '{self.name}': q_hat is not finite on {int(bad.sum())} eligible pairs.")
-        return q if finite.all() else np.where(finite[..., None], q, 0.0)  # anything may stand outside eligible
+        return checked_q_hat(dataset, q_hat, f"ConstrainedRouter '{self.name}'")
 
     def _targets(self, known: set[str]) -> list[_Target]:
         out = [_Target(key, label, getattr(self, key), sense, metric)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from policies.base import FloatArray, PolicyError
+from policies.base import FloatArray, PolicyError, checked_q_hat
 
 if TYPE_CHECKING:
     from ope.dataset import BanditDataset
@@ -41,22 +41,12 @@ class RequestStream:
     @classmethod
     def of(cls, dataset: BanditDataset, q_hat: FloatArray | None, who: str, order: IntArray | None = None) -> RequestStream:
         """Check q̂ against the dataset (as the constrained router does) and collect the arrays."""
-        if q_hat is None:
-            msg = f"{who} routes on predicted outcomes: pass q_hat (n, K, M), e.g. fit_outcome_models(dataset).q_hat."
-            raise PolicyError(msg)
-        q = np.asarray(q_hat, dtype=np.float64)
-        expected = (dataset.n, dataset.catalog.n_arms, len(dataset.metrics))
-        if q.shape != expected:
-            raise PolicyError(f"{who}: q_hat must have shape {expected} (n, K, M). Got {q.shape}.")
-        finite = np.isfinite(q).all(axis=2)
-        if (bad := ~finite & dataset.eligible).any():
-            raise PolicyError(f"{who}: q_hat is not finite on {int(bad.sum())} eligible pairs.")
+        q = checked_q_hat(dataset, q_hat, who)
         if not dataset.eligible.any(axis=1).all():
             raise PolicyError(f"{who}: {int((~dataset.eligible.any(axis=1)).sum())} requests have no eligible arm.")
         rows = time_order(dataset) if order is None else np.asarray(order, dtype=np.int64)
         if sorted(rows.tolist()) != list(range(dataset.n)):
             raise PolicyError(f"{who}: 'order' must be a permutation of the {dataset.n} dataset rows.")
-        q = q if finite.all() else np.where(finite[..., None], q, 0.0)
         weight = dataset.sample_weight
         ts = dataset.logs["ts"].dt.epoch("us").to_numpy().astype(np.int64)
         return cls(q, dataset.eligible, weight, rows, ts, tuple(dataset.metrics))
