@@ -108,9 +108,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from ope.simulate import write_simulation
+    from ope.simulate.scenarios import write_scenario
 
-    logs, catalog = write_simulation(Path(args.out), rows=args.rows, days=args.days, seed=args.seed, logs_name=args.name)
+    logs, catalog = write_scenario(args.scenario, Path(args.out), rows=args.rows, days=args.days, seed=args.seed,
+                                   logs_name=args.name)
     print(f"wrote {logs} and {catalog}")
     return 0
 
@@ -153,6 +154,8 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--out", required=True)
     sim.add_argument("--name", default="requests.parquet", help="file name of the log")
+    sim.add_argument("--scenario", choices=("default", "qwen3-32b", "deepseek-v3.2"), default="default",
+                     help="simulated market: the default multi-model world, or a published single-model counterfactual")
     sim.set_defaults(func=_simulate)
     return p
 

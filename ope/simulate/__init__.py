@@ -10,7 +10,18 @@ from __future__ import annotations
 
 from ope.simulate.defaults import default_spec
 from ope.simulate.generate import SimulatedLog, simulate, write_simulation
+from ope.simulate.scenarios import SCENARIOS, scenario_spec, write_scenario
 from ope.simulate.spec import WorldSpec
 from ope.simulate.world import World
 
-__all__ = ["SimulatedLog", "World", "WorldSpec", "default_spec", "simulate", "write_simulation"]
+__all__ = [
+    "SCENARIOS",
+    "SimulatedLog",
+    "World",
+    "WorldSpec",
+    "default_spec",
+    "scenario_spec",
+    "simulate",
+    "write_scenario",
+    "write_simulation",
+]
