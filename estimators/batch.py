@@ -110,13 +110,18 @@ def _policy(fb: BanditFeedback, target: npt.ArrayLike, name: str, q: FloatArray 
 
 
 def prepare(
-    fb: BanditFeedback, *, target: npt.ArrayLike, baseline: npt.ArrayLike | None = None, q_hat: npt.ArrayLike | None = None
+    fb: BanditFeedback, *, target: npt.ArrayLike, baseline: npt.ArrayLike | None = None, q_hat: npt.ArrayLike | None = None,
+    require_observed: bool = True,
 ) -> Batch:
-    """Validate a batch once and compute what every estimator needs from it."""
+    """Validate a batch once and compute what every estimator needs from it.
+
+    A whole log must observe every metric somewhere; one batch of a log need not
+    (``require_observed=False``): it adds zeros to that metric's sums, and the merged sums are checked.
+    """
     q = None if q_hat is None else _check_q_hat(fb, q_hat)
     missing = np.isnan(fb.rewards)
     weights = fb.weights[:, None] * ~missing
-    if (weights.sum(axis=0) == 0).any():
+    if require_observed and (weights.sum(axis=0) == 0).any():
         raise EstimatorInputError("Every metric needs at least one observed (non-NaN) reward.")
     rewards = np.where(missing, 0.0, fb.rewards)
     t, t_sums = _policy(fb, target, "target", q, rewards, weights)

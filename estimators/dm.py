@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-
 from estimators.base import BaseEstimator, Prepared
 from estimators.statistic import Terms
 

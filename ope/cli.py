@@ -29,6 +29,7 @@ def _resolve(args: argparse.Namespace, default: Path) -> tuple[ExperimentConfig,
     data = dataclasses.replace(
         cfg.data,
         **{k: Path(v) for k, v in (("logs", args.logs), ("catalog", args.catalog), ("quarantine", args.quarantine)) if v},
+        **({"streaming": True} if args.streaming else {}),
     )
     tracking = dataclasses.replace(cfg.tracking, **({"uri": args.tracking_uri} if args.tracking_uri else {}),
                                    **({"enabled": False} if args.no_tracking else {}))
@@ -82,6 +83,8 @@ def _tune(args: argparse.Namespace) -> int:
     from ope.tune_report import write_tune_outputs
 
     start = time.perf_counter()
+    if args.streaming:
+        raise OPEError("ope tune runs in memory: --streaming is for ope run (tune on a sample of a large log instead).")
     cfg, run_name = _resolve(args, DEFAULT_TUNE_CONFIG)
     result = run_tune(cfg, show_progress=not args.quiet)
     paths = write_tune_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
@@ -108,8 +111,14 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from ope.simulate.partitioned import write_partitioned
     from ope.simulate.scenarios import write_scenario
 
+    if args.partitioned:
+        logs, catalog = write_partitioned(Path(args.out), rows=args.rows, days=args.days, seed=args.seed, scenario=args.scenario,
+                                          partition_rows=args.partition_rows, logs_name=Path(args.name).stem)
+        print(f"wrote {logs} and {catalog}")
+        return 0
     logs, catalog = write_scenario(args.scenario, Path(args.out), rows=args.rows, days=args.days, seed=args.seed,
                                    logs_name=args.name)
     print(f"wrote {logs} and {catalog}")
@@ -126,6 +135,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-tracking", action="store_true", help="do not record the run in MLflow")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--streaming", action="store_true", help="read the log in batches, in bounded memory (docs/large_logs.md)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -153,7 +163,9 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--days", type=int, default=7)
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--out", required=True)
-    sim.add_argument("--name", default="requests.parquet", help="file name of the log")
+    sim.add_argument("--name", default="requests.parquet", help="file name of the log (with --partitioned: its folder)")
+    sim.add_argument("--partitioned", action="store_true", help="write a folder of time-ordered parquet partitions, one at a time")
+    sim.add_argument("--partition-rows", type=int, default=250_000, help="rows per partition (with --partitioned)")
     sim.add_argument("--scenario", choices=("default", "qwen3-32b", "deepseek-v3.2"), default="default",
                      help="simulated market: the default multi-model world, or a published single-model counterfactual")
     sim.set_defaults(func=_simulate)

@@ -36,11 +36,21 @@ TUNABLE = ("max_cost_usd", "min_sla_hit", "min_satisfaction", "exploration")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DataConfig:
-    """Where the logs and the catalog are; optional file for quarantined rows."""
+    """Where the logs and the catalog are; optional file for quarantined rows; how a large log is streamed.
+
+    ``logs`` is a file, a directory of parquet files or a glob. With ``streaming`` (or when the
+    in-memory run is estimated to need more than ``memory_budget_mb``) the log is read in batches of
+    ``batch_rows`` rows and the outcome models and learning policies train on a uniform sample of at
+    most ``max_train_rows`` rows (`ope.streaming`; docs/large_logs.md).
+    """
 
     logs: Path
     catalog: Path
     quarantine: Path | None = None
+    streaming: bool = False
+    memory_budget_mb: float = 4096.0
+    batch_rows: int = 100_000
+    max_train_rows: int = 100_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,7 +145,8 @@ class ExperimentConfig:
 
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
-    "logs": str, "catalog": str, "quarantine": str, "baseline": str, "estimators": list, "alpha": (int, float),
+    "logs": str, "catalog": str, "quarantine": str, "streaming": bool, "memory_budget_mb": (int, float), "batch_rows": int,
+    "max_train_rows": int, "baseline": str, "estimators": list, "alpha": (int, float),
     "sla_latency_ms": (int, float), "inference": str, "bootstrap_replicates": int, "time_slice": str,
     "enabled": bool, "uri": str, "experiment": str, "dir": str, "run_name": str,
     "folds": int, "time_blocked": bool, "n_estimators": int, "learning_rate": (int, float), "num_leaves": int,

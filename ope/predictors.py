@@ -21,7 +21,7 @@ from ope.dataset import BanditDataset
 from ope.features import PairFeatures, build_features
 from ope.progress import progress
 
-__all__ = ["PredictorConfig", "OutcomeModels", "fit_outcome_models", "assign_folds", "MODELS"]
+__all__ = ["MODELS", "OutcomeModels", "PredictorConfig", "assign_folds", "fit_outcome_models", "predict_q_hat"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -48,13 +48,21 @@ class PredictorConfig:
     ``predict_threads`` (default 2) is used for prediction, which parallelises cleanly (measured 2.0×
     on 2 cores). ``threads`` (training) defaults to 1: on a 2-core machine shared with anything else, LightGBM's OpenMP
     threads spin-wait and one thread was 20× faster than two under load (and ~1.5× slower idle).
+
+    The outcome models' size (60 trees of 15 leaves, learning rate 0.15) is set by prediction time,
+    which is almost all tree traversal (LightGBM's per-row overhead is ~0.1 µs of ~4 µs; float32
+    input, Fortran order and chunking gave nothing consistent, numeric arm codes ~15 %).
+    Against the former 100 trees of 31 leaves at learning rate 0.1, measured on a simulated log of
+    10⁶ rows (trained on half, scored on the other half): prediction 2.5–2.6× faster, training 2.4×,
+    held-out quality unchanged (log-loss, AUC and log-scale MAE within ±0.2 % for every model), and
+    on 12 simulator-truth seeds DR's RMSE about the same and DM's lower (less overfitting at 5k rows).
     """
 
     folds: int = 5
     time_blocked: bool = False
-    n_estimators: int = 100
-    learning_rate: float = 0.1
-    num_leaves: int = 31
+    n_estimators: int = 60
+    learning_rate: float = 0.15
+    num_leaves: int = 15
     min_child_samples: int = 20
     history_hours: float = 6.0
     threads: int = 1
@@ -196,7 +204,7 @@ def _failed_cost(ds: BanditDataset, rows: npt.NDArray[np.bool_]) -> FloatArray:
 
 
 def fit_outcome_models(ds: BanditDataset, cfg: PredictorConfig | None = None, *, train: npt.NDArray[np.bool_] | None = None,
-                       show_progress: bool = False) -> OutcomeModels:
+                       features: PairFeatures | None = None, show_progress: bool = False) -> OutcomeModels:
     """Cross-fit every outcome model and return out-of-fold q̂ (n, K, M) with held-out quality.
 
     Two passes: fit every model on each fold's complement and score the fold; then correct each
@@ -204,10 +212,14 @@ def fit_outcome_models(ds: BanditDataset, cfg: PredictorConfig | None = None, *,
     out-of-fold predictions, so no row's q̂ uses its own label. With ``train`` (a row mask), the
     models learn from those rows only and every other row gets the mean of the fold models'
     predictions: a hold-out window scored by models that never saw it (`ope tune`). Features are
-    still built on all rows, since the history features only look at earlier rows.
+    still built on all rows, since the history features only look at earlier rows; ``features``
+    gives them ready-made (a streamed sample whose history comes from the whole log). A model
+    whose label a training fold does not observe (satisfaction in a log without feedback) is not fitted:
+    it predicts the mean observed label (0 if none) and is listed in ``extra["not_fitted"]``; so
+    does one with fewer training rows in some fold than a leaf needs (``min_child_samples``).
     """
     cfg = PredictorConfig() if cfg is None else cfg
-    feats = build_features(ds, window_hours=cfg.history_hours)
+    feats = build_features(ds, window_hours=cfg.history_hours) if features is None else features
     if train is None:
         folds = assign_folds(ds, cfg.folds, time_blocked=cfg.time_blocked)
     else:
@@ -223,6 +235,11 @@ def fit_outcome_models(ds: BanditDataset, cfg: PredictorConfig | None = None, *,
     oof = {m: np.full(ds.n, np.nan) for m in MODELS}        # raw out-of-fold scores on the logged arm
     pair_raw: list[dict[str, FloatArray]] = []
     pair_index: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
+    least = max(2, cfg.min_child_samples)  # fewer rows than one leaf needs: LightGBM could only learn the mean
+    fitted = {name: all(((folds != f) & (folds >= 0) & usable).sum() >= least for f in range(cfg.folds))
+              for name, (_, usable) in labels.items()}
+    constant = {name: float(np.average(y[usable], weights=ds.sample_weight[usable])) if usable.any() else 0.0
+                for name, (y, usable) in labels.items() if not fitted[name]}
     with progress("fitting outcome models", total=cfg.folds * len(MODELS), enabled=show_progress) as bar:
         for f in range(cfg.folds):
             fit_rows, test = (folds != f) & (folds >= 0), np.flatnonzero(folds == f)
@@ -233,6 +250,9 @@ def fit_outcome_models(ds: BanditDataset, cfg: PredictorConfig | None = None, *,
             pair_raw.append({})
             for name, (kind, _) in MODELS.items():
                 y, usable = labels[name]
+                if not fitted[name]:
+                    bar.update(1)
+                    continue
                 use = fit_rows & usable
                 booster = _train(logged[use], y[use], ds.sample_weight[use], kind, feats, cfg)
                 boosters[name].append(booster)
@@ -249,6 +269,9 @@ def fit_outcome_models(ds: BanditDataset, cfg: PredictorConfig | None = None, *,
         preds = {}
         for name, (kind, _) in MODELS.items():
             y, usable = labels[name]
+            if not fitted[name]:
+                preds[name] = np.full(rows.size, constant[name])
+                continue
             others = usable & (folds != f) & (folds >= 0)
             c = _correction(kind, oof[name][others], y[others], ds.sample_weight[others])
             corrections[name].append(c)
@@ -260,6 +283,32 @@ def fit_outcome_models(ds: BanditDataset, cfg: PredictorConfig | None = None, *,
             held[name].append((truth, _apply(kind, oof[name][mine], c), ds.sample_weight[mine]))
         q_hat[rows, arms] = _assemble(preds, ds, rows, arms, failed_cost)
     if x_hold is not None:
+        hold_preds |= {name: np.full(hold_rows.size, c) for name, c in constant.items()}
         q_hat[hold_rows, hold_arms] = _assemble(hold_preds, ds, hold_rows, hold_arms, failed_cost)
-    quality = {name: _quality(MODELS[name][0], *(np.concatenate(p) for p in zip(*held[name], strict=True))) for name in MODELS}
-    return OutcomeModels(q_hat, folds, feats, boosters, corrections, quality, failed_cost, cfg)
+    quality = {name: _quality(MODELS[name][0], *(np.concatenate(p) for p in zip(*held[name], strict=True)))
+               for name in MODELS if fitted[name]}
+    extra = {"not_fitted": sorted(constant), "constants": constant} if constant else {}
+    return OutcomeModels(q_hat, folds, feats, boosters, corrections, quality, failed_cost, cfg, extra)
+
+
+def predict_q_hat(models: OutcomeModels, ds: BanditDataset, feats: PairFeatures) -> FloatArray:
+    """q̂ (n, K, M) of new rows, each scored by the models of its own fold (key mod folds) with that fold's corrections.
+
+    For rows of the same log the models were cross-fitted on (a streamed batch), so no row is
+    scored by a model that saw it.
+    """
+    cfg = models.config
+    folds = assign_folds(ds, cfg.folds)
+    rows, arms = np.nonzero(ds.eligible)
+    x = feats.pairs(rows, arms)
+    q_hat = np.zeros((ds.n, ds.catalog.n_arms, len(ds.metrics)))
+    constants = models.extra.get("constants", {})
+    for f in range(cfg.folds):
+        sel = folds[rows] == f
+        if not sel.any():
+            continue
+        preds = {name: np.full(int(sel.sum()), constants[name]) if name in constants else
+                 _apply(kind, models.boosters[name][f].predict(x[sel], raw_score=True, num_threads=cfg.predict_threads),
+                        models.corrections[name][f]) for name, (kind, _) in MODELS.items()}
+        q_hat[rows[sel], arms[sel]] = _assemble(preds, ds, rows[sel], arms[sel], models.failed_cost)
+    return q_hat

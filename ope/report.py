@@ -19,6 +19,7 @@ from ope.config import to_toml
 from ope.errors import OPEError
 from ope.html import render
 from ope.model_store import save_models
+from ope.readers import log_files
 from ope.runner import RunResult, primary_estimator
 from ope.schema import METRICS
 
@@ -28,9 +29,9 @@ PACKAGES = ("llm-ope", "numpy", "polars", "cvxpy", "scikit-learn", "lightgbm", "
 
 
 def data_hash(*paths: Path) -> str:
-    """SHA-256 over the bytes of the input files, in order."""
+    """SHA-256 over the bytes of the input files, in order (a directory or glob: its files, `log_files` order)."""
     h = hashlib.sha256()
-    for path in paths:
+    for path in (f for p in paths for f in log_files(p)):
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
@@ -76,6 +77,9 @@ def _actions(result: RunResult, out: Path) -> dict[str, str]:
     arms = np.array(result.dataset.arms, dtype=object)
     (out / "actions").mkdir(parents=True, exist_ok=True)
     files = action_files(list(result.probabilities))
+    if result.stream is not None:  # written batch by batch during the run
+        result.stream.move_actions({name: out / "actions" / f"{stem}.parquet" for name, stem in files.items()})
+        return files
     for name, pi in result.probabilities.items():
         rows, cols = np.nonzero(pi)
         frame = pl.DataFrame({"request_id": ids[rows], "arm": arms[cols].astype(str), "probability": pi[rows, cols]})
@@ -123,7 +127,7 @@ def summary(result: RunResult, run_name: str) -> dict[str, Any]:
             "end": ds.logs["ts"].max().isoformat(),  # type: ignore[union-attr]
             "arms": list(ds.arms),
             "models": ds.logs["model"].value_counts(sort=True).to_dicts(),
-        },
+        } | ({} if result.stream is None else result.stream.data_facts()),
         "policies": headline,
         "diagnostics": result.diagnostics,
         "warnings": result.warnings,

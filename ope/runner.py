@@ -6,7 +6,7 @@ import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +39,10 @@ from ope.schema import METRICS
 from policies import Policy
 from policies.stream import time_order
 
-__all__ = ["ESTIMATE_COLUMNS", "RunResult", "build_estimators", "build_inference", "load_for_run", "model_based_only",
+if TYPE_CHECKING:
+    from ope.streaming import StreamInfo
+
+__all__ = ["ESTIMATE_COLUMNS", "RunResult", "build_estimators", "blank_metric", "build_inference", "load_for_run", "model_based_only",
            "primary_estimator", "run_experiment"]
 
 #: in a run, the tunable estimators choose their hyperparameter from the data
@@ -63,6 +66,8 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     outcome_models: OutcomeModels | None = None
     propensity_model: PropensityModel | None = None
+    #: set by a streamed run (`ope.streaming`): then ``dataset`` is the training sample, ``probabilities`` hold no rows
+    stream: StreamInfo | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -138,9 +143,9 @@ def model_based_only(cfg: ExperimentConfig, dataset: BanditDataset, notes: list[
     return dataclasses.replace(cfg, evaluation=dataclasses.replace(cfg.evaluation, estimators=("DM",)))
 
 
-def _blank(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
+def blank_metric(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
     """The frame with every number of ``metric`` set to NaN (a metric the log cannot speak to)."""
-    if "metric" not in frame.columns:
+    if "metric" not in frame.columns or frame.height == 0:
         return frame
     numbers = [c for c in ("value", "stderr", "ci_low", "ci_high") if c in frame.columns]
     return frame.with_columns(pl.when(pl.col("metric") == metric).then(float("nan")).otherwise(pl.col(c)).alias(c) for c in numbers)
@@ -166,7 +171,13 @@ def _replay_rows(name: str, online: OnlinePolicy, fb: BanditFeedback, dataset: B
 
 
 def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunResult:
-    """Load, fit the policies, evaluate every policy with every estimator, and compare to the baseline."""
+    """Load, fit the policies, evaluate every policy with every estimator, and compare to the baseline.
+
+    With ``[data] streaming``, or a parquet log too large for ``[data] memory_budget_mb``, the log is
+    read in batches (`ope.streaming.run_streaming`).
+    """
+    from ope.streaming import run_streaming, streaming_wanted
+
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     estimators = build_estimators(cfg)
@@ -175,6 +186,8 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
     if cfg.evaluation.baseline not in policies:
         msg = f"{cfg.source}: baseline '{cfg.evaluation.baseline}' is not among the policies {list(policies)}."
         raise ConfigError(msg)
+    if streaming_wanted(cfg):
+        return run_streaming(cfg, show_progress=show_progress)
     dataset, fb, propensity_model, notes = load_for_run(cfg, show_progress=show_progress)
     if propensity_model is not None:  # logged propensities are the logger's own word; estimated ones need overlap
         cfg = model_based_only(cfg, dataset, notes)
@@ -229,7 +242,7 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
     if not dataset.has_satisfaction_feedback():
         notes.append("NO SATISFACTION FEEDBACK: no successful request in the log has a satisfaction value, so satisfaction "
                      "cannot be estimated and is shown as missing (failed requests alone would make it look like 0).")
-        estimates, slices, groups = (_blank(f, "satisfaction") for f in (estimates, slices, groups))
+        estimates, slices, groups = (blank_metric(f, "satisfaction") for f in (estimates, slices, groups))
     timings["estimate"] = time.perf_counter() - t0 - sum(timings.values())
     return RunResult(cfg, dataset, policies, probabilities, estimates, diagnostics, slices, groups,
                      provider_shares(dataset, probabilities), tuple(notes), timings, outcome_models, propensity_model)

@@ -20,7 +20,8 @@ from ope.errors import SchemaError
 from ope.readers import parse_timestamps, read_table, table_format
 from ope.schema import DTYPE_KINDS, NEED_PREFIX, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, Status
 
-__all__ = ["Problem", "ValidatedLogs", "validate_logs", "load_logs"]
+__all__ = ["BatchCheck", "Problem", "ValidatedLogs", "check_batch", "load_logs", "problem_message", "raise_for_problems",
+           "validate_logs"]
 
 NULLABLE = {"propensity", "satisfaction", "sample_weight", "eligible_arms"}
 SHOW_IDS = 5
@@ -86,11 +87,14 @@ class _Checker:
         self.typed: dict[str, pl.Series] = {}
         self.problems: list[Problem] = []
         self.row_rules: list[tuple[str, str, Mask]] = []
+        self.checked: list[tuple[str, str]] = []   # every rule applied, in order (to merge batches' tables)
 
     def fatal(self, column: str, rule: str) -> None:
+        self.checked.append((column, rule))
         self.problems.append(Problem(column, rule, self.raw.height, fatal=True))
 
     def rows(self, column: str, rule: str, mask: Mask | pl.Series) -> None:
+        self.checked.append((column, rule))
         m = mask.fill_null(False).to_numpy() if isinstance(mask, pl.Series) else mask
         if m.any():
             self.row_rules.append((column, rule, m))
@@ -142,6 +146,41 @@ def validate_logs(raw: pl.DataFrame, catalog: Catalog, *, source: str = "logs") 
     """Check every rule of DESIGN §4; return clean typed rows and the problems found."""
     if raw.height == 0:
         raise SchemaError(f"{source} is empty: it has no rows.")
+    return _split(_check(raw, catalog), source)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCheck:
+    """One batch of a streamed log, checked: its problems, every rule applied (in order), and,
+    unless a whole column is wrong, its clean typed rows and its bad rows (with ``_problems``)."""
+
+    problems: tuple[Problem, ...]
+    checked: tuple[tuple[str, str], ...]
+    logs: pl.DataFrame | None
+    bad_rows: pl.DataFrame | None
+    n_input: int
+
+    @property
+    def fatal(self) -> bool:
+        """A whole column is missing or of the wrong type."""
+        return any(p.fatal for p in self.problems)
+
+
+def check_batch(raw: pl.DataFrame, catalog: Catalog, *, earlier_ids: pl.Series | None = None) -> BatchCheck:
+    """The rules of `validate_logs` on one batch of a larger log (`ope.streaming`).
+
+    Every rule is per row except duplicate request_ids: ``earlier_ids`` are ids already seen in
+    earlier batches (only those that repeat somewhere need be passed), so a repeat is flagged
+    whichever batch it falls in, exactly as on the whole log.
+    """
+    chk = _check(raw, catalog, earlier_ids=earlier_ids)
+    if any(p.fatal for p in chk.problems):
+        return BatchCheck(tuple(chk.problems), tuple(chk.checked), None, None, raw.height)
+    split = _split(chk, "batch")
+    return BatchCheck(split.problems, tuple(chk.checked), split.logs, split.bad_rows, raw.height)
+
+
+def _check(raw: pl.DataFrame, catalog: Catalog, *, earlier_ids: pl.Series | None = None) -> _Checker:
     chk = _Checker(raw)
     for column in REQUIRED_COLUMNS:
         if column not in raw.columns:
@@ -170,14 +209,18 @@ def validate_logs(raw: pl.DataFrame, catalog: Catalog, *, source: str = "logs") 
         known = [s.value for s in Status]
         chk.rows("status", f"unknown status (known: {', '.join(known)})", t["status"].is_not_null() & ~t["status"].is_in(known))
     if "request_id" in t:
-        chk.rows("request_id", "duplicate request_id", t["request_id"].is_not_null() & t["request_id"].is_duplicated() & ~t["request_id"].is_first_distinct())
+        ids = t["request_id"]
+        repeat = ids.is_duplicated() & ~ids.is_first_distinct()
+        if earlier_ids is not None and earlier_ids.len():
+            repeat = repeat | ids.is_in(earlier_ids.cast(pl.String).implode())
+        chk.rows("request_id", "duplicate request_id", ids.is_not_null() & repeat)
     if {"status", "output_tokens", "latency_ms", "ttft_ms"} <= t.keys():
         generating = (t["status"] == Status.OK) & (t["output_tokens"] > 0)
         chk.rows("latency_ms", "must exceed ttft_ms on ok rows with output tokens (throughput undefined)",
                  generating & (t["latency_ms"] <= t["ttft_ms"]))
     if "arm" in t:
         _check_arms(chk, catalog)
-    return _split(chk, source)
+    return chk
 
 
 def _check_arms(chk: _Checker, catalog: Catalog) -> None:
@@ -190,11 +233,11 @@ def _check_arms(chk: _Checker, catalog: Catalog) -> None:
     arm_model = np.array(catalog.arms_frame["model"].to_list() + [None], dtype=object)[np.where(known, idx, -1)]
     wrong = known & (arm_model != t["model"].to_numpy())
     chk.rows("arm", "arm does not serve the requested model", wrong)
-    if "input_tokens" in t and t["input_tokens"].null_count() == 0:
+    if "input_tokens" in t:  # rows without input_tokens are reported as such, the others are checked
         frame = pl.DataFrame([s for s in t.values() if s.name in ("model", "input_tokens", "eligible_arms")] +
                              [s for s in t.values() if s.name.startswith(NEED_PREFIX)])
-        elig = catalog.eligible(frame.with_columns(pl.col("model").fill_null("")))
-        ok = known & ~wrong
+        elig = catalog.eligible(frame.with_columns(pl.col("model").fill_null(""), pl.col("input_tokens").fill_null(0)))
+        ok = known & ~wrong & t["input_tokens"].is_not_null().to_numpy()
         rows = np.flatnonzero(ok)
         inelig = np.zeros_like(ok)
         inelig[rows] = ~elig[rows, idx[rows]]
@@ -221,6 +264,18 @@ def _message(source: str, problems: list[Problem] | tuple[Problem, ...], n: int)
     return "\n".join(lines)
 
 
+problem_message = _message
+NO_QUARANTINE_HINT = "\nFix these rows, or pass a quarantine file to set them aside and continue."
+
+
+def raise_for_problems(source: str, problems: tuple[Problem, ...], n_input: int, quarantine: str | Path | None) -> None:
+    """Stop as `load_logs` does: on a whole-column problem, or on any problem without a quarantine file."""
+    if any(p.fatal for p in problems):
+        raise SchemaError(_message(source, problems, n_input))
+    if problems and quarantine is None:
+        raise SchemaError(_message(source, problems, n_input) + NO_QUARANTINE_HINT)
+
+
 def load_logs(path: str | Path, catalog: Catalog, *, quarantine: str | Path | None = None) -> ValidatedLogs:
     """Read and validate a log file; with ``quarantine`` bad rows go there and the rest continue.
 
@@ -229,12 +284,11 @@ def load_logs(path: str | Path, catalog: Catalog, *, quarantine: str | Path | No
     """
     path = Path(path)
     if quarantine is not None:
-        _check_quarantine(Path(quarantine), path)
+        check_quarantine(Path(quarantine), path)
     raw = read_table(path)
     result = validate_logs(raw, catalog, source=str(path))
     if result.problems and quarantine is None:
-        hint = "\nFix these rows, or pass a quarantine file to set them aside and continue."
-        raise SchemaError(_message(str(path), result.problems, raw.height) + hint)
+        raise SchemaError(_message(str(path), result.problems, raw.height) + NO_QUARANTINE_HINT)
     if quarantine is not None and result.bad_rows.height:
         write_table(result.bad_rows, Path(quarantine))
     if result.logs.height == 0:
@@ -242,8 +296,10 @@ def load_logs(path: str | Path, catalog: Catalog, *, quarantine: str | Path | No
     return result
 
 
-def _check_quarantine(quarantine: Path, logs: Path) -> None:
-    """Never overwrite the input or an existing file with set-aside rows."""
+def check_quarantine(quarantine: Path, logs: Path) -> None:
+    """Never overwrite the input or an existing file with set-aside rows, nor write them inside a logs folder."""
+    if logs.is_dir() and quarantine.resolve().is_relative_to(logs.resolve()):
+        raise SchemaError(f"The quarantine file {quarantine} is inside the logs folder {logs}; choose a path outside it.")
     if quarantine.exists() and quarantine.resolve() == logs.resolve():
         raise SchemaError(f"The quarantine file {quarantine} is the input log itself; choose another path.")
     if quarantine.exists():

@@ -187,3 +187,9 @@ def test_ope_tune_end_to_end(tmp_path: Path, simulated: tuple[Path, Path], capsy
     assert parents[0].data.tags["kind"] == "tune" and parents[0].data.tags["recommended"] == (summary["recommended"] or "none")
     fitted = [c for c in children if c.data.tags["status"] != "infeasible"]
     assert all(any(k.endswith("sla_hit.DR.ci_low") for k in c.data.metrics) for c in fitted)
+
+
+def test_tune_refuses_streaming(tmp_path: Path, simulated: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    path = _write(tmp_path, simulated)
+    assert main(["tune", str(path), "--streaming", "--out", str(tmp_path / "r"), "--quiet", "--no-tracking"]) == 2
+    assert "--streaming is for ope run" in capsys.readouterr().err

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 from ope.simulate.defaults import default_spec
 from ope.simulate.generate import SimulatedLog, simulate, write_simulation
+from ope.simulate.partitioned import PartitionedSimulation, write_partitioned
 from ope.simulate.scenarios import SCENARIOS, scenario_spec, write_scenario
 from ope.simulate.spec import WorldSpec
 from ope.simulate.world import World
 
 __all__ = [
     "SCENARIOS",
+    "PartitionedSimulation",
     "SimulatedLog",
     "World",
     "WorldSpec",
     "default_spec",
     "scenario_spec",
     "simulate",
+    "write_partitioned",
     "write_scenario",
     "write_simulation",
 ]

@@ -2,51 +2,101 @@
 
 Measured on a simulated log (58 arms, ~5 eligible per request): cross-fitting all seven outcome
 models with 2 folds — every model is trained twice on half the rows, the cost of training it once
-on all of them — and predicting q̂ for every eligible (request, arm) pair with all seven models.
-Targets on 2 cores: training on 10⁶ rows under 3 minutes, predicting 10⁶ requests × their arms
-under 60 s. Nothing asserts a wall-clock time; the numbers go to ``benchmark.extra_info``.
+on all of them — then predicting q̂ with all seven models for every eligible (request, arm) pair
+and for 8 arms of every request (its eligible arms, then others up to 8, as if every request had
+8 candidates). Targets on 2 cores: training on 10⁶ rows under 3 minutes, predicting 10⁶ requests
+× 8 arms under 60 s. The current settings are compared with the former ones (100 trees of 31
+leaves, learning rate 0.1) on a fifth of the rows: prediction speed as a ratio in the same run,
+and each setting's held-out quality. Nothing asserts a wall-clock time; the numbers go to
+``benchmark.extra_info`` and the benchmark summary.
 
-Full size (10⁶ rows; several GB of memory for q̂ and the pair features)::
+Sizes come from ``LLM_OPE_BENCH_SCALE`` (``full``: 10⁶ rows, the default with
+``--benchmark-enable``; ``small``: 5,000 rows, the default otherwise; ``medium``: 10⁵)::
 
     python -m pytest tests/benchmarks/test_bench_predictors.py --benchmark-enable -s
 
-The default test run (benchmarks disabled) runs the same code once on 5,000 rows.
+Full size needs several GB of memory for q̂ and the pair features.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from ope.dataset import BanditDataset
-from ope.predictors import MODELS, PredictorConfig, fit_outcome_models
+from ope.predictors import MODELS, OutcomeModels, PredictorConfig, fit_outcome_models
 from ope.simulate import simulate
 
 pytestmark = pytest.mark.benchmark
 
+SCALES = {"small": 5_000, "medium": 100_000, "full": 1_000_000}
+ARMS_PER_REQUEST = 8
+#: the outcome models' settings before prediction speed set them
+FORMER = {"n_estimators": 100, "learning_rate": 0.1, "num_leaves": 31}
+
+
+def predict_seconds(models: OutcomeModels, rows: npt.NDArray[np.int64], arms: npt.NDArray[np.int64]) -> tuple[float, float]:
+    """Seconds to build the pair features and to predict them with the first fold's seven models."""
+    t = time.perf_counter()
+    x = models.features.pairs(rows, arms)
+    features = time.perf_counter() - t
+    t = time.perf_counter()
+    for name in MODELS:
+        models.boosters[name][0].predict(x, raw_score=True, num_threads=models.config.predict_threads)
+    return features, time.perf_counter() - t
+
+
+def eight_arms(ds: BanditDataset) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Pairs of every request with 8 arms: its eligible ones first, then others in catalog order."""
+    arms = np.argsort(~ds.eligible, axis=1, kind="stable")[:, :ARMS_PER_REQUEST]
+    return np.repeat(np.arange(ds.n), ARMS_PER_REQUEST), arms.ravel()
+
 
 @pytest.mark.benchmark(group="predictors")
-def test_fit_and_predict_outcome_models(benchmark: Any) -> None:
-    n = 5_000 if benchmark.disabled else 1_000_000
+def test_fit_and_predict_outcome_models(benchmark: Any, bench_results: dict[str, Any]) -> None:
+    scale = os.environ.get("LLM_OPE_BENCH_SCALE") or ("small" if benchmark.disabled else "full")
+    if scale not in SCALES:
+        raise pytest.UsageError(f"LLM_OPE_BENCH_SCALE must be one of {sorted(SCALES)}. Got {scale!r}.")
+    n = SCALES[scale]
     sim = simulate(n, days=7, seed=3)
     ds = BanditDataset.from_frames(sim.logs, sim.catalog, sla_latency_ms=10_000)
     del sim
     t = time.perf_counter()
     models = benchmark.pedantic(fit_outcome_models, args=(ds, PredictorConfig(folds=2)), rounds=1, iterations=1)
     fit_seconds = time.perf_counter() - t
-    rows, arms = np.nonzero(ds.eligible)
-    x = models.features.pairs(rows, arms)
-    t = time.perf_counter()
-    for name in MODELS:
-        models.boosters[name][0].predict(x, raw_score=True, num_threads=PredictorConfig().predict_threads)
-    predict_seconds = time.perf_counter() - t
-    benchmark.extra_info.update({
-        "rows": n, "pairs": int(rows.size), "fit_seconds_2_folds": fit_seconds,
-        "predict_seconds_all_pairs_7_models": predict_seconds,
-    })
-    print(f"\n[bench] predictors n={n:,}: cross-fit (2 folds, 7 models) {fit_seconds:.1f} s; "
-          f"predict {rows.size:,} pairs x 7 models {predict_seconds:.1f} s")
     assert np.isfinite(models.q_hat[ds.eligible]).all()
+    info: dict[str, Any] = {"rows": n, "fit_seconds_2_folds": fit_seconds}
+    for case, (rows, arms) in {"eligible": np.nonzero(ds.eligible), "8_arms": eight_arms(ds)}.items():
+        features, predict = predict_seconds(models, rows, arms)
+        info |= {f"{case}_pairs": int(rows.size), f"{case}_features_seconds": features,
+                 f"{case}_predict_seconds_7_models": predict, f"{case}_pairs_per_second": rows.size / (features + predict)}
+    del models
+    # former vs current settings, same rows and pairs: a fifth of the log, its 8 arms per request
+    part = ds.subset(np.arange(ds.n) % 5 == 0)
+    rows, arms = eight_arms(part)
+    fitted = {"current": fit_outcome_models(part, PredictorConfig(folds=2)),
+              "former": fit_outcome_models(part, PredictorConfig(folds=2, **FORMER))}
+    seconds: dict[str, list[float]] = {name: [] for name in fitted}
+    for _ in range(3):  # interleaved, fastest of three: the machine's load changes between calls
+        for name, m in fitted.items():
+            seconds[name].append(predict_seconds(m, rows, arms)[1])
+    for name, m in fitted.items():
+        info[f"{name}_predict_seconds_subset"] = min(seconds[name])
+        info[f"{name}_quality"] = m.quality
+    info["speedup_current_vs_former"] = info["former_predict_seconds_subset"] / info["current_predict_seconds_subset"]
+    benchmark.extra_info.update(info)
+    bench_results["ratios"]["predict q̂: former / current model settings"] = info["speedup_current_vs_former"]
+    print(f"\n[bench] predictors n={n:,}: cross-fit (2 folds, 7 models) {fit_seconds:.1f} s")
+    for case in ("eligible", "8_arms"):
+        print(f"[bench] {case}: {info[f'{case}_pairs']:,} pairs, features {info[f'{case}_features_seconds']:.1f} s, "
+              f"7 models {info[f'{case}_predict_seconds_7_models']:.1f} s, {info[f'{case}_pairs_per_second']:,.0f} pairs/s")
+    print(f"[bench] {rows.size:,} pairs x 7 models: former settings {info['former_predict_seconds_subset']:.2f} s, "
+          f"current {info['current_predict_seconds_subset']:.2f} s, speed-up {info['speedup_current_vs_former']:.2f}x")
+    for model in MODELS:
+        former, current = ({k: round(v, 4) for k, v in info[f"{s}_quality"][model].items()} for s in ("former", "current"))
+        print(f"[bench] held-out quality {model}: former {former}, current {current}")

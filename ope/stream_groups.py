@@ -1,0 +1,136 @@
+"""Per-period and per-group estimates and provider shares of a streamed log, as mergeable sums.
+
+The in-memory `ope.breakdown` estimates each period, model and task on its rows; here every batch
+adds its rows of each group to that group's partial sums (one `Partial` per group and policy, the
+headline estimator, normal intervals), so the tables equal the in-memory ones.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from estimators import BanditFeedback, BaseEstimator, EstimatorInputError, Normal, SupportWarning
+from estimators.base import Partial
+from estimators.batch import Batch, prepare
+from ope.breakdown import ESTIMATE_COLUMNS, MIN_GROUP_ROWS, MIN_PERIOD_ROWS, estimate_rows
+from ope.dataset import BanditDataset
+from ope.schema import METRICS
+
+__all__ = ["GroupEstimates", "ShareSums", "prepare_rows"]
+
+FloatArray = npt.NDArray[np.float64]
+BY = ("model", "task")
+
+
+def prepare_rows(fb: BanditFeedback, *, target: FloatArray, baseline: FloatArray | None = None,
+                 q_hat: FloatArray | None = None) -> Batch:
+    """`estimators.batch.prepare` for a batch that is part of a log (a batch may observe no satisfaction)."""
+    return prepare(fb, target=target, baseline=baseline, q_hat=q_hat, require_observed=False)
+
+
+def observed_weight(fb: BanditFeedback) -> FloatArray:
+    """(M,) sample weight of the rows where each metric is observed."""
+    return (fb.weights[:, None] * ~np.isnan(fb.rewards)).sum(axis=0)
+
+
+class GroupEstimates:
+    """Partial sums of one estimator per period (``time_slice``), model and task, and policy."""
+
+    def __init__(self, estimator: BaseEstimator, every: str, alpha: float) -> None:
+        self.estimator, self.every, self.alpha = estimator, every, alpha
+        self.parts: dict[tuple[str, Any, str], Partial] = {}
+        self.observed: dict[tuple[str, Any], FloatArray] = {}
+        self.counts: dict[tuple[str, Any], int] = {}
+
+    def add(self, ds: BanditDataset, fb: BanditFeedback, probabilities: dict[str, FloatArray], q_hat: FloatArray | None) -> None:
+        """Add one batch's rows of every group."""
+        columns = {"period": ds.logs["ts"].dt.truncate(self.every), **{c: ds.logs[c].cast(pl.String) for c in BY}}
+        for by, values in columns.items():
+            for group in values.unique().to_list():
+                mask = (values == group).to_numpy()
+                key = (by, group)
+                self.counts[key] = self.counts.get(key, 0) + int(mask.sum())
+                part_fb = fb.subset(mask)
+                self.observed[key] = self.observed.get(key, 0.0) + observed_weight(part_fb)
+                q = None if q_hat is None or not self.estimator.needs_q_hat else q_hat[mask]
+                for name, pi in probabilities.items():
+                    part = self.estimator.accumulate(prepare_rows(part_fb, target=pi[mask], q_hat=q))
+                    self.parts[(by, group, name)] = self.parts[(by, group, name)] + part if (by, group, name) in self.parts else part
+
+    def _estimates(self, by: str, group: Any, names: list[str]) -> list[tuple[str, Any]]:
+        if (self.observed[(by, group)] <= 0).any():
+            return []  # as in memory: a group where a metric is never observed is not estimated
+        out = []
+        for name in names:
+            try:
+                out.append((name, self.estimator.finalize(self.parts[(by, group, name)], inference=Normal(), alpha=self.alpha)))
+            except EstimatorInputError:
+                continue
+        return out
+
+    def slices(self, names: list[str]) -> pl.DataFrame:
+        """The table of `ope.breakdown.time_slices`."""
+        rows = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SupportWarning)
+            for start in sorted(g for by, g in self.counts if by == "period"):
+                if self.counts[("period", start)] < MIN_PERIOD_ROWS:
+                    continue
+                for name, est in self._estimates("period", start, names):
+                    rows += [{"period": start, **row} for row in estimate_rows(name, est, "value")]
+        if rows:
+            return pl.DataFrame(rows)
+        return pl.DataFrame(schema={"period": pl.Datetime("us", "UTC"), **{c: pl.Float64 for c in ESTIMATE_COLUMNS}})
+
+    def breakdowns(self, names: list[str]) -> pl.DataFrame:
+        """The table of `ope.breakdown.breakdowns` (groups by falling row count, then name)."""
+        rows: list[dict[str, Any]] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SupportWarning)
+            for column in BY:
+                groups = sorted(((g, c) for (by, g), c in self.counts.items() if by == column), key=lambda gc: (-gc[1], gc[0]))
+                for group, count in groups:
+                    if count < MIN_GROUP_ROWS:
+                        rows.append({"by": column, "group": group, "policy": None, "metric": None, "value": None,
+                                     "ci_low": None, "ci_high": None, "n": float(count)})
+                        continue
+                    for name, est in self._estimates(column, group, names):
+                        for j, metric in enumerate(METRICS):
+                            rows.append({"by": column, "group": group, "policy": name, "metric": metric,
+                                         "value": float(est.value[j]), "ci_low": float(est.ci_low[j]),
+                                         "ci_high": float(est.ci_high[j]), "n": float(count)})
+        schema = {"by": pl.String, "group": pl.String, "policy": pl.String, "metric": pl.String, "value": pl.Float64,
+                  "ci_low": pl.Float64, "ci_high": pl.Float64, "n": pl.Float64}
+        return pl.DataFrame(rows, schema=schema)
+
+
+class ShareSums:
+    """Sample-weighted traffic per arm, logged and under each policy (`ope.breakdown.provider_shares`)."""
+
+    def __init__(self, n_arms: int, names: list[str]) -> None:
+        self.total = 0.0
+        self.logged = np.zeros(n_arms)
+        self.policies = {name: np.zeros(n_arms) for name in names}
+
+    def add(self, ds: BanditDataset, probabilities: dict[str, FloatArray]) -> None:
+        """Add one batch."""
+        s = ds.sample_weight
+        self.total += float(s.sum())
+        np.add.at(self.logged, ds.actions, s)
+        for name, pi in probabilities.items():
+            self.policies[name] += s @ pi
+
+    def frame(self, ds: BanditDataset) -> pl.DataFrame:
+        """The table of provider shares (``ds`` gives the catalog)."""
+        providers = ds.catalog.arms_frame["provider"].to_numpy()
+        names = sorted(set(providers))
+        per_arm = {"logged": self.logged / self.total} | {n: v / self.total for n, v in self.policies.items()}
+        out: dict[str, Any] = {"provider": names}
+        for name, share in per_arm.items():
+            out[name] = [float(share[providers == p].sum()) for p in names]
+        return pl.DataFrame(out)

@@ -1,0 +1,161 @@
+"""Outcome models for a streamed log: a training sample, features across batches, q̂ batch by batch.
+
+* **Training sample**: a uniform sample of at most ``max_train_rows`` valid rows, the rows with the
+  smallest priority hash(row key); it does not depend on how the log is cut into batches, keeps
+  log order, and each row keeps its sample weight (the models train weighted, as in memory).
+* **Features** are those of `ope.features` on each batch, with two things made log-wide: the codes
+  of categorical request columns come from the vocabulary of the whole log (`Vocabulary`), and the
+  recent-history block comes from `HistoryWindow`, which carries the last ``history_hours`` of
+  each arm's rows and running sums from batch to batch, so every value is bit for bit the one
+  computed on the whole log (a log in time order is required).
+* **q̂**: the models are cross-fitted on the sample (`ope.predictors.fit_outcome_models`), and a
+  row of any batch is scored by the fold model of its own fold (row key mod folds), which never saw
+  it; with a sample that holds the whole log, every q̂ equals the in-memory one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from estimators.resample import hash_keys
+from ope.dataset import BanditDataset
+from ope.features import PairFeatures, build_features
+from ope.predictors import OutcomeModels, PredictorConfig, fit_outcome_models
+from ope.schema import REQUIRED_COLUMNS, Status
+
+__all__ = ["HistoryWindow", "TrainingSample", "Vocabulary", "batch_features", "fit_on_sample"]
+
+FloatArray = npt.NDArray[np.float64]
+US_PER_HOUR = 3_600_000_000
+#: salt that makes sample priorities independent of the cross-fitting folds (both come from the row key)
+SAMPLE_SALT = np.uint64(0x5DEECE66D)
+_SUMS = 5  # rows, failed rows, ok rows, Σ log TTFT (ok), Σ log tokens/s (ok)
+
+
+class Vocabulary:
+    """Sorted distinct values of each categorical request column over the whole (valid) log."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, set[str]] = {}
+
+    @staticmethod
+    def columns(logs: pl.DataFrame) -> list[str]:
+        """String context columns (those `ope.features` codes as categories)."""
+        skip = (set(REQUIRED_COLUMNS) - {"model", "task"}) | {"sample_weight", "eligible_arms", "request_id"}
+        return [c for c, d in logs.schema.items() if c not in skip and (d == pl.String or isinstance(d, (pl.Categorical, pl.Enum)))]
+
+    def add(self, logs: pl.DataFrame) -> None:
+        """Collect one batch's values."""
+        for column in self.columns(logs):
+            self.values.setdefault(column, set()).update(logs[column].cast(pl.String).drop_nulls().unique().to_list())
+
+    def codes(self, column: str, values: pl.Series) -> FloatArray:
+        """Codes of ``values`` in the log-wide sorted vocabulary (NaN for null), as `ope.features` numbers them."""
+        lookup = {v: float(i) for i, v in enumerate(sorted(self.values.get(column, ())))}
+        return values.cast(pl.String).replace_strict(lookup, default=None, return_dtype=pl.Float64).fill_null(np.nan).to_numpy()
+
+
+class HistoryWindow:
+    """The history block of `ope.features` (n, K, 3) for consecutive batches of a time-ordered log.
+
+    Per arm it keeps the rows of the last ``window_hours`` and the running prefix sums of rows,
+    failures, ok rows, log TTFT and log tokens/s, continuing numpy's sequential cumulative sums across
+    batches so that differences of prefix sums equal those of the whole log exactly.
+    """
+
+    def __init__(self, n_arms: int, window_hours: float) -> None:
+        self.n_arms = n_arms
+        self.width = int(window_hours * US_PER_HOUR)
+        self.ts = np.zeros(0, dtype=np.int64)
+        self.arm = np.zeros(0, dtype=np.int64)
+        self.prefix = np.zeros((0, _SUMS))
+        self.total = np.zeros((n_arms, _SUMS))
+
+    def __call__(self, ds: BanditDataset) -> FloatArray:
+        """History features of the batch's rows; then the batch joins the window."""
+        ts = ds.logs["ts"].dt.epoch("us").to_numpy()
+        ok = (ds.logs["status"] == Status.OK).to_numpy()
+        log_ttft = np.log1p(ds.logs["ttft_ms"].to_numpy())
+        log_tps = np.log1p(np.where(ok, ds.outcomes[:, ds.metrics.index("throughput_tps")], 0.0))
+        values = np.column_stack([np.ones(ds.n), ~ok, ok, np.where(ok, log_ttft, 0), np.where(ok, log_tps, 0)]).astype(np.float64)
+        prefix = np.zeros((ds.n, _SUMS))
+        out = np.full((ds.n, self.n_arms, 3), np.nan)
+        for k in range(self.n_arms):
+            mine, carried = np.flatnonzero(ds.actions == k), np.flatnonzero(self.arm == k)
+            if mine.size:
+                cum = np.cumsum(np.vstack([self.total[k], values[mine]]), axis=0)
+                prefix[mine], self.total[k] = cum[:-1], cum[-1]
+            if mine.size + carried.size == 0:
+                continue
+            times = np.concatenate([self.ts[carried], ts[mine]])
+            sums = np.vstack([self.prefix[carried], prefix[mine], self.total[k][None, :]])
+            hi, lo = np.searchsorted(times, ts, side="left"), np.searchsorted(times, ts - self.width, side="left")
+            d = sums[hi] - sums[lo]
+            count, oks = d[:, 0], d[:, 2]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[:, k, 0] = np.where(count > 0, d[:, 1] / count, np.nan)
+                out[:, k, 1] = np.where(oks > 0, d[:, 3] / oks, np.nan)
+                out[:, k, 2] = np.where(oks > 0, d[:, 4] / oks, np.nan)
+        all_ts = np.concatenate([self.ts, ts])
+        keep = all_ts >= all_ts.max() - self.width
+        self.ts, self.arm = all_ts[keep], np.concatenate([self.arm, ds.actions])[keep]
+        self.prefix = np.vstack([self.prefix, prefix])[keep]
+        return out
+
+
+def batch_features(ds: BanditDataset, vocab: Vocabulary, history: FloatArray, window_hours: float) -> PairFeatures:
+    """`ope.features.build_features` of a batch with log-wide category codes and the streamed history."""
+    feats = build_features(ds, window_hours=window_hours)
+    request = feats.request.copy()
+    for c in feats.categorical:
+        if c < request.shape[1]:
+            name = feats.names[c]
+            request[:, c] = vocab.codes(name, ds.logs[name])
+    return dataclasses.replace(feats, request=request, history=history)
+
+
+class TrainingSample:
+    """The ``max_rows`` valid rows with the smallest priority hash(key ^ salt), in log order."""
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self.frames: list[pl.DataFrame] = []
+        self.histories: list[FloatArray] = []
+        self.rows = 0
+        self.threshold = np.uint64(np.iinfo(np.uint64).max)
+
+    def offer(self, ds: BanditDataset, first_row: int, history: FloatArray | None) -> None:
+        """Consider a batch's rows (``first_row``: index of its first valid row in the log)."""
+        priority = hash_keys(ds.keys ^ SAMPLE_SALT)
+        take = priority < self.threshold if self.rows >= self.max_rows else np.ones(ds.n, dtype=bool)
+        if not take.any():
+            return
+        idx = np.flatnonzero(take)
+        self.frames.append(ds.logs[idx].with_columns(pl.Series("_row", first_row + idx), pl.Series("_priority", priority[idx])))
+        self.histories.append(np.zeros((idx.size, 0, 3)) if history is None else history[idx])
+        self.rows += idx.size
+        if self.rows > 1.5 * self.max_rows + 1000:
+            self._trim()
+
+    def _trim(self) -> None:
+        frame = pl.concat(self.frames, how="vertical")
+        history = np.concatenate(self.histories)
+        if frame.height > self.max_rows:
+            keep = np.sort(np.argsort(frame["_priority"].to_numpy(), kind="stable")[: self.max_rows])
+            frame, history = frame[keep], history[keep]
+            self.threshold = np.uint64(frame["_priority"].max())  # type: ignore[arg-type]
+        self.frames, self.histories, self.rows = [frame], [history], frame.height
+
+    def result(self) -> tuple[pl.DataFrame, FloatArray]:
+        """The sampled typed rows (log order) and their history block."""
+        self._trim()
+        return self.frames[0].drop("_row", "_priority"), self.histories[0]
+
+
+def fit_on_sample(sample: BanditDataset, feats: PairFeatures, cfg: PredictorConfig) -> OutcomeModels:
+    """Cross-fitted outcome models of the training sample (folds from the row key; history from the whole log)."""
+    return fit_outcome_models(sample, cfg, features=feats)

@@ -1,0 +1,175 @@
+"""Streamed `ope run` at log scale: rows per second and peak memory (issue 9, item 5; docs/large_logs.md).
+
+What is measured, on a simulated log written as time-ordered parquet partitions
+(`ope simulate --partitioned`, the default world: 58 arms, 7 metrics):
+
+* ``heuristic-ips``: the quickstart's heuristic policies (direct official access, cheapest,
+  price-weighted, fastest) with IPS and SNIPS — no outcome models;
+* ``dr-family-constrained``: the same policies plus a constrained router, with all seven
+  estimators (IPS, SNIPS, DM, DR, SNDR, Switch-DR, DRos) and LightGBM q̂ cross-fitted on a
+  training sample of at most 100,000 rows.
+
+Both use normal intervals, the value and the paired difference and relative change against the
+baseline, per-day, per-model and per-task tables and the action files, streamed in batches of
+100,000 rows (`ope.streaming`). Each case runs in a fresh Python process; its wall time, the
+timing breakdown of `RunResult.timings` and its peak resident memory (VmHWM) go to
+``benchmark.extra_info`` and a summary line. No test asserts a time; the only assertion is that
+the peak stays under 4 GB.
+
+Sizes come from ``LLM_OPE_BENCH_SCALE``: ``small`` (2·10⁴ rows, batches of 5,000) is the default
+when benchmarks are disabled, so the default ``pytest`` runs each case once as a plain test;
+``full`` (10⁶ rows) is the default with ``--benchmark-enable``; ``large`` (10⁷ rows) is opt-in::
+
+    LLM_OPE_BENCH_SCALE=full python -m pytest tests/benchmarks/test_bench_streaming.py --benchmark-enable -s
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.benchmark
+
+MEMORY_LIMIT_MB = 4096.0
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    rows: int
+    batch_rows: int
+    partition_rows: int
+
+
+SCALES = {
+    "small": Scale("small", 20_000, 5_000, 10_000),
+    "medium": Scale("medium", 100_000, 25_000, 50_000),
+    "full": Scale("full", 1_000_000, 100_000, 250_000),
+    "large": Scale("large", 10_000_000, 100_000, 250_000),
+}
+
+POLICIES = """
+[[policies]]
+name = "direct_official"
+kind = "direct_official"
+fallback = "cheapest"
+[[policies]]
+name = "cheapest"
+kind = "cheapest"
+epsilon = 0.05
+[[policies]]
+name = "price_weighted"
+kind = "price_weighted"
+[[policies]]
+name = "fastest"
+kind = "fastest"
+epsilon = 0.05
+"""
+CONSTRAINED = """
+[[policies]]
+name = "routed"
+kind = "constrained"
+objective = "cost"
+min_sla_hit = 0.45
+exploration = 0.05
+max_rows = 30000
+"""
+CASES = {
+    "heuristic-ips": (["IPS", "SNIPS"], POLICIES),
+    "dr-family-constrained": (["IPS", "SNIPS", "DM", "DR", "SNDR", "SwitchDR", "DRos"], POLICIES + CONSTRAINED),
+}
+
+
+@pytest.fixture(scope="module")
+def scale(request: pytest.FixtureRequest) -> Scale:
+    """Full size when the benchmark plugin is enabled, small otherwise, unless LLM_OPE_BENCH_SCALE says."""
+    options = request.config.getoption
+    disabled = options("benchmark_disable", default=True) and not options("benchmark_enable", default=False)
+    name = os.environ.get("LLM_OPE_BENCH_SCALE") or ("small" if disabled else "full")
+    if name not in SCALES:
+        raise pytest.UsageError(f"LLM_OPE_BENCH_SCALE must be one of {sorted(SCALES)}. Got {name!r}.")
+    return SCALES[name]
+
+
+@pytest.fixture(scope="module")
+def simulated(scale: Scale, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The partitioned log of this scale (written once per session, not timed)."""
+    from ope.simulate import write_partitioned
+
+    return write_partitioned(tmp_path_factory.mktemp(f"stream-{scale.name}"), rows=scale.rows, days=7, seed=0,
+                             partition_rows=scale.partition_rows)
+
+
+def _config(folder: Path, logs: Path, catalog: Path, scale: Scale, case: str) -> Path:
+    estimators, policies = CASES[case]
+    path = folder / f"{case}.toml"
+    path.write_text(f"""
+[data]
+logs = "{logs}"
+catalog = "{catalog}"
+streaming = true
+batch_rows = {scale.batch_rows}
+max_train_rows = 100000
+[evaluation]
+baseline = "direct_official"
+estimators = {json.dumps(estimators)}
+inference = "normal"
+{policies}
+[tracking]
+enabled = false
+""")
+    return path
+
+
+def worker(config: str, out: str) -> None:
+    """Run in a fresh process: the streamed run and its outputs; print the measurements as JSON."""
+    import time
+    import warnings
+
+    from ope.config import load_config
+    from ope.report import write_outputs
+    from ope.runner import run_experiment
+
+    warnings.simplefilter("ignore")
+    t0 = time.perf_counter()
+    result = run_experiment(load_config(config), show_progress=False)
+    write_outputs(result, Path(out), "bench", overwrite=True)
+    seconds = time.perf_counter() - t0
+    with open("/proc/self/status") as fh:
+        peak = next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmHWM:"))
+    assert result.stream is not None
+    print(json.dumps({"rows": result.stream.rows, "seconds": seconds, "peak_rss_mb": peak,
+                      "timings": {k: round(v, 2) for k, v in result.timings.items()}}))
+
+
+def _measure(config: Path, out: Path) -> dict[str, Any]:
+    code = f"from tests.benchmarks.test_bench_streaming import worker; worker({str(config)!r}, {str(out)!r})"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise AssertionError(done.stderr[-4000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_streamed_run(benchmark: Any, scale: Scale, simulated: tuple[Path, Path], tmp_path: Path, case: str,
+                      bench_results: dict[str, dict[str, Any]]) -> None:
+    logs, catalog = simulated
+    config = _config(tmp_path, logs, catalog, scale, case)
+    measured: dict[str, Any] = {}
+    benchmark.pedantic(lambda: measured.update(_measure(config, tmp_path / "out")), rounds=1, iterations=1)
+    measured["rows_per_second"] = measured["rows"] / measured["seconds"]
+    benchmark.extra_info.update(measured)
+    bench_results["cases"][f"stream {case} ({scale.name})"] = {"n": measured["rows"], "seconds": measured["seconds"],
+                                                              "peak_rss_mb": measured["peak_rss_mb"],
+                                                              "estimator_seconds": measured["timings"].get("estimate")}
+    bench_results["ratios"][f"stream {case} rows/s ({scale.name})"] = measured["rows_per_second"]
+    assert measured["rows"] == scale.rows
+    assert measured["peak_rss_mb"] < MEMORY_LIMIT_MB

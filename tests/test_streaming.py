@@ -1,0 +1,258 @@
+"""Streamed runs (`ope.streaming`) give the in-memory results: estimates, tables, actions, errors, quarantine."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ope.catalog import load_catalog
+from ope.cli import main
+from ope.config import ExperimentConfig, load_config
+from ope.dataset import BanditDataset
+from ope.errors import ConfigError, OPEError, SchemaError
+from ope.features import build_features
+from ope.readers import log_files, read_table
+from ope.runner import run_experiment
+from ope.simulate import PartitionedSimulation, write_partitioned
+from ope.stream_models import HistoryWindow, TrainingSample
+from ope.stream_source import LogSource
+from ope.validate import load_logs
+
+ROWS = 6_000
+CONFIG = """
+[data]
+logs = "{logs}"
+catalog = "{catalog}"
+batch_rows = {batch}
+max_train_rows = {train}
+[evaluation]
+baseline = "direct_official"
+estimators = {estimators}
+alpha = 0.1
+[predictors]
+folds = 2
+n_estimators = 15
+num_leaves = 7
+{policies}
+[tracking]
+enabled = false
+"""
+HEURISTIC = """
+[[policies]]
+name = "direct_official"
+kind = "direct_official"
+fallback = "cheapest"
+[[policies]]
+name = "cheapest"
+kind = "cheapest"
+epsilon = 0.05
+[[policies]]
+name = "price_weighted"
+kind = "price_weighted"
+[[policies]]
+name = "fastest"
+kind = "fastest"
+epsilon = 0.05
+"""
+CONSTRAINED = """
+[[policies]]
+name = "routed"
+kind = "constrained"
+objective = "cost"
+min_sla_hit = 0.3
+exploration = 0.05
+"""
+
+
+@pytest.fixture(scope="module")
+def partitioned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A simulated log written as four time-ordered parquet files, and its catalog."""
+    out = tmp_path_factory.mktemp("sim")
+    return write_partitioned(out, rows=ROWS, days=2, seed=5, partition_rows=ROWS // 4)
+
+
+def _config(tmp: Path, logs: Path, catalog: Path, *, estimators: list[str], policies: str = HEURISTIC, batch: int = 700,
+            train: int = 10**7, name: str = "c.toml") -> Path:
+    path = tmp / name
+    path.write_text(CONFIG.format(logs=logs, catalog=catalog, batch=batch, train=train, estimators=json.dumps(estimators),
+                                  policies=policies))
+    return path
+
+
+def _run(config: Path, out: Path, *extra: str) -> Path:
+    assert main(["run", str(config), "--out", str(out), "--run-name", "r", "--quiet", *extra]) == 0
+    return out / "r"
+
+
+def _assert_same_frame(a: pl.DataFrame, b: pl.DataFrame, keys: list[str], rtol: float = 1e-9) -> None:
+    assert a.columns == b.columns and a.height == b.height
+    a, b = a.sort(keys, nulls_last=True), b.sort(keys, nulls_last=True)
+    for column in a.columns:
+        if a[column].dtype.is_float():
+            np.testing.assert_allclose(a[column].to_numpy(), b[column].to_numpy(), rtol=rtol, atol=1e-12, err_msg=column)
+        else:
+            assert a[column].to_list() == b[column].to_list(), column
+
+
+@pytest.mark.parametrize(("estimators", "policies"), [
+    pytest.param(["IPS", "SNIPS"], HEURISTIC, id="model-free"),
+    pytest.param(["IPS", "SNIPS", "DM", "DR", "SNDR", "SwitchDR", "DRos"], HEURISTIC + CONSTRAINED, id="model-based+constrained"),
+])
+def test_streamed_run_writes_the_in_memory_results(partitioned: tuple[Path, Path], tmp_path: Path, estimators: list[str],
+                                                   policies: str) -> None:
+    logs, catalog = partitioned
+    config = _config(tmp_path, logs, catalog, estimators=estimators, policies=policies)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole, streamed = _run(config, tmp_path / "memory"), _run(config, tmp_path / "stream", "--streaming")
+    keys = ["policy", "metric", "estimator", "kind"]
+    _assert_same_frame(pl.read_csv(whole / "estimates.csv"), pl.read_csv(streamed / "estimates.csv"), keys)
+    for file in sorted((whole / "actions").iterdir()):
+        _assert_same_frame(pl.read_parquet(file), pl.read_parquet(streamed / "actions" / file.name), ["request_id", "arm"])
+    a, b = (json.loads((p / "summary.json").read_text()) for p in (whole, streamed))
+    assert b["data"].pop("streamed")["batches"] == -(-ROWS // 700)
+    assert a["data"] == b["data"] and a["warnings"] == b["warnings"]
+    assert a["diagnostics"].keys() == b["diagnostics"].keys()
+
+
+def test_streamed_tables_equal_the_in_memory_ones(partitioned: tuple[Path, Path], tmp_path: Path) -> None:
+    logs, catalog = partitioned
+    cfg = load_config(_config(tmp_path, logs, catalog, estimators=["IPS", "SNIPS"], batch=500))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = run_experiment(cfg, show_progress=False)
+        streamed = run_experiment(_streaming(cfg), show_progress=False)
+    assert whole.stream is None and streamed.stream is not None
+    _assert_same_frame(whole.slices, streamed.slices, ["period", "policy", "metric"])
+    _assert_same_frame(whole.breakdowns, streamed.breakdowns, ["by", "group", "policy", "metric"])
+    _assert_same_frame(whole.shares, streamed.shares, ["provider"])
+
+
+def _streaming(cfg: ExperimentConfig) -> ExperimentConfig:
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, streaming=True))
+
+
+def test_a_log_beyond_the_memory_budget_streams_on_its_own(partitioned: tuple[Path, Path], tmp_path: Path) -> None:
+    logs, catalog = partitioned
+    cfg = load_config(_config(tmp_path, logs, catalog, estimators=["IPS"]))
+    small = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, memory_budget_mb=1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert run_experiment(small, show_progress=False).stream is not None
+
+
+def test_history_features_across_batches_equal_the_whole_log(partitioned: tuple[Path, Path]) -> None:
+    logs, catalog = partitioned
+    ds = BanditDataset.load(logs, catalog, sla_latency_ms=10_000)
+    expected = build_features(ds, window_hours=6.0).history
+    window = HistoryWindow(ds.catalog.n_arms, 6.0)
+    cuts = [0, 1, 700, 2_500, 2_501, 4_000, ds.n]
+    got = np.concatenate([window(ds.subset(np.isin(np.arange(ds.n), np.arange(a, b)))) for a, b in zip(cuts[:-1], cuts[1:], strict=True)])
+    np.testing.assert_array_equal(got, expected)  # bit for bit, NaN where the window is empty
+
+
+def test_training_sample_is_uniform_capped_and_independent_of_batching(partitioned: tuple[Path, Path]) -> None:
+    logs, catalog = partitioned
+    ds = BanditDataset.load(logs, catalog, sla_latency_ms=10_000)
+    samples = []
+    for step in (300, 1_111, ds.n):
+        sample = TrainingSample(1_000)
+        for start in range(0, ds.n, step):
+            part = ds.subset((np.arange(ds.n) >= start) & (np.arange(ds.n) < start + step))
+            sample.offer(part, start, None)
+        samples.append(sample.result()[0]["request_id"].to_list())
+    assert len(samples[0]) == 1_000 and samples[0] == samples[1] == samples[2]
+    order = ds.logs["request_id"].to_list()
+    assert samples[0] == sorted(samples[0], key=order.index)  # log order kept
+
+
+def _planted(logs: Path, out: Path) -> Path:
+    """The partitioned log with bad rows in several files: a repeated id across files, nulls, bad values."""
+    out.mkdir()
+    files = log_files(logs)
+    first_id = pl.read_parquet(files[0])["request_id"][3]
+    for i, file in enumerate(files):
+        frame = pl.read_parquet(file)
+        n = frame.height
+        frame = frame.with_columns(
+            pl.when(pl.int_range(n) == 10 + i).then(pl.lit(1.5)).otherwise(pl.col("propensity")).alias("propensity"),
+            pl.when(pl.int_range(n) == 20).then(pl.lit(None)).otherwise(pl.col("input_tokens")).alias("input_tokens"),
+            pl.when(pl.int_range(n) == 30 + i).then(pl.lit("nowhere/none")).otherwise(pl.col("arm")).alias("arm"),
+        )
+        if i in (1, 3):
+            frame = frame.with_columns(pl.when(pl.int_range(n) == 5).then(pl.lit(first_id)).otherwise(pl.col("request_id")).alias("request_id"))
+        frame.write_parquet(out / file.name)
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_validation_table_and_quarantine_match_the_whole_log(partitioned: tuple[Path, Path], tmp_path: Path, suffix: str) -> None:
+    logs, catalog = partitioned
+    bad = _planted(logs, tmp_path / "bad")
+    with pytest.raises(SchemaError) as whole:
+        load_logs(bad, load_catalog(catalog))
+    config = _config(tmp_path, bad, catalog, estimators=["IPS"], batch=500)
+    with pytest.raises(SchemaError) as streamed:
+        run_experiment(_streaming(load_config(config)), show_progress=False)
+    assert str(streamed.value) == str(whole.value)
+    assert "duplicate request_id — 2 rows" in str(whole.value)
+    memory_q, stream_q = tmp_path / f"memory{suffix}", tmp_path / f"stream{suffix}"
+    load_logs(bad, load_catalog(catalog), quarantine=memory_q)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["run", str(config), "--streaming", "--quarantine", str(stream_q), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    a, b = read_table(memory_q), read_table(stream_q)
+    assert a.height == 4 * 3 + 2 and a.equals(b)
+
+
+def test_log_path_may_be_a_directory_or_a_glob(partitioned: tuple[Path, Path], tmp_path: Path) -> None:
+    logs, catalog = partitioned
+    files = log_files(logs)
+    assert len(files) == 4 and files == sorted(files)
+    whole = pl.concat([pl.read_parquet(f) for f in files])
+    assert read_table(logs).equals(whole) and read_table(logs / "part-*.parquet").equals(whole)
+    assert LogSource.open(str(logs / "*.parquet")).n_rows == ROWS
+    assert main(["validate", str(logs), "--catalog", str(catalog)]) == 0
+    with pytest.raises(SchemaError, match="No parquet files"):
+        log_files(tmp_path / "*.parquet")
+
+
+def test_streaming_refuses_what_it_cannot_do(partitioned: tuple[Path, Path], tmp_path: Path) -> None:
+    logs, catalog = partitioned
+    online = HEURISTIC + '\n[[policies]]\nname = "mess"\nkind = "mess_plus"\nmin_satisfaction = 0.6\n'
+    cfg = _streaming(load_config(_config(tmp_path, logs, catalog, estimators=["IPS", "DR"], policies=online)))
+    with pytest.raises(ConfigError, match="learn online"):
+        run_experiment(cfg, show_progress=False)
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(logs, shuffled)
+    files = log_files(shuffled)
+    files[0].rename(files[0].with_name("z.parquet"))  # the first hours now come last
+    cfg = _streaming(load_config(_config(tmp_path, shuffled, catalog, estimators=["IPS", "DR"])))
+    with pytest.raises(OPEError, match="not in time order"):
+        run_experiment(cfg, show_progress=False)
+
+
+def test_partitioned_simulation_is_time_ordered_reproducible_and_keeps_the_truth(partitioned: tuple[Path, Path], tmp_path: Path) -> None:
+    logs, catalog = partitioned
+    plan = PartitionedSimulation.load(logs.parent)
+    frame = read_table(logs)
+    assert frame.height == ROWS == sum(p.rows for p in plan.parts) and frame["request_id"].n_unique() == ROWS
+    assert frame["ts"].is_sorted()
+    for part, file in zip(plan.parts, log_files(logs), strict=True):
+        ts = pl.read_parquet(file)["ts"].dt.epoch("us")
+        assert part.start_us <= ts.min() and ts.max() < part.end_us  # type: ignore[operator]
+    again, _ = write_partitioned(tmp_path, rows=ROWS, days=2, seed=5, partition_rows=ROWS // 4)
+    assert [f.read_bytes() for f in log_files(again)] == [f.read_bytes() for f in log_files(logs)]
+    one = plan.partition(2)
+    assert one.logs.equals(pl.read_parquet(log_files(logs)[2]))
+    truth = plan.true_value(lambda sim: sim.world.logging_probabilities, 10_000)
+    w = frame["sample_weight"].to_numpy()
+    logged_cost = float(w @ frame["cost_usd"].to_numpy() / w.sum())
+    assert truth["cost_usd"] == pytest.approx(logged_cost, rel=0.05)  # the logger's value, estimated on-policy
