@@ -35,6 +35,8 @@ from typing import Any
 
 import pytest
 
+from tests.test_streaming import HEURISTIC as POLICIES
+
 pytestmark = pytest.mark.benchmark
 
 MEMORY_LIMIT_MB = 4096.0
@@ -56,23 +58,6 @@ SCALES = {
     "large": Scale("large", 10_000_000, 100_000, 250_000),
 }
 
-POLICIES = """
-[[policies]]
-name = "direct_official"
-kind = "direct_official"
-fallback = "cheapest"
-[[policies]]
-name = "cheapest"
-kind = "cheapest"
-epsilon = 0.05
-[[policies]]
-name = "price_weighted"
-kind = "price_weighted"
-[[policies]]
-name = "fastest"
-kind = "fastest"
-epsilon = 0.05
-"""
 CONSTRAINED = """
 [[policies]]
 name = "routed"
