@@ -100,7 +100,7 @@ class TuneConfig:
     routers learn from the first ``train_fraction`` of the log's time span and are judged on the
     rest. A setting is safe when the lower confidence bound of SLA hit rate and satisfaction (the
     upper bound of cost) meets the targets given here; with ``simultaneous`` the bounds are
-    Bonferroni-adjusted over the grid, so the recommendation survives the search.
+    Bonferroni-adjusted over every setting and target, so the recommendation survives the search.
     """
 
     policy: str | None = None

@@ -133,8 +133,12 @@ class BanditDataset:
         ok = self.outcomes[:, self.metrics.index("success")] == 1
         return bool((ok & ~np.isnan(self.outcomes[:, self.metrics.index("satisfaction")])).any())
 
-    def to_feedback(self, propensities: FloatArray | None = None) -> BanditFeedback:
-        """Arrays for the estimators; ``propensities`` overrides the logged ones (e.g. estimated)."""
+    def to_feedback(self, propensities: FloatArray | None = None, *, fill_satisfaction: bool = False) -> BanditFeedback:
+        """Arrays for the estimators; ``propensities`` overrides the logged ones (e.g. estimated).
+
+        ``fill_satisfaction`` zero-fills missing satisfaction: for a log with no feedback at all,
+        whose satisfaction estimates are blanked afterwards, so the other metrics keep every row.
+        """
         p = self.propensities if propensities is None else propensities
         if np.isnan(p).any():
             missing = np.isnan(p)
@@ -144,9 +148,14 @@ class BanditDataset:
                 "importance-weighted estimators need the logging policy's probabilities."
             )
             raise SchemaError(msg)
+        rewards = self.outcomes
+        if fill_satisfaction:
+            rewards = rewards.copy()
+            sat = rewards[:, self.metrics.index("satisfaction")]
+            sat[np.isnan(sat)] = 0.0
         return BanditFeedback(
             actions=self.actions,
-            rewards=self.outcomes,
+            rewards=rewards,
             propensities=p,
             eligible=self.eligible,
             sample_weight=self.sample_weight,

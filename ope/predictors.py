@@ -162,9 +162,16 @@ def _apply(kind: str, raw: FloatArray, correction: float) -> FloatArray:
     return _sigmoid(raw + correction)
 
 
+def _constant(kind: str, y: FloatArray, rows: npt.NDArray[np.bool_], w: FloatArray) -> float:
+    """The stand-in prediction of a model too few training rows can fit: their mean label, on the outcome's scale."""
+    if not rows.any():
+        return 0.0
+    return float(np.average(np.expm1(y[rows]) if kind == "log" else y[rows], weights=w[rows]))
+
+
 def _quality(kind: str, y: FloatArray, pred: FloatArray, w: FloatArray) -> dict[str, float]:
     if kind == "binary":
-        out = {"log_loss": float(log_loss(y, np.clip(pred, 1e-6, 1 - 1e-6), sample_weight=w))}
+        out = {"log_loss": float(log_loss(y, np.clip(pred, 1e-6, 1 - 1e-6), sample_weight=w, labels=[0, 1]))}
         if 0 < y.mean() < 1:
             out["auc"] = float(roc_auc_score(y, pred, sample_weight=w))
         return out
@@ -238,7 +245,7 @@ def fit_outcome_models(ds: BanditDataset, cfg: PredictorConfig | None = None, *,
     least = max(2, cfg.min_child_samples)  # fewer rows than one leaf needs: LightGBM could only learn the mean
     fitted = {name: all(((folds != f) & (folds >= 0) & usable).sum() >= least for f in range(cfg.folds))
               for name, (_, usable) in labels.items()}
-    constant = {name: float(np.average(y[usable], weights=ds.sample_weight[usable])) if usable.any() else 0.0
+    constant = {name: _constant(MODELS[name][0], y, usable & (folds >= 0), ds.sample_weight)
                 for name, (y, usable) in labels.items() if not fitted[name]}
     with progress("fitting outcome models", total=cfg.folds * len(MODELS), enabled=show_progress) as bar:
         for f in range(cfg.folds):

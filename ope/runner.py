@@ -128,7 +128,8 @@ def load_for_run(cfg: ExperimentConfig, *, show_progress: bool = True) -> tuple[
             f"(calibration error {propensity_model.diagnostics['calibration_error']:.4f}, implied mean weight of a uniform "
             f"policy {propensity_model.diagnostics['uniform_mean_weight']:.3f}, should be ≈ 1)."
         )
-    fb = dataset.to_feedback(None if propensity_model is None else propensity_model.propensities)
+    fb = dataset.to_feedback(None if propensity_model is None else propensity_model.propensities,
+                             fill_satisfaction=not dataset.has_satisfaction_feedback())
     return dataset, fb, propensity_model, notes
 
 

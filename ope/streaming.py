@@ -255,7 +255,7 @@ def _evaluate(source: LogSource, catalog: Catalog, cfg: ExperimentConfig, found:
             if check.logs is None or check.logs.height == 0:
                 continue
             ds = _dataset(check.logs, catalog, cfg.evaluation.sla_latency_ms)
-            fb = ds.to_feedback()
+            fb = ds.to_feedback(fill_satisfaction=not found.feedback)
             q_hat = None
             if models is not None and window is not None:
                 feats = batch_features(ds, found.vocab, window(ds), cfg.predictors.history_hours)

@@ -3,8 +3,8 @@
 Models and routers learn from a training window (the first part of the log's time span) and each
 setting is judged on the held-out window that follows, as a rollout would meet it: with the
 config's headline estimator, paired against the baseline, and with intervals that are
-Bonferroni-adjusted over the grid (``simultaneous``) because the recommendation is chosen from
-many settings. A setting is *safe* when every rollout target holds at its conservative bound
+Bonferroni-adjusted over every setting and target (``simultaneous``) because the recommendation is
+chosen from many settings. A setting is *safe* when every rollout target holds at its conservative bound
 (lower bound for SLA hit and satisfaction, upper bound for cost); the recommendation is the safe
 setting with the lowest estimated cost, or none, said plainly.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from estimators import SupportWarning
+from estimators import EstimatorInputError, SupportWarning
 from estimators.batch import prepare
 from ope.breakdown import ESTIMATE_COLUMNS, estimate_rows
 from ope.config import ExperimentConfig, PolicyConfig, TuneConfig
@@ -30,7 +30,14 @@ from ope.errors import ConfigError
 from ope.predictors import OutcomeModels, fit_outcome_models
 from ope.progress import progress
 from ope.registry import build_policy
-from ope.runner import build_estimators, build_inference, load_for_run, model_based_only, primary_estimator
+from ope.runner import (
+    blank_metric,
+    build_estimators,
+    build_inference,
+    load_for_run,
+    model_based_only,
+    primary_estimator,
+)
 from policies import Policy, PolicyError
 
 __all__ = ["TARGETS", "TunePoint", "TuneResult", "run_tune", "split_by_time"]
@@ -86,8 +93,8 @@ class TuneResult:
     def pareto(self) -> list[int]:
         """Indices of fitted points no other fitted point beats on cost, SLA hit and satisfaction at once."""
         fitted = [i for i, p in enumerate(self.points) if p.estimates is not None]
-        keys = {i: np.array([-self.points[i].value("cost_usd"), self.points[i].value("sla_hit"),
-                             self.points[i].value("satisfaction")]) for i in fitted}
+        keys = {i: np.nan_to_num(np.array([-self.points[i].value("cost_usd"), self.points[i].value("sla_hit"),
+                                           self.points[i].value("satisfaction")])) for i in fitted}  # NaN: a metric the log lacks
         return [i for i in fitted if not any((keys[j] >= keys[i]).all() and (keys[j] > keys[i]).any() for j in fitted)]
 
     @property
@@ -159,12 +166,17 @@ def run_tune(cfg: ExperimentConfig, *, show_progress: bool = True) -> TuneResult
     tune, timings, t0 = cfg.tune, {}, time.perf_counter()
     inference = build_inference(cfg)
     grid = _grid(tune)
-    alpha = cfg.evaluation.alpha / len(grid) if tune.simultaneous else cfg.evaluation.alpha
+    # each setting checks T one-sided bounds of a two-sided interval: G·T·α'/2 ≤ α (Bonferroni over the search)
+    alpha = 2 * cfg.evaluation.alpha / (len(grid) * len(_targets(tune))) if tune.simultaneous else cfg.evaluation.alpha
     base_cfg = next(p for p in cfg.policies if p.name == tune.policy)
     baseline_cfg = next((p for p in cfg.policies if p.name == cfg.evaluation.baseline), None)
     if baseline_cfg is None:
         raise ConfigError(f"{cfg.source}: baseline '{cfg.evaluation.baseline}' is not among the policies.")
     dataset, fb, propensity_model, notes = load_for_run(cfg, show_progress=show_progress)
+    feedback = dataset.has_satisfaction_feedback()
+    if tune.min_satisfaction is not None and not feedback:
+        raise ConfigError(f"{cfg.source}: [tune] min_satisfaction is set, but no successful request in the log has a "
+                          "satisfaction value: drop the target or bring logs with feedback.")
     if propensity_model is not None:
         cfg = model_based_only(cfg, dataset, notes)
     estimator = next(e for e in build_estimators(cfg) if e.name == primary_estimator(cfg.evaluation.estimators))
@@ -179,16 +191,18 @@ def run_tune(cfg: ExperimentConfig, *, show_progress: bool = True) -> TuneResult
         batch = prepare(fb_hold, target=pi, baseline=base_pi if paired else None, q_hat=q_hold)
         part = estimator.accumulate(batch, n_boot=inference.n_boot, seed=inference.seed)
         kinds = ("value", "difference", "relative") if paired else ("value",)
-        return pl.DataFrame([r for kind in kinds for r in estimate_rows(
+        frame = pl.DataFrame([r for kind in kinds for r in estimate_rows(
             name, estimator.finalize(part, inference=inference, alpha=alpha, kind=kind), kind)]).select(ESTIMATE_COLUMNS)
+        return frame if feedback else blank_metric(frame, "satisfaction")
 
     baseline = build_policy(baseline_cfg)
-    base_args = (hold_ds, q_hold) if getattr(baseline, "needs_q_hat", False) else (hold_ds,)
+    learns_on_q = getattr(baseline, "needs_q_hat", False)
     points = []
     with warnings.catch_warnings(), progress("sweeping settings", total=len(grid), enabled=show_progress) as bar:
         warnings.simplefilter("ignore", SupportWarning)   # kept in the estimates' ess and the report
         warnings.simplefilter("ignore", RuntimeWarning)   # a rule missing a target on the training window: judged below
-        base_pi = baseline.fit(*base_args).action_probabilities(*base_args)
+        baseline.fit(*((train_ds, q_train) if learns_on_q else (train_ds,)))  # learns, like the router, from the training window
+        base_pi = baseline.action_probabilities(*((hold_ds, q_hold) if learns_on_q else (hold_ds,)))
         baseline_estimates = evaluate(baseline_cfg.name, base_pi, paired=False)
         for settings in grid:
             label = _label(settings)
@@ -199,9 +213,13 @@ def run_tune(cfg: ExperimentConfig, *, show_progress: bool = True) -> TuneResult
             except (PolicyError, ConfigError) as exc:
                 points.append(TunePoint(label, settings, "infeasible", (str(exc).splitlines()[-1],)))
             else:
-                estimates = evaluate(policy_cfg.name, pi, paired=True)
-                misses = _judge(estimates, tune)
-                points.append(TunePoint(label, settings, "unsafe" if misses else "safe", misses, estimates, policy))
+                try:
+                    estimates = evaluate(policy_cfg.name, pi, paired=True)
+                except EstimatorInputError as exc:  # e.g. no overlap with the hold-out log: cannot be shown safe
+                    points.append(TunePoint(label, settings, "unsafe", (f"{estimator.name} cannot estimate it: {exc}",)))
+                else:
+                    misses = _judge(estimates, tune)
+                    points.append(TunePoint(label, settings, "unsafe" if misses else "safe", misses, estimates, policy))
             bar.update(1)
     safe = [i for i, p in enumerate(points) if p.status == "safe"]
     recommended = min(safe, key=lambda i: (points[i].value("cost_usd"), i)) if safe else None

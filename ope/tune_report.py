@@ -115,7 +115,7 @@ def render_tune(result: TuneResult, summary: dict[str, Any]) -> str:
         f"<p class='muted'>Created {esc(summary['created'])} from {esc(summary['config_file'])}. Policy swept: "
         f"<b>{esc(result.tune.policy)}</b>; baseline <b>{esc(summary['baseline'])}</b>; estimator <b>{esc(result.estimator)}</b>; "
         f"{len(result.points)} settings; intervals at {level:.4%} per setting"
-        f"{' (Bonferroni over the grid: 1 − α jointly)' if result.tune.simultaneous else ''}.</p>",
+        f"{' (Bonferroni over every setting and target: all the checks hold jointly at 1 − α)' if result.tune.simultaneous else ''}.</p>",
         f"<div class='{'good' if ok else 'warn'}' style='font-size:16px;margin:12px 0'><b>{esc(result.verdict)}</b></div>",
         "<h2>Pareto frontier on the hold-out window</h2>",
         "<p class='muted'>Each point is one setting, judged on requests after the training window; bars are its intervals. "

@@ -352,3 +352,32 @@ def test_log_without_satisfaction_feedback_shows_it_missing(simulated: tuple[Pat
     assert est.filter(pl.col("metric") == "satisfaction")["value"].is_nan().all()
     assert est.filter(pl.col("metric") == "cost_usd")["value"].is_finite().all()
     assert summary["policies"]["cheapest"]["value"]["satisfaction"]["value"] is None
+
+
+def test_log_where_nothing_carries_satisfaction_still_estimates_the_rest(simulated: tuple[Path, Path], tmp_path: Path) -> None:
+    """Only successful requests and no feedback at all: satisfaction is NaN on every row, every other metric is estimated."""
+    logs, catalog = simulated
+    ok_only = tmp_path / "ok.parquet"
+    pl.read_parquet(logs).filter(pl.col("status") == "ok").with_columns(
+        pl.lit(None, dtype=pl.Float64).alias("satisfaction")).write_parquet(ok_only)
+    config = _fast_config(tmp_path, ok_only, catalog, ["SNIPS", "DR"], 'name = "cheapest"\nkind = "cheapest"\nepsilon = 0.1')
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "k", "--quiet"]) == 0
+    est = pl.read_csv(tmp_path / "r" / "k" / "estimates.csv")
+    assert est.filter(pl.col("metric") == "satisfaction")["value"].is_nan().all()
+    rest = est.filter(pl.col("metric") != "satisfaction")
+    assert rest["value"].is_finite().all() and rest.height == 2 * (6 + 3 * 6)  # 2 estimators × (baseline value + policy 3 kinds) × 6
+
+
+def test_a_model_too_few_rows_can_fit_predicts_its_mean_on_the_outcome_scale(simulated: tuple[Path, Path]) -> None:
+    from ope.dataset import BanditDataset
+    from ope.predictors import PredictorConfig, fit_outcome_models
+
+    logs, catalog = simulated
+    ds = BanditDataset.load(logs, catalog, sla_latency_ms=10_000)
+    small = ds.subset(np.arange(ds.n) < 30)
+    models = fit_outcome_models(small, PredictorConfig(folds=2, n_estimators=5, min_child_samples=50))
+    assert set(models.extra["not_fitted"]) == {"success", "satisfaction", "sla_hit", "log_ttft", "log_latency",
+                                               "log_output_tokens", "log_tps"}
+    ttft = models.q_hat[..., list(small.metrics).index("ttft_ms")][small.eligible]
+    w = small.sample_weight
+    np.testing.assert_allclose(ttft, np.average(small.logs["ttft_ms"].to_numpy(), weights=w), rtol=1e-9)

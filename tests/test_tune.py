@@ -154,7 +154,7 @@ def test_ope_tune_end_to_end(tmp_path: Path, simulated: tuple[Path, Path], capsy
     run = tmp_path / "r" / "sweep"
     summary = json.loads((run / "tune.json").read_text())
     assert len(summary["points"]) == 4 and summary["split"]["train_rows"] + summary["split"]["holdout_rows"] == 6000
-    assert summary["alpha_per_setting"] == pytest.approx(0.1 / 4)
+    assert summary["alpha_per_setting"] == pytest.approx(2 * 0.1 / (4 * 1))  # 4 settings × 1 one-sided target
     statuses = {p["label"]: p["status"] for p in summary["points"]}
     assert statuses["min_satisfaction=0.99, min_sla_hit=0.3"] == "infeasible"   # no router reaches 0.99 satisfaction
     safe = [p for p in summary["points"] if p["status"] == "safe"]
@@ -193,3 +193,14 @@ def test_tune_refuses_streaming(tmp_path: Path, simulated: tuple[Path, Path], ca
     path = _write(tmp_path, simulated)
     assert main(["tune", str(path), "--streaming", "--out", str(tmp_path / "r"), "--quiet", "--no-tracking"]) == 2
     assert "--streaming is for ope run" in capsys.readouterr().err
+
+
+def test_tune_refuses_a_satisfaction_target_without_feedback(tmp_path: Path, simulated: tuple[Path, Path],
+                                                             capsys: pytest.CaptureFixture) -> None:
+    logs, catalog = simulated
+    bare = tmp_path / "nosat.parquet"
+    pl.read_parquet(logs).with_columns(pl.lit(None, dtype=pl.Float64).alias("satisfaction")).write_parquet(bare)
+    path = _write(tmp_path, (bare, catalog), extra="")
+    path.write_text(path.read_text().replace("min_sla_hit = 0.3\n[tune.grid]", "min_sla_hit = 0.3\nmin_satisfaction = 0.7\n[tune.grid]"))
+    assert main(["tune", str(path), "--out", str(tmp_path / "r"), "--quiet", "--no-tracking"]) == 2
+    assert "no successful request in the log has a satisfaction value" in capsys.readouterr().err
