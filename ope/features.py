@@ -126,10 +126,11 @@ def _history(ds: BanditDataset, window_hours: float) -> FloatArray:
     return out
 
 
-def build_features(ds: BanditDataset, *, window_hours: float = 6.0) -> PairFeatures:
-    """All feature blocks of a dataset."""
+def build_features(ds: BanditDataset, *, window_hours: float = 6.0, history: FloatArray | None = None) -> PairFeatures:
+    """All feature blocks of a dataset; ``history`` (n, K, 3) gives the recent-history block ready-made (streaming)."""
     request, r_names, r_cat = _request_block(ds)
     arm, a_names = _arm_block(ds)
     names = r_names + a_names + ["log_price_in", "log_price_out", "recent_error_rate", "recent_log_ttft", "recent_log_tps"]
     categorical = r_cat + [len(r_names), len(r_names) + 1]
-    return PairFeatures(request, arm, ds.price_in, ds.price_out, _history(ds, window_hours), tuple(names), tuple(categorical))
+    return PairFeatures(request, arm, ds.price_in, ds.price_out,
+                        _history(ds, window_hours) if history is None else history, tuple(names), tuple(categorical))

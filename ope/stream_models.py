@@ -109,13 +109,13 @@ class HistoryWindow:
 
 def batch_features(ds: BanditDataset, vocab: Vocabulary, history: FloatArray, window_hours: float) -> PairFeatures:
     """`ope.features.build_features` of a batch with log-wide category codes and the streamed history."""
-    feats = build_features(ds, window_hours=window_hours)
+    feats = build_features(ds, window_hours=window_hours, history=history)
     request = feats.request.copy()
     for c in feats.categorical:
         if c < request.shape[1]:
             name = feats.names[c]
             request[:, c] = vocab.codes(name, ds.logs[name])
-    return dataclasses.replace(feats, request=request, history=history)
+    return dataclasses.replace(feats, request=request)
 
 
 class TrainingSample:

@@ -17,7 +17,7 @@ import polars as pl
 
 from ope.catalog import Catalog
 from ope.errors import SchemaError
-from ope.readers import parse_timestamps, read_table, table_format
+from ope.readers import is_multi_file, parse_timestamps, read_table, table_format
 from ope.schema import DTYPE_KINDS, NEED_PREFIX, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, Status
 
 __all__ = ["BatchCheck", "Problem", "ValidatedLogs", "check_batch", "load_logs", "problem_message", "raise_for_problems",
@@ -300,6 +300,9 @@ def check_quarantine(quarantine: Path, logs: Path) -> None:
     """Never overwrite the input or an existing file with set-aside rows, nor write them inside a logs folder."""
     if logs.is_dir() and quarantine.resolve().is_relative_to(logs.resolve()):
         raise SchemaError(f"The quarantine file {quarantine} is inside the logs folder {logs}; choose a path outside it.")
+    if is_multi_file(logs) and not logs.is_dir() and quarantine.resolve().match(str(logs.resolve())):
+        raise SchemaError(f"The quarantine file {quarantine} matches the logs pattern {logs}: a later run would read the "
+                          "set-aside rows as logs; choose a path outside it.")
     if quarantine.exists() and quarantine.resolve() == logs.resolve():
         raise SchemaError(f"The quarantine file {quarantine} is the input log itself; choose another path.")
     if quarantine.exists():

@@ -256,3 +256,17 @@ def test_partitioned_simulation_is_time_ordered_reproducible_and_keeps_the_truth
     w = frame["sample_weight"].to_numpy()
     logged_cost = float(w @ frame["cost_usd"].to_numpy() / w.sum())
     assert truth["cost_usd"] == pytest.approx(logged_cost, rel=0.05)  # the logger's value, estimated on-policy
+
+
+def test_quarantine_may_not_land_where_the_logs_are_read(partitioned: tuple[Path, Path], tmp_path: Path) -> None:
+    """A quarantine file inside the logs folder, or matching the logs pattern, would be read back as logs next run."""
+    from ope.errors import SchemaError
+    from ope.validate import check_quarantine
+
+    logs, _ = partitioned
+    folder = logs if logs.is_dir() else logs.parent
+    with pytest.raises(SchemaError, match="inside the logs folder"):
+        check_quarantine(folder / "bad.parquet", folder)
+    with pytest.raises(SchemaError, match="matches the logs pattern"):
+        check_quarantine(tmp_path / "bad.parquet", tmp_path / "*.parquet")
+    check_quarantine(tmp_path / "bad.csv", tmp_path / "*.parquet")  # another extension: not read as logs
