@@ -4,7 +4,7 @@ traffic per provider; plus the long-form rows every estimate is written as."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -15,11 +15,13 @@ from estimators import BanditFeedback, BaseEstimator, Estimate, EstimatorInputEr
 from ope.dataset import BanditDataset
 from ope.schema import METRICS
 
-__all__ = ["ESTIMATE_COLUMNS", "missing_row", "estimate_rows", "time_slices", "breakdowns", "provider_shares", "MIN_GROUP_ROWS"]
+__all__ = ["ESTIMATE_COLUMNS", "GROUP_SCHEMA", "group_rows", "missing_row", "estimate_rows", "time_slices", "breakdowns", "provider_shares", "MIN_GROUP_ROWS"]
 
 ESTIMATE_COLUMNS = ["policy", "metric", "estimator", "kind", "value", "stderr", "ci_low", "ci_high", "n", "ess"]
 #: groups with fewer logged rows are not estimated (and the report says so)
 MIN_GROUP_ROWS = 200
+GROUP_SCHEMA = {"by": pl.String, "group": pl.String, "policy": pl.String, "metric": pl.String, "value": pl.Float64,
+                "ci_low": pl.Float64, "ci_high": pl.Float64, "n": pl.Float64}
 #: periods with fewer logged rows are not estimated
 MIN_PERIOD_ROWS = 50
 
@@ -91,18 +93,19 @@ def breakdowns(
             values = dataset.logs[column].cast(pl.String)
             for group, count in values.value_counts(sort=True).iter_rows():
                 mask = (values == group).to_numpy()
-                if count < MIN_GROUP_ROWS:
-                    rows.append({"by": column, "group": group, "policy": None, "metric": None, "value": None,
-                                 "ci_low": None, "ci_high": None, "n": float(count)})
-                    continue
-                for name, est in _policy_estimates(fb, mask, probabilities, estimator, q_hat, alpha):
-                    for j, metric in enumerate(dataset.metrics):
-                        rows.append({"by": column, "group": group, "policy": name, "metric": metric,
-                                     "value": float(est.value[j]), "ci_low": float(est.ci_low[j]),
-                                     "ci_high": float(est.ci_high[j]), "n": float(count)})
-    schema = {"by": pl.String, "group": pl.String, "policy": pl.String, "metric": pl.String, "value": pl.Float64,
-              "ci_low": pl.Float64, "ci_high": pl.Float64, "n": pl.Float64}
-    return pl.DataFrame(rows, schema=schema)
+                rows += group_rows(column, group, count, _policy_estimates(fb, mask, probabilities, estimator, q_hat, alpha))
+    return pl.DataFrame(rows, schema=GROUP_SCHEMA)
+
+
+def group_rows(column: str, group: str, count: int, estimates: Iterable[tuple[str, Estimate]]) -> list[dict[str, Any]]:
+    """Rows of one group of the breakdown table: one per policy and metric, or one empty row for a group too small
+    to estimate (``estimates`` is then never consumed)."""
+    if count < MIN_GROUP_ROWS:
+        return [{"by": column, "group": group, "policy": None, "metric": None, "value": None, "ci_low": None,
+                 "ci_high": None, "n": float(count)}]
+    return [{"by": column, "group": group, "policy": name, "metric": metric, "value": float(est.value[j]),
+             "ci_low": float(est.ci_low[j]), "ci_high": float(est.ci_high[j]), "n": float(count)}
+            for name, est in estimates for j, metric in enumerate(METRICS)]
 
 
 def provider_shares(dataset: BanditDataset, probabilities: dict[str, npt.NDArray[np.float64]]) -> pl.DataFrame:

@@ -17,9 +17,8 @@ import polars as pl
 from estimators import BanditFeedback, BaseEstimator, EstimatorInputError, Normal, SupportWarning
 from estimators.base import Partial
 from estimators.batch import Batch, prepare
-from ope.breakdown import ESTIMATE_COLUMNS, MIN_GROUP_ROWS, MIN_PERIOD_ROWS, estimate_rows
+from ope.breakdown import ESTIMATE_COLUMNS, GROUP_SCHEMA, MIN_GROUP_ROWS, MIN_PERIOD_ROWS, estimate_rows, group_rows
 from ope.dataset import BanditDataset
-from ope.schema import METRICS
 
 __all__ = ["GroupEstimates", "ShareSums", "prepare_rows"]
 
@@ -95,18 +94,9 @@ class GroupEstimates:
             for column in BY:
                 groups = sorted(((g, c) for (by, g), c in self.counts.items() if by == column), key=lambda gc: (-gc[1], gc[0]))
                 for group, count in groups:
-                    if count < MIN_GROUP_ROWS:
-                        rows.append({"by": column, "group": group, "policy": None, "metric": None, "value": None,
-                                     "ci_low": None, "ci_high": None, "n": float(count)})
-                        continue
-                    for name, est in self._estimates(column, group, names):
-                        for j, metric in enumerate(METRICS):
-                            rows.append({"by": column, "group": group, "policy": name, "metric": metric,
-                                         "value": float(est.value[j]), "ci_low": float(est.ci_low[j]),
-                                         "ci_high": float(est.ci_high[j]), "n": float(count)})
-        schema = {"by": pl.String, "group": pl.String, "policy": pl.String, "metric": pl.String, "value": pl.Float64,
-                  "ci_low": pl.Float64, "ci_high": pl.Float64, "n": pl.Float64}
-        return pl.DataFrame(rows, schema=schema)
+                    estimates = self._estimates(column, group, names) if count >= MIN_GROUP_ROWS else []
+                    rows += group_rows(column, group, count, estimates)
+        return pl.DataFrame(rows, schema=GROUP_SCHEMA)
 
 
 class ShareSums:
