@@ -11,10 +11,11 @@ from estimators._errors import EstimatorInputError, EstimatorSupportError
 from estimators.diagnostics import WeightSums
 from estimators.feedback import BanditFeedback
 
-__all__ = ["Prepared", "Batch", "prepare"]
+__all__ = ["Prepared", "Batch", "prepare", "split"]
 
 FloatArray = npt.NDArray[np.float64]
 ROW_SUM_TOL = 1e-6
+SPREAD_CELLS = 1 << 22  # bound on the (groups, n) matrix `split` multiplies π by
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +32,8 @@ class Prepared:
     dm: FloatArray | None
     q_logged: FloatArray | None
 
-    def rows(self, sl: slice) -> Prepared:
-        """A contiguous block of rows."""
+    def rows(self, sl: slice | npt.NDArray[np.int64]) -> Prepared:
+        """A block of rows (a slice, or row indices)."""
         cut = lambda x: None if x is None else x[sl]  # noqa: E731
         return Prepared(self.w[sl], self.rewards[sl], self.weights[sl], cut(self.dm), cut(self.q_logged))
 
@@ -54,16 +55,22 @@ def _check_target(fb: BanditFeedback, target: npt.ArrayLike, name: str) -> Float
     if pi.shape != (fb.n, fb.n_arms):
         msg = f"{name} must have shape (n, K) = {(fb.n, fb.n_arms)}. Got {pi.shape}."
         raise EstimatorInputError(msg)
-    if not np.isfinite(pi).all() or (pi < -1e-12).any():
+    sums = pi.sum(axis=1)  # finite row sums mean finite entries (else overflow: check them one by one)
+    finite = bool(np.isfinite(sums).all()) or bool(np.isfinite(pi).all())
+    if not finite or (pi.size and pi.min() < -1e-12):
         raise EstimatorInputError(f"{name} must hold finite, non-negative probabilities.")
-    sums = pi.sum(axis=1)
     off = np.abs(sums - 1.0) > ROW_SUM_TOL
     if off.any():
         rows = np.flatnonzero(off)[:5].tolist()
         msg = f"{name} rows must sum to 1. {int(off.sum())} rows do not (first rows {rows}: sums {sums[rows].tolist()})."
         raise EstimatorInputError(msg)
     if fb.eligible is not None:
-        outside = np.einsum("nk,nk->n", pi, ~fb.eligible) > 1e-9
+        # only rows with some positive mass off the eligible set can exceed the tolerance: sum those alone
+        off_set = pi > 0
+        np.greater(off_set, fb.eligible, out=off_set)  # positive and not eligible
+        suspect = np.flatnonzero(off_set.any(axis=1))
+        outside = np.zeros(fb.n, dtype=bool)
+        outside[suspect] = np.einsum("nk,nk->n", pi[suspect], ~fb.eligible[suspect]) > 1e-9
         if outside.any():
             rows = np.flatnonzero(outside)[:5].tolist()
             msg = f"{name} puts probability outside the eligible set on {int(outside.sum())} rows (first rows {rows})."
@@ -88,6 +95,21 @@ def _check_q_hat(fb: BanditFeedback, q_hat: npt.ArrayLike) -> FloatArray:
     return np.where(usable[:, :, None], q, 0.0)
 
 
+def _weight_sums(fb: BanditFeedback, w: FloatArray, mass: FloatArray, unsupported: float | None) -> WeightSums:
+    """The target's `WeightSums` on the rows of ``fb`` from its weights ``w`` and its mass Σ s π (K,)."""
+    s = fb.weights
+    return WeightSums(
+        n=fb.n, s=float(s.sum()), sw=float(s @ w), s2w=float((s * s) @ w), s2w2=float(((s * w) ** 2).sum()),
+        s2=float(s @ s), max_w=float(w.max()), mass=mass, played=np.bincount(fb.actions, minlength=fb.n_arms) > 0,
+        unsupported=unsupported, modified=np.zeros(0, dtype=np.int64),
+    )
+
+
+def _unsupported(fb: BanditFeedback, pi: FloatArray) -> FloatArray | None:
+    """(n,) target mass where the logging distribution is zero, when that distribution is known."""
+    return None if fb.logging_probabilities is None else (pi * (fb.logging_probabilities <= 0)).sum(axis=1)
+
+
 def _policy(fb: BanditFeedback, target: npt.ArrayLike, name: str, q: FloatArray | None, rewards: FloatArray,
             weights: FloatArray) -> tuple[Prepared, WeightSums]:
     pi = _check_target(fb, target, name)
@@ -95,17 +117,8 @@ def _policy(fb: BanditFeedback, target: npt.ArrayLike, name: str, q: FloatArray 
     w = pi[rows, fb.actions] / fb.propensities
     dm = None if q is None else np.einsum("nk,nkm->nm", pi, q)
     q_logged = None if q is None else q[rows, fb.actions]
-    s = fb.weights
-    played = np.zeros(fb.n_arms, dtype=bool)
-    played[np.unique(fb.actions)] = True
-    unsupported = None
-    if fb.logging_probabilities is not None:
-        unsupported = float(s @ (pi * (fb.logging_probabilities <= 0)).sum(axis=1))
-    sums = WeightSums(
-        n=fb.n, s=float(s.sum()), sw=float(s @ w), s2w=float((s * s) @ w), s2w2=float(((s * w) ** 2).sum()),
-        s2=float(s @ s), max_w=float(w.max()), mass=s @ pi, played=played, unsupported=unsupported,
-        modified=np.zeros(0, dtype=np.int64),
-    )
+    unsupported = _unsupported(fb, pi)
+    sums = _weight_sums(fb, w, fb.weights @ pi, None if unsupported is None else float(fb.weights @ unsupported))
     return Prepared(w=w, rewards=rewards, weights=weights, dm=dm, q_logged=q_logged), sums
 
 
@@ -129,6 +142,35 @@ def prepare(
     if baseline is not None:
         b, b_sums = _policy(fb, baseline, "baseline", q, rewards, weights)
     return Batch(fb, t, b, t_sums, b_sums, q is not None)
+
+
+def split(batch: Batch, target: FloatArray, groups: list[npt.NDArray[np.int64]], parts: list[BanditFeedback]) -> list[Batch]:
+    """The value-only ``batch`` (prepared with ``target``) on each group of rows, as `prepare` builds it on them.
+
+    ``groups`` hold ascending row indices (they may overlap) and ``parts[g]`` is ``batch.fb.subset(groups[g])``.
+    Every per-row array is cut from the whole batch's, so the target is checked once per batch rather than
+    once per group; the per-group masses Σ s π of all groups come from one product.
+    """
+    if batch.baseline is not None:
+        raise ValueError("split takes a batch prepared without a baseline.")
+    fb = batch.fb
+    per_row = _unsupported(fb, target)
+    mass = np.empty((len(groups), fb.n_arms))
+    unsupported = None if per_row is None else np.empty(len(groups))
+    step = max(1, SPREAD_CELLS // fb.n)
+    for start in range(0, len(groups), step):  # (groups, n) row weights of a few groups at a time, times π
+        spread = np.zeros((len(groups[start : start + step]), fb.n))
+        for g, rows in enumerate(groups[start : start + step]):
+            spread[g, rows] = fb.weights[rows]
+        mass[start : start + step] = spread @ target
+        if unsupported is not None and per_row is not None:
+            unsupported[start : start + step] = spread @ per_row
+    out = []
+    for g, (rows, part) in enumerate(zip(groups, parts, strict=True)):
+        prep = batch.target.rows(rows)
+        sums = _weight_sums(part, prep.w, mass[g], None if unsupported is None else float(unsupported[g]))
+        out.append(Batch(part, prep, None, sums, None, batch.has_q_hat))
+    return out
 
 
 def with_modified(sums: WeightSums, counts: npt.NDArray[np.int64]) -> WeightSums:

@@ -97,7 +97,7 @@ class Sums:
         j = const.shape[0]
         w2 = w * w
         total, total2 = w.sum(axis=1), w2.sum(axis=1)
-        used = w > 0
+        count = np.count_nonzero(w > 0, axis=1)  # rows with weight; faster than bool sums on the transposed w
         first_v = np.einsum("mvn,mn->mv", x, w)  # (M, V); not BLAS, so identical columns give identical sums
         centre = np.divide(first_v, total[:, None], out=np.zeros_like(first_v), where=total[:, None] > 0)
         xc = x - centre[:, :, None]
@@ -107,8 +107,8 @@ class Sums:
         first[var_idx] = first_v.T
         first2 = np.zeros((j, m))
         first2[var_idx] = np.einsum("mvn,mn->vm", xc, w2)
-        low = np.where(used.any(axis=1), np.nan_to_num(const)[:, None], np.inf).repeat(1, axis=0)
-        high = np.where(used.any(axis=1), np.nan_to_num(const)[:, None], -np.inf)
+        low = np.where(count > 0, np.nan_to_num(const)[:, None], np.inf)
+        high = np.where(count > 0, np.nan_to_num(const)[:, None], -np.inf)
         low = np.broadcast_to(low, (j, m)).copy()
         high = np.broadcast_to(high, (j, m)).copy()
         low[var_idx], high[var_idx] = x.min(axis=2).T, x.max(axis=2).T
@@ -121,7 +121,7 @@ class Sums:
             boot = np.einsum("j,bm->bjm", np.nan_to_num(const), boot_total)
             boot[:, var_idx] = sums[:, : m * v].reshape(n_boot, m, v).transpose(0, 2, 1)
         return cls(
-            count=used.sum(axis=1).astype(np.float64),
+            count=count.astype(np.float64),
             total=total,
             total2=total2,
             first=first,

@@ -16,7 +16,7 @@ import polars as pl
 
 from estimators import BanditFeedback, BaseEstimator, EstimatorInputError, Normal, SupportWarning
 from estimators.base import Partial
-from estimators.batch import Batch, prepare
+from estimators.batch import Batch, prepare, split
 from ope.breakdown import ESTIMATE_COLUMNS, GROUP_SCHEMA, MIN_GROUP_ROWS, MIN_PERIOD_ROWS, estimate_rows, group_rows
 from ope.dataset import BanditDataset
 
@@ -47,19 +47,40 @@ class GroupEstimates:
         self.counts: dict[tuple[str, Any], int] = {}
 
     def add(self, ds: BanditDataset, fb: BanditFeedback, probabilities: dict[str, FloatArray], q_hat: FloatArray | None) -> None:
-        """Add one batch's rows of every group."""
+        """Add one batch's rows of every group.
+
+        Each policy is prepared once on the whole batch and cut into groups (`estimators.batch.split`):
+        the same per-row arrays, hence the same sums, as preparing every group on its own.
+        """
+        keys, groups = self._groups(ds)
+        parts = [fb.subset(rows) for rows in groups]
+        for key, rows, part in zip(keys, groups, parts, strict=True):
+            self.counts[key] = self.counts.get(key, 0) + rows.size
+            self.observed[key] = self.observed.get(key, 0.0) + observed_weight(part)
+        q = None if q_hat is None or not self.estimator.needs_q_hat else q_hat
+        for name, pi in probabilities.items():
+            for (by, group), batch in zip(keys, split(prepare_rows(fb, target=pi, q_hat=q), pi, groups, parts), strict=True):
+                part = self.estimator.accumulate(batch)
+                self.parts[(by, group, name)] = self.parts[(by, group, name)] + part if (by, group, name) in self.parts else part
+
+    def _groups(self, ds: BanditDataset) -> tuple[list[tuple[str, Any]], list[npt.NDArray[np.int64]]]:
+        """Every (column, value) group of the batch and its rows, ascending."""
         columns = {"period": ds.logs["ts"].dt.truncate(self.every), **{c: ds.logs[c].cast(pl.String) for c in BY}}
+        keys, groups = [], []
         for by, values in columns.items():
-            for group in values.unique().to_list():
-                mask = (values == group).to_numpy()
-                key = (by, group)
-                self.counts[key] = self.counts.get(key, 0) + int(mask.sum())
-                part_fb = fb.subset(mask)
-                self.observed[key] = self.observed.get(key, 0.0) + observed_weight(part_fb)
-                q = None if q_hat is None or not self.estimator.needs_q_hat else q_hat[mask]
-                for name, pi in probabilities.items():
-                    part = self.estimator.accumulate(prepare_rows(part_fb, target=pi[mask], q_hat=q))
-                    self.parts[(by, group, name)] = self.parts[(by, group, name)] + part if (by, group, name) in self.parts else part
+            codes = values.rank("dense").to_numpy().astype(np.int64) - 1
+            order = np.argsort(codes, kind="stable")
+            keys += [(by, group) for group in values.unique().sort().to_list()]
+            groups += np.split(order, np.cumsum(np.bincount(codes))[:-1])
+        return keys, groups
+
+    def merge(self, other: GroupEstimates) -> None:
+        """Fold another instance's sums into these (e.g. one per worker, merged on the driver)."""
+        for key, count in other.counts.items():
+            self.counts[key] = self.counts.get(key, 0) + count
+            self.observed[key] = self.observed.get(key, 0.0) + other.observed[key]
+        for key, part in other.parts.items():
+            self.parts[key] = self.parts[key] + part if key in self.parts else part
 
     def _estimates(self, by: str, group: Any, names: list[str]) -> list[tuple[str, Any]]:
         if (self.observed[(by, group)] <= 0).any():
@@ -114,6 +135,13 @@ class ShareSums:
         np.add.at(self.logged, ds.actions, s)
         for name, pi in probabilities.items():
             self.policies[name] += s @ pi
+
+    def merge(self, other: ShareSums) -> None:
+        """Fold another instance's sums into these."""
+        self.total += other.total
+        self.logged += other.logged
+        for name, mass in other.policies.items():
+            self.policies[name] = self.policies[name] + mass if name in self.policies else mass.copy()
 
     def frame(self, ds: BanditDataset) -> pl.DataFrame:
         """The table of provider shares (``ds`` gives the catalog)."""

@@ -230,17 +230,14 @@ def _check_arms(chk: _Checker, catalog: Catalog) -> None:
     chk.rows("arm", "arm not in the catalog", t["arm"].is_not_null().to_numpy() & ~known)
     if "model" not in t:
         return
-    arm_model = np.array(catalog.arms_frame["model"].to_list() + [None], dtype=object)[np.where(known, idx, -1)]
-    wrong = known & (arm_model != t["model"].to_numpy())
+    wrong = known & (catalog.arm_models[np.where(known, idx, 0)] != catalog.model_codes(t["model"]))
     chk.rows("arm", "arm does not serve the requested model", wrong)
     if "input_tokens" in t:  # rows without input_tokens are reported as such, the others are checked
         frame = pl.DataFrame([s for s in t.values() if s.name in ("model", "input_tokens", "eligible_arms")] +
                              [s for s in t.values() if s.name.startswith(NEED_PREFIX)])
-        elig = catalog.eligible(frame.with_columns(pl.col("model").fill_null(""), pl.col("input_tokens").fill_null(0)))
         ok = known & ~wrong & t["input_tokens"].is_not_null().to_numpy()
-        rows = np.flatnonzero(ok)
-        inelig = np.zeros_like(ok)
-        inelig[rows] = ~elig[rows, idx[rows]]
+        frame = frame.with_columns(pl.col("input_tokens").fill_null(0))
+        inelig = ok & ~catalog.eligible_for(frame, np.where(ok, idx, -1))
         chk.rows("arm", "logged arm is not eligible for the request (context too long, missing capability, or not in eligible_arms)", inelig)
 
 

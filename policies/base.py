@@ -32,19 +32,35 @@ class Policy(Protocol):
         ...
 
 
-def uniform_over(mask: npt.NDArray[np.bool_]) -> FloatArray:
-    """Uniform probabilities over the True entries of each row; rows without any stay zero."""
-    counts = mask.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(mask, 1.0 / np.maximum(counts, 1), 0.0)
+def uniform_over(mask: npt.NDArray[np.bool_], *, out: FloatArray | None = None) -> FloatArray:
+    """Uniform probabilities over the True entries of each row; rows without any stay zero.
+
+    ``out`` (n, K) float, if given, receives them (saves a fresh (n, K) array, slow to page in).
+    """
+    inverse = 1.0 / np.maximum(np.count_nonzero(mask, axis=1), 1)
+    if out is None:
+        return np.where(mask, inverse[:, None], 0.0)
+    out.fill(0.0)
+    np.copyto(out, inverse[:, None], where=mask)
+    return out
 
 
-def spread(scores: FloatArray, eligible: npt.NDArray[np.bool_], *, rtol: float = 1e-9) -> FloatArray:
-    """Put each row's mass on its lowest-score eligible arms, split evenly among ties."""
-    masked = np.where(eligible, scores, np.inf)
+def spread(scores: FloatArray, eligible: npt.NDArray[np.bool_], *, rtol: float = 1e-9, overwrite: bool = False) -> FloatArray:
+    """Put each row's mass on its lowest-score eligible arms, split evenly among ties.
+
+    Scores the same on every row (a broadcast (K,) row) need no (n, K) float work; with ``overwrite``
+    the caller's (n, K) ``scores`` array is reused for the result.
+    """
+    if scores.ndim == 2 and scores.shape[0] and scores.strides[0] == 0 and not np.isnan(scores[0]).any():
+        row = scores[0]
+        order = np.argsort(row, kind="stable")
+        best = row[order][np.argmax(eligible[:, order], axis=1)]  # the first eligible arm by score (rows without any: masked below)
+        return uniform_over(eligible & (row[None, :] <= (best + rtol * np.abs(best))[:, None]))
+    masked = scores if overwrite else np.array(scores, dtype=np.float64)
+    np.copyto(masked, np.inf, where=~eligible)
     best = masked.min(axis=1, keepdims=True)
     winners = eligible & (masked <= best + rtol * np.abs(best))
-    return uniform_over(winners)
+    return uniform_over(winners, out=masked)
 
 
 def checked_q_hat(dataset: BanditDataset, q_hat: FloatArray | None, who: str) -> FloatArray:

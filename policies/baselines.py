@@ -71,7 +71,7 @@ class DirectOfficial:
             )
             raise PolicyError(msg)
         other = Uniform() if self.fallback == "uniform" else Cheapest()
-        pi[missing] = other.fit(dataset).action_probabilities(dataset)[missing]
+        pi[missing] = other.fit(dataset).action_probabilities(dataset.subset(missing))  # fitted on all rows, routes each on its own
         return pi
 
 
@@ -96,8 +96,8 @@ class Cheapest:
         default = float(np.median(list(self.expected_output_.values()))) if self.expected_output_ else 0.0
         out = dataset.logs["task"].replace_strict(self.expected_output_, default=default, return_dtype=pl.Float64)
         cost = dataset.logs["input_tokens"].to_numpy()[:, None] * dataset.price_in
-        cost = cost + out.to_numpy()[:, None] * dataset.price_out
-        return spread(cost, dataset.eligible)
+        cost += out.to_numpy()[:, None] * dataset.price_out
+        return spread(cost, dataset.eligible, overwrite=True)
 
 
 @dataclass(kw_only=True)
@@ -127,11 +127,13 @@ class PriceWeighted:
         return self
 
     def action_probabilities(self, dataset: BanditDataset) -> FloatArray:
-        price = blended_price(dataset.price_in, dataset.price_out)
+        p_in, p_out = dataset.price_in, dataset.price_out
+        one_row = len(p_in) > 0 and p_in.strides[0] == 0 and p_out.strides[0] == 0  # a batch within one price period
+        price = blended_price(p_in[:1], p_out[:1]) if one_row else blended_price(p_in, p_out)  # (1, K) or (n, K)
         free = dataset.eligible & (price <= 0)
         with np.errstate(divide="ignore"):
             weight = np.where(dataset.eligible & (price > 0), 1.0 / price**2, 0.0)
-        pi = weight / np.maximum(weight.sum(axis=1, keepdims=True), 1e-300)
+        pi = np.divide(weight, np.maximum(weight.sum(axis=1, keepdims=True), 1e-300), out=weight)
         has_free = free.any(axis=1)
         pi[has_free] = uniform_over(free[has_free])
         return pi
@@ -157,4 +159,7 @@ class Mixture:
 
     def action_probabilities(self, dataset: BanditDataset) -> FloatArray:
         base = self.policy.action_probabilities(dataset)
-        return (1 - self.epsilon) * base + self.epsilon * uniform_over(dataset.eligible)
+        # (1 − ε) π + ε u, adding ε / |eligible| only where eligible (u is 0 elsewhere): one (n, K) array
+        pi = np.multiply(base, 1 - self.epsilon)
+        explore = self.epsilon * (1.0 / np.maximum(np.count_nonzero(dataset.eligible, axis=1), 1))
+        return np.add(pi, explore[:, None], out=pi, where=dataset.eligible)

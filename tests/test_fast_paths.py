@@ -1,0 +1,203 @@
+"""The vectorised lookups and grouped sums equal the plain per-arm / per-group computations they replaced."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from estimators import DR, SNIPS, BanditFeedback, BaseEstimator
+from estimators.base import Partial
+from ope.catalog import Catalog, catalog_from_frame
+from ope.dataset import BanditDataset
+from ope.schema import CAPABILITY_PREFIX, NEED_PREFIX
+from ope.stream_groups import GroupEstimates, ShareSums, observed_weight, prepare_rows
+from policies.baselines import Cheapest, Mixture, Uniform
+
+T0 = datetime(2025, 10, 1, tzinfo=UTC)
+
+
+def _catalog() -> Catalog:
+    """Four arms of two models; arm b has three price snapshots (one without valid_from), arm c two."""
+    rows = [
+        ("a", "p1", "m1", True, 1.0, 2.0, 1000, True, None),
+        ("b", "p2", "m1", False, 0.5, 1.0, 500, False, None),
+        ("b", "p2", "m1", False, 0.4, 0.9, 500, False, T0 + timedelta(hours=5)),
+        ("b", "p2", "m1", False, 0.3, 0.8, 500, False, T0 + timedelta(hours=10)),
+        ("c", "p1", "m2", True, 2.0, 4.0, 2000, True, T0 + timedelta(hours=3)),
+        ("c", "p1", "m2", True, 1.5, 3.0, 2000, True, T0 + timedelta(hours=7)),
+        ("d", "p3", "m2", False, 0.1, 0.1, 100, True, T0),
+    ]
+    cols = ["arm", "provider", "model", "official", "price_in_per_mtok", "price_out_per_mtok", "context_tokens",
+            "supports_tools", "valid_from"]
+    return catalog_from_frame(pl.DataFrame(rows, schema=cols, orient="row"))
+
+
+def _logs(n: int, seed: int = 0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    ts = [T0 + timedelta(minutes=int(m)) for m in rng.integers(-120, 14 * 60, n)]
+    ts[:4] = [T0 + timedelta(hours=h) for h in (3, 5, 7, 10)]  # exactly on snapshot times
+    listed = [None if u < 0.7 else rng.choice(["a", "b", "c", "d", "zz"], size=2).tolist() for u in rng.random(n)]
+    return pl.DataFrame({
+        "ts": pl.Series(ts, dtype=pl.Datetime("us", "UTC")),
+        "model": rng.choice(["m1", "m2", "m3"], n),
+        "input_tokens": rng.integers(0, 2500, n),
+        NEED_PREFIX + "tools": pl.Series([None if u < 0.1 else bool(u < 0.5) for u in rng.random(n)], dtype=pl.Boolean),
+        "eligible_arms": pl.Series(listed, dtype=pl.List(pl.String)),
+    })
+
+
+def _prices_by_join(catalog: Catalog, ts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The former implementation: one backward as-of join per arm."""
+    n = len(ts)
+    p_in, p_out = np.empty((n, catalog.n_arms)), np.empty((n, catalog.n_arms))
+    order = pl.DataFrame({"ts": ts, "_row": np.arange(n)}).sort("ts")
+    for k, arm in enumerate(catalog.arms):
+        snaps = catalog.prices.filter(pl.col("arm") == arm).sort("valid_from", nulls_last=False)
+        snaps = snaps.with_columns(pl.col("valid_from").fill_null(pl.datetime(1970, 1, 1, time_zone="UTC")))
+        joined = order.join_asof(snaps.select("valid_from", "price_in_per_mtok", "price_out_per_mtok"),
+                                 left_on="ts", right_on="valid_from", strategy="backward")
+        joined = joined.with_columns(pl.col("price_in_per_mtok").fill_null(snaps["price_in_per_mtok"][0]),
+                                     pl.col("price_out_per_mtok").fill_null(snaps["price_out_per_mtok"][0]))
+        rows = joined["_row"].to_numpy()
+        p_in[rows, k], p_out[rows, k] = joined["price_in_per_mtok"].to_numpy(), joined["price_out_per_mtok"].to_numpy()
+    return p_in, p_out
+
+
+def _eligible_by_strings(catalog: Catalog, logs: pl.DataFrame) -> np.ndarray:
+    """The former implementation: model names compared as an (n, K) object array."""
+    arms = catalog.arms_frame
+    mask = logs["model"].cast(pl.String).to_numpy()[:, None] == arms["model"].to_numpy()[None, :]
+    mask &= logs["input_tokens"].to_numpy()[:, None] <= arms["context_tokens"].to_numpy()[None, :]
+    for cap in catalog.capabilities:
+        if NEED_PREFIX + cap in logs.columns:
+            needs = logs[NEED_PREFIX + cap].fill_null(False).to_numpy().astype(bool)
+            mask &= ~needs[:, None] | arms[CAPABILITY_PREFIX + cap].to_numpy()[None, :]
+    if "eligible_arms" in logs.columns:
+        given = logs["eligible_arms"].is_not_null().to_numpy()
+        override = np.zeros_like(mask)
+        for row in np.flatnonzero(given):
+            for arm in logs["eligible_arms"][int(row)]:
+                if arm in catalog.arms:
+                    override[row, catalog.arms.index(arm)] = True
+        mask[given] = override[given]
+    return mask
+
+
+@pytest.mark.parametrize("hours", [(-2, 14), (1, 2), (11, 12)])
+def test_prices_equal_the_as_of_join(hours: tuple[int, int]) -> None:
+    catalog = _catalog()
+    logs = _logs(500).filter(pl.col("ts").is_between(T0 + timedelta(hours=hours[0]), T0 + timedelta(hours=hours[1])))
+    got, want = catalog.prices_at(logs["ts"]), _prices_by_join(catalog, logs["ts"])
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape
+        np.testing.assert_array_equal(g, w)
+
+
+def test_prices_of_one_snapshot_per_arm_are_a_row() -> None:
+    catalog = catalog_from_frame(_catalog().arms_frame.drop("valid_from"))
+    ts = _logs(50)["ts"]
+    p_in, _ = catalog.prices_at(ts)
+    np.testing.assert_array_equal(p_in, np.broadcast_to(catalog.arms_frame["price_in_per_mtok"].to_numpy(), p_in.shape))
+    assert catalog.prices_at(ts[:0])[0].shape == (0, catalog.n_arms)
+
+
+@pytest.mark.parametrize("columns", [None, ["ts", "model", "input_tokens"], ["ts", "model", "input_tokens", NEED_PREFIX + "tools"]])
+def test_eligibility_equals_the_string_comparison(columns: list[str] | None) -> None:
+    catalog = _catalog()
+    logs = _logs(400, seed=1)
+    logs = logs if columns is None else logs.select(columns)
+    want = _eligible_by_strings(catalog, logs)
+    np.testing.assert_array_equal(catalog.eligible(logs), want)
+    arms = np.random.default_rng(2).integers(-1, catalog.n_arms, logs.height)
+    rows = np.arange(logs.height)
+    np.testing.assert_array_equal(catalog.eligible_for(logs, arms), (arms >= 0) & want[rows, np.maximum(arms, 0)])
+
+
+def test_unknown_and_null_names_have_code_minus_one() -> None:
+    catalog = _catalog()
+    np.testing.assert_array_equal(catalog.arm_index(pl.Series(["d", None, "zz", "a"])), [3, -1, -1, 0])
+    np.testing.assert_array_equal(catalog.model_codes(pl.Series(["m2", "m3", None])), [1, -1, -1])
+
+
+# -- per-group sums of a streamed log (`ope.stream_groups`) -----------------------------------------------------------
+
+def _dataset(simulated: tuple[Path, Path]) -> BanditDataset:
+    logs, catalog = simulated
+    return BanditDataset.load(logs, catalog, sla_latency_ms=10_000.0)
+
+
+def _probabilities(ds: BanditDataset) -> dict[str, np.ndarray]:
+    return {"uniform": Uniform().action_probabilities(ds), "cheapest": Mixture(policy=Cheapest().fit(ds), epsilon=0.1).action_probabilities(ds)}
+
+
+def _groups_by_masks(est: GroupEstimates, ds: BanditDataset, fb: BanditFeedback, probabilities: dict[str, np.ndarray],
+                     q_hat: np.ndarray | None) -> None:
+    """The former `GroupEstimates.add`: every group prepared on its own."""
+    columns = {"period": ds.logs["ts"].dt.truncate(est.every), **{c: ds.logs[c].cast(pl.String) for c in ("model", "task")}}
+    for by, values in columns.items():
+        for group in values.unique().to_list():
+            mask = (values == group).to_numpy()
+            est.counts[(by, group)] = est.counts.get((by, group), 0) + int(mask.sum())
+            part_fb = fb.subset(mask)
+            est.observed[(by, group)] = est.observed.get((by, group), 0.0) + observed_weight(part_fb)
+            q = None if q_hat is None or not est.estimator.needs_q_hat else q_hat[mask]
+            for name, pi in probabilities.items():
+                part = est.estimator.accumulate(prepare_rows(part_fb, target=pi[mask], q_hat=q))
+                key = (by, group, name)
+                est.parts[key] = est.parts[key] + part if key in est.parts else part
+
+
+def _assert_partials_equal(a: Partial, b: Partial, rtol: float) -> None:
+    for field_name in ("count", "total", "total2", "first", "first2", "cross", "low", "high"):
+        np.testing.assert_allclose(getattr(a.sums, field_name), getattr(b.sums, field_name), rtol=rtol, atol=0)
+    for field_name in ("n", "s", "sw", "s2w", "s2w2", "s2", "max_w", "mass", "played", "modified"):
+        np.testing.assert_allclose(getattr(a.target, field_name), getattr(b.target, field_name), rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("estimator", [SNIPS(), DR()])
+def test_groups_cut_from_the_batch_equal_groups_prepared_alone(simulated: tuple[Path, Path], estimator: BaseEstimator) -> None:
+    ds = _dataset(simulated)
+    fb, probabilities = ds.to_feedback(), _probabilities(ds)
+    q_hat = np.random.default_rng(3).random((ds.n, ds.catalog.n_arms, len(ds.metrics)))
+    fast, slow = GroupEstimates(estimator, "6h", 0.05), GroupEstimates(estimator, "6h", 0.05)
+    fast.add(ds, fb, probabilities, q_hat)
+    _groups_by_masks(slow, ds, fb, probabilities, q_hat)
+    assert fast.counts == slow.counts and fast.parts.keys() == slow.parts.keys()
+    for key in slow.observed:
+        np.testing.assert_array_equal(fast.observed[key], slow.observed[key])
+    for key in slow.parts:
+        _assert_partials_equal(fast.parts[key], slow.parts[key], rtol=1e-12)
+    names = list(probabilities)
+    assert fast.slices(names).equals(slow.slices(names))
+    assert fast.breakdowns(names).equals(slow.breakdowns(names))
+
+
+def test_two_halves_merged_equal_one_whole(simulated: tuple[Path, Path]) -> None:
+    ds = _dataset(simulated)
+    halves = [ds.subset(np.arange(ds.n) < ds.n // 2), ds.subset(np.arange(ds.n) >= ds.n // 2)]
+    names = ["uniform", "cheapest"]
+    whole_groups, whole_shares = GroupEstimates(SNIPS(), "6h", 0.05), ShareSums(ds.catalog.n_arms, names)
+    merged_groups, merged_shares = GroupEstimates(SNIPS(), "6h", 0.05), ShareSums(ds.catalog.n_arms, names)
+    for half in halves:
+        worker_groups, worker_shares = GroupEstimates(SNIPS(), "6h", 0.05), ShareSums(ds.catalog.n_arms, names)
+        for groups, shares in ((whole_groups, whole_shares), (worker_groups, worker_shares)):
+            probabilities = _probabilities(half)
+            groups.add(half, half.to_feedback(), probabilities, None)
+            shares.add(half, probabilities)
+        merged_groups.merge(worker_groups)
+        merged_shares.merge(worker_shares)
+    assert merged_groups.counts == whole_groups.counts and merged_groups.parts.keys() == whole_groups.parts.keys()
+    for key in whole_groups.parts:
+        _assert_partials_equal(merged_groups.parts[key], whole_groups.parts[key], rtol=1e-12)
+    assert merged_groups.slices(names).equals(whole_groups.slices(names))
+    assert merged_groups.breakdowns(names).equals(whole_groups.breakdowns(names))
+    assert merged_shares.frame(ds).equals(whole_shares.frame(ds))
+    one = GroupEstimates(SNIPS(), "6h", 0.05)
+    one.add(ds, ds.to_feedback(), _probabilities(ds), None)
+    got, want = merged_groups.breakdowns(names), one.breakdowns(names)
+    assert got.select("by", "group", "policy", "metric", "n").equals(want.select("by", "group", "policy", "metric", "n"))
+    np.testing.assert_allclose(got["value"].to_numpy(), want["value"].to_numpy(), rtol=1e-9)
