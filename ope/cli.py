@@ -30,6 +30,8 @@ def _resolve(args: argparse.Namespace, default: Path) -> tuple[ExperimentConfig,
         cfg.data,
         **{k: Path(v) for k, v in (("logs", args.logs), ("catalog", args.catalog), ("quarantine", args.quarantine)) if v},
         **({"streaming": True} if args.streaming else {}),
+        **({"engine": args.engine} if getattr(args, "engine", None) else {}),
+        **({"ray_address": args.ray_address} if getattr(args, "ray_address", None) else {}),
     )
     tracking = dataclasses.replace(cfg.tracking, **({"uri": args.tracking_uri} if args.tracking_uri else {}),
                                    **({"enabled": False} if args.no_tracking else {}))
@@ -83,8 +85,9 @@ def _tune(args: argparse.Namespace) -> int:
     from ope.tune_report import write_tune_outputs
 
     start = time.perf_counter()
-    if args.streaming:
-        raise OPEError("ope tune runs in memory: --streaming is for ope run (tune on a sample of a large log instead).")
+    if args.streaming or args.engine == "ray":
+        raise OPEError("ope tune runs in memory: --streaming is for ope run, and so is --engine ray (tune on a sample of a large log "
+                       "instead).")
     cfg, run_name = _resolve(args, DEFAULT_TUNE_CONFIG)
     result = run_tune(cfg, show_progress=not args.quiet)
     paths = write_tune_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
@@ -136,6 +139,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--streaming", action="store_true", help="read the log in batches, in bounded memory (docs/large_logs.md)")
+    p.add_argument("--engine", choices=("local", "ray"), help="where a streamed run evaluates its batches (ray: pip install 'llm-ope[ray]')")
+    p.add_argument("--ray-address", help="Ray cluster to join with --engine ray (e.g. ray://head:10001; default: RAY_ADDRESS or a local one)")
 
 
 def parser() -> argparse.ArgumentParser:

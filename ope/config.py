@@ -41,7 +41,8 @@ class DataConfig:
     ``logs`` is a file, a directory of parquet files or a glob. With ``streaming`` (or when the
     in-memory run is estimated to need more than ``memory_budget_mb``) the log is read in batches of
     ``batch_rows`` rows and the outcome models and learning policies train on a uniform sample of at
-    most ``max_train_rows`` rows (`ope.streaming`; docs/large_logs.md).
+    most ``max_train_rows`` rows (`ope.streaming`; docs/large_logs.md). ``engine = "ray"`` streams
+    with the evaluation pass on a Ray cluster (``ray_address``, default a local one; `ope.engine_ray`).
     """
 
     logs: Path
@@ -51,6 +52,12 @@ class DataConfig:
     memory_budget_mb: float = 4096.0
     batch_rows: int = 100_000
     max_train_rows: int = 100_000
+    engine: str = "local"
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("local", "ray"):
+            raise ValueError(f"[data] engine must be 'local' or 'ray'. Got {self.engine!r}.")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,7 +153,7 @@ class ExperimentConfig:
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "logs": str, "catalog": str, "quarantine": str, "streaming": bool, "memory_budget_mb": (int, float), "batch_rows": int,
-    "max_train_rows": int, "baseline": str, "estimators": list, "alpha": (int, float),
+    "max_train_rows": int, "engine": str, "ray_address": str, "baseline": str, "estimators": list, "alpha": (int, float),
     "sla_latency_ms": (int, float), "inference": str, "bootstrap_replicates": int, "time_slice": str,
     "enabled": bool, "uri": str, "experiment": str, "dir": str, "run_name": str,
     "folds": int, "time_blocked": bool, "n_estimators": int, "learning_rate": (int, float), "num_leaves": int,
@@ -176,6 +183,8 @@ def _section(cls: type, raw: dict[str, Any], name: str, source: Path, base: Path
         return cls(**values)
     except TypeError as exc:
         raise ConfigError(f"{source}: [{name}] is incomplete: {exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
 
 
 def _toml_value(value: Any) -> str:

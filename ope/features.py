@@ -15,12 +15,12 @@ import numpy.typing as npt
 import polars as pl
 
 from ope.dataset import BanditDataset
-from ope.schema import CAPABILITY_PREFIX, Status
+from ope.history import US_PER_HOUR, history_block, row_values
+from ope.schema import CAPABILITY_PREFIX
 
 __all__ = ["PairFeatures", "build_features"]
 
 FloatArray = npt.NDArray[np.float64]
-US_PER_HOUR = 3_600_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,30 +100,7 @@ def _arm_block(ds: BanditDataset) -> tuple[FloatArray, list[str]]:
 def _history(ds: BanditDataset, window_hours: float) -> FloatArray:
     """(n, K, 3): error rate, mean log TTFT (ok) and mean log tokens/s (ok) of each arm in the window."""
     ts = ds.logs["ts"].dt.epoch("us").to_numpy()
-    status = ds.logs["status"].to_numpy()
-    ok = status == Status.OK
-    log_ttft = np.log1p(ds.logs["ttft_ms"].to_numpy())
-    tps = ds.outcomes[:, ds.metrics.index("throughput_tps")]
-    log_tps = np.log1p(np.where(ok, tps, 0.0))
-    out = np.full((ds.n, ds.catalog.n_arms, 3), np.nan)
-    width = int(window_hours * US_PER_HOUR)
-    for k in range(ds.catalog.n_arms):
-        rows = np.flatnonzero(ds.actions == k)
-        if rows.size == 0:
-            continue
-        order = rows[np.argsort(ts[rows], kind="stable")]
-        times = ts[order]
-        cum = lambda x: np.concatenate([[0.0], np.cumsum(x)])  # noqa: E731
-        n_all, n_err = cum(np.ones(order.size)), cum(~ok[order])
-        n_ok, s_ttft, s_tps = cum(ok[order]), cum(np.where(ok[order], log_ttft[order], 0)), cum(np.where(ok[order], log_tps[order], 0))
-        hi = np.searchsorted(times, ts, side="left")          # rows strictly before the request
-        lo = np.searchsorted(times, ts - width, side="left")
-        count, oks = n_all[hi] - n_all[lo], n_ok[hi] - n_ok[lo]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[:, k, 0] = np.where(count > 0, (n_err[hi] - n_err[lo]) / count, np.nan)
-            out[:, k, 1] = np.where(oks > 0, (s_ttft[hi] - s_ttft[lo]) / oks, np.nan)
-            out[:, k, 2] = np.where(oks > 0, (s_tps[hi] - s_tps[lo]) / oks, np.nan)
-    return out
+    return history_block(ts, ds.actions, row_values(ds), ts, ds.catalog.n_arms, int(window_hours * US_PER_HOUR))
 
 
 def build_features(ds: BanditDataset, *, window_hours: float = 6.0, history: FloatArray | None = None) -> PairFeatures:

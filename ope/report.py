@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from ope.config import to_toml
 from ope.errors import OPEError
@@ -22,6 +23,7 @@ from ope.model_store import save_models
 from ope.readers import log_files
 from ope.runner import RunResult, primary_estimator
 from ope.schema import METRICS
+from ope.stream_batch import action_table
 
 __all__ = ["action_files", "data_hash", "fresh_run_folder", "json_safe", "summary", "versions", "write_outputs"]
 
@@ -73,17 +75,13 @@ def action_files(names: list[str]) -> dict[str, str]:
 
 
 def _actions(result: RunResult, out: Path) -> dict[str, str]:
-    ids = result.dataset.logs["request_id"].to_numpy()
-    arms = np.array(result.dataset.arms, dtype=object)
     (out / "actions").mkdir(parents=True, exist_ok=True)
     files = action_files(list(result.probabilities))
     if result.stream is not None:  # written batch by batch during the run
         result.stream.move_actions({name: out / "actions" / f"{stem}.parquet" for name, stem in files.items()})
         return files
     for name, pi in result.probabilities.items():
-        rows, cols = np.nonzero(pi)
-        frame = pl.DataFrame({"request_id": ids[rows], "arm": arms[cols].astype(str), "probability": pi[rows, cols]})
-        frame.write_parquet(out / "actions" / f"{files[name]}.parquet")
+        pq.write_table(action_table(result.dataset.logs["request_id"], result.dataset.arms, pi), out / "actions" / f"{files[name]}.parquet")
     return files
 
 

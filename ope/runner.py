@@ -175,7 +175,8 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
     """Load, fit the policies, evaluate every policy with every estimator, and compare to the baseline.
 
     With ``[data] streaming``, or a parquet log too large for ``[data] memory_budget_mb``, the log is
-    read in batches (`ope.streaming.run_streaming`).
+    read in batches (`ope.streaming.run_streaming`); with ``[data] engine = "ray"`` the batches are
+    evaluated on a Ray cluster (`ope.engine_ray`).
     """
     from ope.streaming import run_streaming, streaming_wanted
 
@@ -187,6 +188,10 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
     if cfg.evaluation.baseline not in policies:
         msg = f"{cfg.source}: baseline '{cfg.evaluation.baseline}' is not among the policies {list(policies)}."
         raise ConfigError(msg)
+    if cfg.data.engine == "ray":
+        from ope.engine_ray import run_on_ray
+
+        return run_on_ray(cfg, address=cfg.data.ray_address, show_progress=show_progress)
     if streaming_wanted(cfg):
         return run_streaming(cfg, show_progress=show_progress)
     dataset, fb, propensity_model, notes = load_for_run(cfg, show_progress=show_progress)

@@ -6,8 +6,8 @@
 * **Features** are those of `ope.features` on each batch, with two things made log-wide: the codes
   of categorical request columns come from the vocabulary of the whole log (`Vocabulary`), and the
   recent-history block comes from `HistoryWindow`, which carries the last ``history_hours`` of
-  each arm's rows and running sums from batch to batch, so every value is bit for bit the one
-  computed on the whole log (a log in time order is required).
+  rows from batch to batch; its window sums are exact (`ope.history`), so every value is bit for
+  bit the one computed on the whole log (a log in time order is required).
 * **q̂**: the models are cross-fitted on the sample (`ope.predictors.fit_outcome_models`), and a
   row of any batch is scored by the fold model of its own fold (row key mod folds), which never saw
   it; with a sample that holds the whole log, every q̂ equals the in-memory one.
@@ -24,16 +24,15 @@ import polars as pl
 from estimators.resample import hash_keys
 from ope.dataset import BanditDataset
 from ope.features import PairFeatures, build_features
+from ope.history import US_PER_HOUR, history_block, row_values
 from ope.predictors import OutcomeModels, PredictorConfig, fit_outcome_models
-from ope.schema import REQUIRED_COLUMNS, Status
+from ope.schema import REQUIRED_COLUMNS
 
 __all__ = ["HistoryWindow", "TrainingSample", "Vocabulary", "batch_features", "fit_on_sample"]
 
 FloatArray = npt.NDArray[np.float64]
-US_PER_HOUR = 3_600_000_000
 #: salt that makes sample priorities independent of the cross-fitting folds (both come from the row key)
 SAMPLE_SALT = np.uint64(0x5DEECE66D)
-_SUMS = 5  # rows, failed rows, ok rows, Σ log TTFT (ok), Σ log tokens/s (ok)
 
 
 class Vocabulary:
@@ -62,9 +61,8 @@ class Vocabulary:
 class HistoryWindow:
     """The history block of `ope.features` (n, K, 3) for consecutive batches of a time-ordered log.
 
-    Per arm it keeps the rows of the last ``window_hours`` and the running prefix sums of rows,
-    failures, ok rows, log TTFT and log tokens/s, continuing numpy's sequential cumulative sums across
-    batches so that differences of prefix sums equal those of the whole log exactly.
+    It carries the rows of the last ``window_hours`` (time, arm and `ope.history.row_values`) from
+    batch to batch; window sums are exact integers, so every value equals the whole log's.
     """
 
     def __init__(self, n_arms: int, window_hours: float) -> None:
@@ -72,38 +70,16 @@ class HistoryWindow:
         self.width = int(window_hours * US_PER_HOUR)
         self.ts = np.zeros(0, dtype=np.int64)
         self.arm = np.zeros(0, dtype=np.int64)
-        self.prefix = np.zeros((0, _SUMS))
-        self.total = np.zeros((n_arms, _SUMS))
+        self.values = np.zeros((0, 5), dtype=np.int64)
 
     def __call__(self, ds: BanditDataset) -> FloatArray:
         """History features of the batch's rows; then the batch joins the window."""
         ts = ds.logs["ts"].dt.epoch("us").to_numpy()
-        ok = (ds.logs["status"] == Status.OK).to_numpy()
-        log_ttft = np.log1p(ds.logs["ttft_ms"].to_numpy())
-        log_tps = np.log1p(np.where(ok, ds.outcomes[:, ds.metrics.index("throughput_tps")], 0.0))
-        values = np.column_stack([np.ones(ds.n), ~ok, ok, np.where(ok, log_ttft, 0), np.where(ok, log_tps, 0)]).astype(np.float64)
-        prefix = np.zeros((ds.n, _SUMS))
-        out = np.full((ds.n, self.n_arms, 3), np.nan)
-        for k in range(self.n_arms):
-            mine, carried = np.flatnonzero(ds.actions == k), np.flatnonzero(self.arm == k)
-            if mine.size:
-                cum = np.cumsum(np.vstack([self.total[k], values[mine]]), axis=0)
-                prefix[mine], self.total[k] = cum[:-1], cum[-1]
-            if mine.size + carried.size == 0:
-                continue
-            times = np.concatenate([self.ts[carried], ts[mine]])
-            sums = np.vstack([self.prefix[carried], prefix[mine], self.total[k][None, :]])
-            hi, lo = np.searchsorted(times, ts, side="left"), np.searchsorted(times, ts - self.width, side="left")
-            d = sums[hi] - sums[lo]
-            count, oks = d[:, 0], d[:, 2]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[:, k, 0] = np.where(count > 0, d[:, 1] / count, np.nan)
-                out[:, k, 1] = np.where(oks > 0, d[:, 3] / oks, np.nan)
-                out[:, k, 2] = np.where(oks > 0, d[:, 4] / oks, np.nan)
-        all_ts = np.concatenate([self.ts, ts])
+        all_ts, all_arm = np.concatenate([self.ts, ts]), np.concatenate([self.arm, ds.actions])
+        all_values = np.concatenate([self.values, row_values(ds)])
+        out = history_block(all_ts, all_arm, all_values, ts, self.n_arms, self.width)
         keep = all_ts >= all_ts.max() - self.width
-        self.ts, self.arm = all_ts[keep], np.concatenate([self.arm, ds.actions])[keep]
-        self.prefix = np.vstack([self.prefix, prefix])[keep]
+        self.ts, self.arm, self.values = all_ts[keep], all_arm[keep], all_values[keep]
         return out
 
 

@@ -27,6 +27,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,27 +36,24 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from estimators import EstimatorInputError, SupportWarning
-from estimators.base import Partial
 from ope.breakdown import missing_row
 from ope.catalog import Catalog, load_catalog
 from ope.config import ExperimentConfig
 from ope.dataset import BanditDataset
 from ope.errors import ConfigError, OPEError, SchemaError
-from ope.predictors import OutcomeModels, predict_q_hat
 from ope.progress import progress
 from ope.readers import PARQUET_SUFFIXES, is_multi_file, log_files
 from ope.registry import build_policy
-from ope.runner import ESTIMATE_COLUMNS, RunResult, blank_metric, build_estimators, build_inference, primary_estimator
+from ope.runner import ESTIMATE_COLUMNS, RunResult, blank_metric, build_estimators, build_inference
 from ope.schema import METRICS
-from ope.stream_groups import GroupEstimates, ShareSums, prepare_rows
+from ope.stream_batch import ACTION_SCHEMA, BatchContext, BatchPartials, action_table, batch_dataset, evaluate_batch
 from ope.stream_models import HistoryWindow, TrainingSample, Vocabulary, batch_features, fit_on_sample
 from ope.stream_source import LogSource
 from ope.stream_validate import ProblemTally, QuarantineWriter, checked_batches
-from ope.validate import ValidatedLogs, check_quarantine, raise_for_problems
+from ope.validate import check_quarantine, raise_for_problems
 from policies import Policy
 
 __all__ = ["StreamInfo", "estimated_memory_mb", "run_streaming", "streaming_wanted"]
@@ -132,11 +130,6 @@ def _check_settings(cfg: ExperimentConfig, policies: dict[str, Policy]) -> None:
         raise ConfigError(msg)
 
 
-def _dataset(logs: pl.DataFrame, catalog: Catalog, sla: float) -> BanditDataset:
-    validated = ValidatedLogs(logs=logs, problems=(), n_input=logs.height, bad_rows=logs.clear())
-    return BanditDataset.from_validated(validated, catalog, sla_latency_ms=sla)
-
-
 @dataclass
 class _Survey:
     """Pass 1's findings."""
@@ -177,7 +170,7 @@ def _survey(source: LogSource, catalog: Catalog, cfg: ExperimentConfig, needs_mo
             found.quarantined += check.bad_rows.height
             if check.logs.height == 0:
                 continue
-            ds = _dataset(check.logs, catalog, cfg.evaluation.sla_latency_ms)
+            ds = batch_dataset(check.logs, catalog, cfg.evaluation.sla_latency_ms)
             ts = ds.logs["ts"].dt.epoch("us").to_numpy()
             earlier = np.concatenate([[ts[0] if last is None else last], ts[:-1]])
             if found.out_of_order is None and (ts < earlier).any():
@@ -210,83 +203,40 @@ def _facts(found: _Survey, ds: BanditDataset) -> None:
 
 
 class _ActionWriter:
-    """``request_id, arm, probability`` of every non-zero action probability, appended batch by batch."""
-
-    SCHEMA = pa.schema([("request_id", pa.large_string()), ("arm", pa.large_string()), ("probability", pa.float64())])
+    """Each policy's action probabilities (`ope.stream_batch.action_table`), appended batch by batch."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.writer = pq.ParquetWriter(path, self.SCHEMA)
+        self.writer = pq.ParquetWriter(path, ACTION_SCHEMA)
 
     def write(self, ds: BanditDataset, pi: FloatArray) -> None:
-        rows, cols = np.nonzero(pi)
-        arms = np.array(ds.arms, dtype=object)
-        table = pa.table({"request_id": ds.logs["request_id"].to_numpy()[rows].astype(str), "arm": arms[cols].astype(str),
-                          "probability": pi[rows, cols]}, schema=self.SCHEMA)
-        self.writer.write_table(table)
+        self.writer.write_table(action_table(ds.logs["request_id"], ds.arms, pi))
 
     def close(self) -> None:
         self.writer.close()
 
 
-@dataclass
-class _Evaluation:
-    """Pass 3's running sums."""
-
-    parts: dict[tuple[str, str], Partial] = field(default_factory=dict)
-    failed: dict[tuple[str, str], str] = field(default_factory=dict)
-    fallback: dict[str, int] = field(default_factory=dict)
-
-
-def _evaluate(source: LogSource, catalog: Catalog, cfg: ExperimentConfig, found: _Survey, policies: dict[str, Policy],
-              models: OutcomeModels | None, groups: GroupEstimates, shares: ShareSums, actions: dict[str, Path],
-              show_progress: bool) -> _Evaluation:
-    """Pass 3: per batch, q̂, action probabilities, action files, partial sums of every estimate."""
-    estimators, inference = build_estimators(cfg), build_inference(cfg)
-    baseline = cfg.evaluation.baseline
-    window = HistoryWindow(catalog.n_arms, cfg.predictors.history_hours) if models is not None else None
+def _evaluate(source: LogSource, ctx: BatchContext, found: _Survey, actions: dict[str, Path], show_progress: bool) -> BatchPartials:
+    """Pass 3: `ope.stream_batch.evaluate_batch` on every batch, action files written as it goes."""
+    window = HistoryWindow(ctx.catalog.n_arms, ctx.cfg.predictors.history_hours) if ctx.models is not None else None
     writers = {name: _ActionWriter(path) for name, path in actions.items()}
-    run = _Evaluation(fallback=dict.fromkeys(policies, 0))
-    total = math.ceil(source.n_rows / cfg.data.batch_rows)
-    with warnings.catch_warnings(), progress("evaluating batches", total=total, enabled=show_progress) as bar:
+    total = ctx.empty()
+    with warnings.catch_warnings(), progress("evaluating batches", total=math.ceil(source.n_rows / ctx.cfg.data.batch_rows),
+                                             enabled=show_progress) as bar:
         warnings.simplefilter("ignore", SupportWarning)
-        for check in checked_batches(source, catalog, cfg.data.batch_rows, found.repeated):
+        for check in checked_batches(source, ctx.catalog, ctx.cfg.data.batch_rows, found.repeated):
             bar.update(1)
             if check.logs is None or check.logs.height == 0:
                 continue
-            ds = _dataset(check.logs, catalog, cfg.evaluation.sla_latency_ms)
-            fb = ds.to_feedback(fill_satisfaction=not found.feedback)
-            q_hat = None
-            if models is not None and window is not None:
-                feats = batch_features(ds, found.vocab, window(ds), cfg.predictors.history_hours)
-                q_hat = predict_q_hat(models, ds, feats)
-            probabilities = {}
-            for name, policy in policies.items():
-                args = (ds, q_hat) if getattr(policy, "needs_q_hat", False) else (ds,)
-                probabilities[name] = policy.action_probabilities(*args)
-                run.fallback[name] += getattr(policy, "n_fallback_", 0)
-                writers[name].write(ds, probabilities[name])
+            ds = ctx.dataset(check.logs)
+            probabilities = evaluate_batch(ctx, ds, None if window is None else window(ds), total)
             for name, pi in probabilities.items():
-                paired = name != baseline
-                batch = prepare_rows(fb, target=pi, baseline=probabilities[baseline] if paired else None, q_hat=q_hat)
-                for est in estimators:
-                    key = (name, est.name)
-                    if key in run.failed:
-                        continue
-                    try:
-                        part = est.accumulate(batch, n_boot=inference.n_boot, seed=inference.seed)
-                    except EstimatorInputError as exc:
-                        run.failed[key] = str(exc)
-                        continue
-                    run.parts[key] = run.parts[key] + part if key in run.parts else part
-            groups.add(ds, fb, probabilities, q_hat)
-            shares.add(ds, probabilities)
+                writers[name].write(ds, pi)
     for writer in writers.values():
         writer.close()
-    return run
+    return total
 
 
-def _estimate_rows(cfg: ExperimentConfig, run: _Evaluation, names: list[str], notes: list[str]) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]:
+def _estimate_rows(cfg: ExperimentConfig, run: BatchPartials, names: list[str], notes: list[str]) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]:
     """Finalize every policy × estimator × kind, as `run_experiment` does."""
     estimators, inference = build_estimators(cfg), build_inference(cfg)
     alpha, rows, diagnostics = cfg.evaluation.alpha, [], {}
@@ -313,8 +263,15 @@ def _estimate_rows(cfg: ExperimentConfig, run: _Evaluation, names: list[str], no
     return pl.DataFrame(rows, schema=schema), diagnostics
 
 
-def run_streaming(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunResult:
-    """The run of `ope.runner.run_experiment` on a log read in batches (module docstring)."""
+#: the evaluation pass of an engine: (source, context, survey, action files, progress) → merged partial sums
+Evaluate = Callable[[LogSource, BatchContext, "_Survey", dict[str, Path], bool], BatchPartials]
+
+
+def run_streaming(cfg: ExperimentConfig, *, show_progress: bool = True, evaluate: Evaluate | None = None) -> RunResult:
+    """The run of `ope.runner.run_experiment` on a log read in batches (module docstring).
+
+    ``evaluate`` replaces the local evaluation pass (`ope.engine_ray` runs it on a Ray cluster).
+    """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     estimators = build_estimators(cfg)
@@ -337,7 +294,7 @@ def run_streaming(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunRe
                        "sorted by ts (files in name order, rows within each file), e.g. pl.scan_parquet(...).sort('ts').sink_parquet(...).")
     timings["load"] = time.perf_counter() - t0
     logs, history = found.sample.result()
-    sample = dataclasses.replace(_dataset(logs, catalog, cfg.evaluation.sla_latency_ms), n_quarantined=found.quarantined)
+    sample = dataclasses.replace(batch_dataset(logs, catalog, cfg.evaluation.sla_latency_ms), n_quarantined=found.quarantined)
     models = None
     if needs_models:
         with progress("fitting outcome models on the training sample", total=None, enabled=show_progress):
@@ -350,19 +307,18 @@ def run_streaming(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunRe
         models.q_hat = models.q_hat[:0]
         models.features = dataclasses.replace(models.features, request=models.features.request[:0], history=models.features.history[:0])
     timings["policies"] = time.perf_counter() - t0 - timings["load"] - timings["models"]
-    names = list(policies)
-    headline = next(e for e in estimators if e.name == primary_estimator([e.name for e in estimators]))
-    groups, shares = GroupEstimates(headline, cfg.evaluation.time_slice, cfg.evaluation.alpha), ShareSums(catalog.n_arms, names)
+    ctx = BatchContext(cfg, catalog, policies, models, found.vocab, found.feedback)
+    names = ctx.names
     folder = Path(tempfile.mkdtemp(prefix="ope-actions-"))
     actions = {name: folder / f"{i}.parquet" for i, name in enumerate(names)}
-    run = _evaluate(source, catalog, cfg, found, policies, models, groups, shares, actions, show_progress)
+    run = (evaluate or _evaluate)(source, ctx, found, actions, show_progress)
     notes = [f"{name}: {run.fallback[name]} requests had no eligible official endpoint and were routed by its fallback "
              f"({policy.fallback})." for name, policy in policies.items() if run.fallback[name]]  # type: ignore[attr-defined]
     if found.sample.rows < found.rows and (needs_models or any(_learns(p) for p in policies.values())):
         notes.append(f"Streamed: outcome models and learning policies were trained on a uniform sample of {found.sample.rows:,} of "
                      f"{found.rows:,} rows ([data] max_train_rows); every row was evaluated.")
     estimates, diagnostics = _estimate_rows(cfg, run, names, notes)
-    slices, breakdowns = groups.slices(names), groups.breakdowns(names)
+    slices, breakdowns = run.groups.slices(names), run.groups.breakdowns(names)
     if not found.feedback:
         notes.append("NO SATISFACTION FEEDBACK: no successful request in the log has a satisfaction value, so satisfaction "
                      "cannot be estimated and is shown as missing (failed requests alone would make it look like 0).")
@@ -372,7 +328,7 @@ def run_streaming(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunRe
                       [{"model": m, "count": c} for m, c in sorted(found.models.items(), key=lambda mc: (-mc[1], mc[0]))],
                       found.batches, cfg.data.batch_rows, found.sample.rows, actions)
     empty = {name: np.zeros((0, catalog.n_arms)) for name in names}
-    return RunResult(cfg, sample, policies, empty, estimates, diagnostics, slices, breakdowns, shares.frame(sample),
+    return RunResult(cfg, sample, policies, empty, estimates, diagnostics, slices, breakdowns, run.shares.frame(sample),
                      tuple(notes), timings, models, None, stream=info)
 
 

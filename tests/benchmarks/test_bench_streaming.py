@@ -11,14 +11,17 @@ What is measured, on a simulated log written as time-ordered parquet partitions
 
 Both use normal intervals, the value and the paired difference and relative change against the
 baseline, per-day, per-model and per-task tables and the action files, streamed in batches of
-100,000 rows (`ope.streaming`). Each case runs in a fresh Python process; its wall time, the
-timing breakdown of `RunResult.timings` and its peak resident memory (VmHWM) go to
-``benchmark.extra_info`` and a summary line. No test asserts a time; the only assertion is that
+100,000 rows, on one machine (``local``, `ope.streaming`) and on a local Ray cluster started by
+the run on every core (``ray``, `ope.engine_ray`). Each case runs in a fresh Python process; its
+wall time, the timing breakdown of `RunResult.timings` and its peak resident memory (VmHWM; for
+Ray, the driver's — workers are separate processes) go to ``benchmark.extra_info`` and a summary
+line. No test asserts a time; the only assertion is that
 the peak stays under 4 GB.
 
 Sizes come from ``LLM_OPE_BENCH_SCALE``: ``small`` (2·10⁴ rows, batches of 5,000) is the default
 when benchmarks are disabled, so the default ``pytest`` runs each case once as a plain test;
-``full`` (10⁶ rows) is the default with ``--benchmark-enable``; ``large`` (10⁷ rows) is opt-in::
+``full`` (10⁶ rows) is the default with ``--benchmark-enable``; ``large`` (10⁷ rows) and ``huge`` (10⁸ rows,
+batches of 250,000) are opt-in::
 
     LLM_OPE_BENCH_SCALE=full python -m pytest tests/benchmarks/test_bench_streaming.py --benchmark-enable -s
 """
@@ -56,6 +59,7 @@ SCALES = {
     "medium": Scale("medium", 100_000, 25_000, 50_000),
     "full": Scale("full", 1_000_000, 100_000, 250_000),
     "large": Scale("large", 10_000_000, 100_000, 250_000),
+    "huge": Scale("huge", 100_000_000, 250_000, 1_000_000),
 }
 
 CONSTRAINED = """
@@ -71,6 +75,7 @@ CASES = {
     "heuristic-ips": (["IPS", "SNIPS"], POLICIES),
     "dr-family-constrained": (["IPS", "SNIPS", "DM", "DR", "SNDR", "SwitchDR", "DRos"], POLICIES + CONSTRAINED),
 }
+ENGINES = ["local", "ray"]
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +98,15 @@ def simulated(scale: Scale, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
                              partition_rows=scale.partition_rows)
 
 
-def _config(folder: Path, logs: Path, catalog: Path, scale: Scale, case: str) -> Path:
+def _config(folder: Path, logs: Path, catalog: Path, scale: Scale, case: str, engine: str) -> Path:
     estimators, policies = CASES[case]
-    path = folder / f"{case}.toml"
+    path = folder / f"{case}-{engine}.toml"
     path.write_text(f"""
 [data]
 logs = "{logs}"
 catalog = "{catalog}"
 streaming = true
+engine = "{engine}"
 batch_rows = {scale.batch_rows}
 max_train_rows = 100000
 [evaluation]
@@ -131,6 +137,10 @@ def worker(config: str, out: str) -> None:
     with open("/proc/self/status") as fh:
         peak = next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmHWM:"))
     assert result.stream is not None
+    if result.config.data.engine == "ray":
+        import ray
+
+        ray.shutdown()
     print(json.dumps({"rows": result.stream.rows, "seconds": seconds, "peak_rss_mb": peak,
                       "timings": {k: round(v, 2) for k, v in result.timings.items()}}))
 
@@ -143,18 +153,19 @@ def _measure(config: Path, out: Path) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("case", list(CASES))
-def test_streamed_run(benchmark: Any, scale: Scale, simulated: tuple[Path, Path], tmp_path: Path, case: str,
+def test_streamed_run(benchmark: Any, scale: Scale, simulated: tuple[Path, Path], tmp_path: Path, case: str, engine: str,
                       bench_results: dict[str, dict[str, Any]]) -> None:
     logs, catalog = simulated
-    config = _config(tmp_path, logs, catalog, scale, case)
+    config = _config(tmp_path, logs, catalog, scale, case, engine)
     measured: dict[str, Any] = {}
     benchmark.pedantic(lambda: measured.update(_measure(config, tmp_path / "out")), rounds=1, iterations=1)
     measured["rows_per_second"] = measured["rows"] / measured["seconds"]
     benchmark.extra_info.update(measured)
-    bench_results["cases"][f"stream {case} ({scale.name})"] = {"n": measured["rows"], "seconds": measured["seconds"],
+    bench_results["cases"][f"stream {case} {engine} ({scale.name})"] = {"n": measured["rows"], "seconds": measured["seconds"],
                                                               "peak_rss_mb": measured["peak_rss_mb"],
                                                               "estimator_seconds": measured["timings"].get("estimate")}
-    bench_results["ratios"][f"stream {case} rows/s ({scale.name})"] = measured["rows_per_second"]
+    bench_results["ratios"][f"stream {case} {engine} rows/s ({scale.name})"] = measured["rows_per_second"]
     assert measured["rows"] == scale.rows
     assert measured["peak_rss_mb"] < MEMORY_LIMIT_MB

@@ -1,0 +1,156 @@
+"""`ope run --engine ray`: the streamed run with its evaluation pass on a Ray cluster.
+
+The driver runs pass 1 of `ope.streaming` (validation, facts, training sample) and fits the models
+and policies as in a local streamed run. The evaluation pass then runs as Ray Data tasks:
+``ray.data.read_parquet(files)`` → ``map_batches`` on Arrow batches, where each actor holds the
+fitted policies and models (sent as JSON and LightGBM model strings, `ope.wire`) and calls
+`ope.stream_batch.evaluate_batch`; the driver merges the partial sums in log order and writes the
+action files. A batch's history features need every row of the ``history_hours`` before it, so a
+task re-reads that window from the files (row-group statistics skip the rest); window sums are
+exact (`ope.history`), so every number equals the single-machine run.
+
+Ray is optional (``pip install "llm-ope[ray]"``); nothing else in llm-ope imports this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pickle
+import uuid
+import warnings
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from estimators import SupportWarning
+from ope.config import ExperimentConfig
+from ope.errors import OPEError
+from ope.history import US_PER_HOUR, history_block, row_values
+from ope.progress import progress
+from ope.runner import RunResult
+from ope.stream_batch import ACTION_SCHEMA, BatchContext, BatchPartials, action_table, evaluate_batch
+from ope.stream_source import LogSource
+from ope.streaming import run_streaming
+from ope.validate import check_batch
+from ope.wire import models_from_text, models_to_text, policy_from_json, policy_to_json
+
+__all__ = ["run_on_ray"]
+
+INSTALL_HINT = 'Ray is not installed: pip install "llm-ope[ray]" (or pip install "ray[data]").'
+
+
+def run_on_ray(cfg: ExperimentConfig, *, address: str | None = None, show_progress: bool = True) -> RunResult:
+    """The streamed run of ``cfg`` with its evaluation pass on Ray (``address``: an existing cluster;
+    None joins the one ``RAY_ADDRESS`` names or starts a local one)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        raise OPEError(INSTALL_HINT) from exc
+    return run_streaming(cfg, show_progress=show_progress, evaluate=partial(_evaluate, address=address))
+
+
+#: batch contexts already built in this worker process, by payload id (Ray reuses worker processes)
+_CONTEXTS: dict[str, _Worker] = {}
+
+
+class _Worker:
+    """What a worker process holds for one run: the batch context, rebuilt from text once."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        self.files = payload["files"]
+        policies = {name: policy_from_json(text) for name, text in payload["policies"].items()}
+        models = None if payload["models"] is None else models_from_text(payload["models"])
+        if models is not None:
+            models.config = dataclasses.replace(models.config, predict_threads=1)
+        self.ctx = BatchContext(payload["cfg"], payload["catalog"], policies, models, payload["vocab"], payload["feedback"])
+        self.width = int(self.ctx.cfg.predictors.history_hours * US_PER_HOUR)
+        self.ts_type = payload["ts_type"]
+
+    def history(self, ts: np.ndarray) -> np.ndarray:
+        """History block of rows at ``ts`` from the valid rows of their window, re-read from the log."""
+        start, stop = _instant(int(ts.min()) - self.width, self.ts_type), _instant(int(ts.max()), self.ts_type)
+        raw = pl.scan_parquet(self.files).filter((pl.col("ts") >= start) & (pl.col("ts") < stop)).collect()
+        context = check_batch(raw, self.ctx.catalog).logs if raw.height else None
+        if context is None or context.height == 0:
+            none = np.zeros(0, np.int64)
+            return history_block(none, none, np.zeros((0, 5), np.int64), ts, self.ctx.catalog.n_arms, self.width)
+        cds = self.ctx.dataset(context)
+        return history_block(cds.logs["ts"].dt.epoch("us").to_numpy(), cds.actions, row_values(cds), ts,
+                             self.ctx.catalog.n_arms, self.width)
+
+    def __call__(self, table: pa.Table) -> dict[str, list[bytes]]:
+        check = check_batch(pl.from_arrow(table), self.ctx.catalog)  # type: ignore[arg-type]
+        into = self.ctx.empty()
+        actions: dict[str, pa.Table] = {}
+        if check.logs is not None and check.logs.height:
+            ds = self.ctx.dataset(check.logs)
+            history = self.history(ds.logs["ts"].dt.epoch("us").to_numpy()) if self.ctx.models is not None else None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SupportWarning)
+                probabilities = evaluate_batch(self.ctx, ds, history, into)
+            actions = {name: action_table(ds.logs["request_id"], ds.arms, pi) for name, pi in probabilities.items()}
+        return {"payload": [pickle.dumps((into, actions), protocol=pickle.HIGHEST_PROTOCOL)]}
+
+
+def _batch_task(table: pa.Table, *, key: str, payload: list[Any]) -> dict[str, list[bytes]]:
+    """The Ray Data function: evaluate one Arrow batch (``payload``: [object ref of the run's payload])."""
+    if key not in _CONTEXTS:
+        import ray
+
+        _CONTEXTS.clear()
+        _CONTEXTS[key] = _Worker(ray.get(payload[0]))
+    return _CONTEXTS[key](table)
+
+
+def _instant(us: int, dtype: pl.Datetime) -> pl.Expr:
+    """The instant ``us`` µs after the epoch (UTC) as a literal of the log's ts type (so parquet statistics prune)."""
+    value = pl.lit(us).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    value = value.dt.convert_time_zone(dtype.time_zone) if dtype.time_zone else value.dt.replace_time_zone(None)
+    return value.cast(dtype)
+
+
+def _payload(source: LogSource, ctx: BatchContext) -> dict[str, Any]:
+    ts_type = source.scan().collect_schema().get("ts")
+    if not isinstance(ts_type, pl.Datetime):
+        raise OPEError(f"{source.label}: the Ray engine needs 'ts' stored as a parquet timestamp; it is {ts_type}. "
+                       "Rewrite the files once with ts parsed, or run without --engine ray.")
+    return {"ts_type": ts_type, "files": [str(f) for f in source.files], "cfg": ctx.cfg, "catalog": ctx.catalog, "vocab": ctx.vocab,
+            "feedback": ctx.feedback, "policies": {name: policy_to_json(p) for name, p in ctx.policies.items()},
+            "models": None if ctx.models is None else models_to_text(ctx.models)}
+
+
+def _evaluate(source: LogSource, ctx: BatchContext, found: Any, actions: dict[str, Path], show_progress: bool, *,
+              address: str | None) -> BatchPartials:
+    """The evaluation pass as Ray Data tasks; partial sums merged and action files written in log order."""
+    import ray
+
+    if found.repeated.len():
+        raise OPEError(f"{source.label}: {found.repeated.len()} request_ids occur more than once (e.g. {found.repeated[0]!r}). "
+                       "The Ray engine needs unique request_ids; quarantine and drop the repeats, or run without --engine ray.")
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    data_context = ray.data.DataContext.get_current()
+    data_context.execution_options.preserve_order = True
+    data_context.enable_progress_bars = False
+    key = uuid.uuid4().hex
+    dataset = ray.data.read_parquet([str(f) for f in source.files], partitioning=None).map_batches(
+        _batch_task, fn_kwargs={"key": key, "payload": [ray.put(_payload(source, ctx))]}, batch_size=ctx.cfg.data.batch_rows,
+        batch_format="pyarrow")
+    writers = {name: pq.ParquetWriter(path, ACTION_SCHEMA) for name, path in actions.items()}
+    total = ctx.empty()
+    with progress("evaluating batches on Ray", total=math.ceil(source.n_rows / ctx.cfg.data.batch_rows), enabled=show_progress) as bar:
+        for row in dataset.iter_rows():
+            part, tables = pickle.loads(row["payload"])  # our own tasks wrote it
+            total.merge(part)
+            for name, table in tables.items():
+                writers[name].write_table(table)
+            bar.update(1)
+    for writer in writers.values():
+        writer.close()
+    return total

@@ -1,0 +1,63 @@
+"""Recent history of each arm: error rate, mean log TTFT and mean log tokens/s over a past window.
+
+A request at time t sees, for every arm, the rows served by that arm in ``[t - window, t)``. The
+window sums are exact integer arithmetic (log values in fixed point, 2⁻³⁰ resolution), so they do
+not depend on which earlier rows the computation started from: the whole log in memory, a
+stream of batches carrying the last window, or a distributed task that re-reads the rows of
+its own window all produce the same bits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from ope.dataset import BanditDataset
+from ope.schema import Status
+
+__all__ = ["FIXED_POINT", "US_PER_HOUR", "history_block", "row_values"]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+US_PER_HOUR = 3_600_000_000
+#: fixed-point scale of log TTFT and log tokens/s; a row adds at most ~12·2³⁰, so int64 sums hold 7·10⁸ rows
+FIXED_POINT = 2.0**30
+
+
+def row_values(ds: BanditDataset) -> IntArray:
+    """(n, 5) int64 per row: 1, failed, ok, log TTFT (ok rows, fixed point), log tokens/s (ok rows, fixed point)."""
+    ok = (ds.logs["status"] == Status.OK).to_numpy()
+    log_ttft = np.log1p(ds.logs["ttft_ms"].to_numpy())
+    log_tps = np.log1p(np.where(ok, ds.outcomes[:, ds.metrics.index("throughput_tps")], 0.0))
+    out = np.zeros((ds.n, 5), dtype=np.int64)
+    out[:, 0] = 1
+    out[:, 1] = ~ok
+    out[:, 2] = ok
+    out[ok, 3] = np.rint(log_ttft[ok] * FIXED_POINT)
+    out[ok, 4] = np.rint(log_tps[ok] * FIXED_POINT)
+    return out
+
+
+def history_block(ts: IntArray, arms: IntArray, values: IntArray, query_ts: IntArray, n_arms: int,
+                  window_us: int) -> FloatArray:
+    """(q, K, 3) history of requests at ``query_ts`` (µs) given context rows (ts, arm, `row_values`).
+
+    The context must hold every row with ts in ``[min(query_ts) - window, max(query_ts))``; rows
+    outside that range are ignored. NaN where the window holds no row (or no ok row) of the arm.
+    """
+    out = np.full((query_ts.size, n_arms, 3), np.nan)
+    order = np.lexsort((ts, arms))
+    times, sorted_arms = ts[order], arms[order]
+    bounds = np.searchsorted(sorted_arms, np.arange(n_arms + 1), side="left")
+    for k in np.flatnonzero(np.diff(bounds)):
+        start, stop = bounds[k], bounds[k + 1]
+        cum = np.zeros((stop - start + 1, 5), dtype=np.int64)
+        np.cumsum(values[order[start:stop]], axis=0, out=cum[1:])
+        seg = times[start:stop]
+        d = cum[np.searchsorted(seg, query_ts, side="left")] - cum[np.searchsorted(seg, query_ts - window_us, side="left")]
+        count, oks = d[:, 0], d[:, 2]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, k, 0] = np.where(count > 0, d[:, 1] / count, np.nan)
+            out[:, k, 1] = np.where(oks > 0, d[:, 3] / FIXED_POINT / oks, np.nan)
+            out[:, k, 2] = np.where(oks > 0, d[:, 4] / FIXED_POINT / oks, np.nan)
+    return out

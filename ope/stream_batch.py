@@ -1,0 +1,143 @@
+"""The work of one batch of a streamed or distributed run, and the partial sums it adds to.
+
+`evaluate_batch` is the per-batch function of both engines: the local stream (`ope.streaming`)
+calls it on each batch in turn, and Ray (`ope.engine_ray`) calls it in worker tasks on Arrow
+batches and merges the `BatchPartials` on the driver. Given the same rows it returns the same sums
+wherever it runs: q̂ of each row comes from its own fold's model, and every estimate is a sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+import pyarrow as pa
+
+from estimators import BaseEstimator, EstimatorInputError
+from estimators.base import Partial
+from ope.catalog import Catalog
+from ope.config import ExperimentConfig
+from ope.dataset import BanditDataset
+from ope.predictors import OutcomeModels, predict_q_hat
+from ope.runner import build_estimators, build_inference, primary_estimator
+from ope.stream_groups import GroupEstimates, ShareSums, prepare_rows
+from ope.stream_models import Vocabulary, batch_features
+from ope.validate import ValidatedLogs
+from policies import Policy
+
+__all__ = ["ACTION_SCHEMA", "BatchContext", "BatchPartials", "action_table", "batch_dataset", "evaluate_batch"]
+
+FloatArray = npt.NDArray[np.float64]
+ACTION_SCHEMA = pa.schema([("request_id", pa.large_string()), ("arm", pa.large_string()), ("probability", pa.float64())])
+
+
+def action_table(request_ids: pl.Series, arms: tuple[str, ...], pi: FloatArray) -> pa.Table:
+    """``request_id, arm, probability`` of every non-zero action probability, row by row."""
+    rows, cols = np.nonzero(pi)
+    ids = request_ids.cast(pl.String).to_arrow().cast(pa.large_string()).take(pa.array(rows))
+    names = pa.array(arms, type=pa.large_string()).take(pa.array(cols))
+    return pa.table([ids, names, pa.array(pi[rows, cols], type=pa.float64())], schema=ACTION_SCHEMA)
+
+
+def batch_dataset(logs: pl.DataFrame, catalog: Catalog, sla_latency_ms: float) -> BanditDataset:
+    """Rows that passed validation as a dataset."""
+    validated = ValidatedLogs(logs=logs, problems=(), n_input=logs.height, bad_rows=logs.clear())
+    return BanditDataset.from_validated(validated, catalog, sla_latency_ms=sla_latency_ms)
+
+
+@dataclass
+class BatchContext:
+    """What every batch needs, fixed after the fit: settings, catalog, fitted policies and models."""
+
+    cfg: ExperimentConfig
+    catalog: Catalog
+    policies: dict[str, Policy]
+    models: OutcomeModels | None
+    vocab: Vocabulary
+    feedback: bool
+
+    @cached_property
+    def estimators(self) -> list[BaseEstimator]:
+        """The configured estimators."""
+        return build_estimators(self.cfg)
+
+    @property
+    def names(self) -> list[str]:
+        """Policy names in config order."""
+        return list(self.policies)
+
+    def dataset(self, logs: pl.DataFrame) -> BanditDataset:
+        """A batch of validated rows as a dataset."""
+        return batch_dataset(logs, self.catalog, self.cfg.evaluation.sla_latency_ms)
+
+    def empty(self) -> BatchPartials:
+        """Zero partial sums to add batches to."""
+        headline = next(e for e in self.estimators if e.name == primary_estimator([e.name for e in self.estimators]))
+        ev = self.cfg.evaluation
+        return BatchPartials(groups=GroupEstimates(headline, ev.time_slice, ev.alpha), shares=ShareSums(self.catalog.n_arms, self.names),
+                             fallback=dict.fromkeys(self.policies, 0))
+
+
+@dataclass
+class BatchPartials:
+    """Partial sums of every policy × estimator, the per-group tables and provider shares."""
+
+    groups: GroupEstimates
+    shares: ShareSums
+    fallback: dict[str, int]
+    parts: dict[tuple[str, str], Partial] = field(default_factory=dict)
+    failed: dict[tuple[str, str], str] = field(default_factory=dict)
+    rows: int = 0
+
+    def merge(self, other: BatchPartials) -> None:
+        """Fold another set of batches' sums into these."""
+        self.rows += other.rows
+        self.failed = other.failed | self.failed
+        for key, part in other.parts.items():
+            self.parts[key] = self.parts[key] + part if key in self.parts else part
+        for key in self.failed:
+            self.parts.pop(key, None)
+        for name, count in other.fallback.items():
+            self.fallback[name] = self.fallback.get(name, 0) + count
+        self.groups.merge(other.groups)
+        self.shares.merge(other.shares)
+
+
+def evaluate_batch(ctx: BatchContext, ds: BanditDataset, history: FloatArray | None, into: BatchPartials) -> dict[str, FloatArray]:
+    """Add one batch to ``into``: q̂ (with ``history``, its (n, K, 3) history block), every policy's
+    action probabilities (returned, for the action files) and every estimator's partial sums."""
+    cfg, models = ctx.cfg, ctx.models
+    inference = build_inference(cfg)
+    fb = ds.to_feedback(fill_satisfaction=not ctx.feedback)
+    q_hat = None
+    if models is not None:
+        if history is None:
+            raise ValueError("evaluate_batch: outcome models need the batch's history block.")
+        q_hat = predict_q_hat(models, ds, batch_features(ds, ctx.vocab, history, cfg.predictors.history_hours))
+    probabilities: dict[str, FloatArray] = {}
+    for name, policy in ctx.policies.items():
+        args: tuple[Any, ...] = (ds, q_hat) if getattr(policy, "needs_q_hat", False) else (ds,)
+        probabilities[name] = policy.action_probabilities(*args)
+        into.fallback[name] += getattr(policy, "n_fallback_", 0)
+    baseline = probabilities[cfg.evaluation.baseline]
+    for name, pi in probabilities.items():
+        batch = prepare_rows(fb, target=pi, baseline=baseline if name != cfg.evaluation.baseline else None, q_hat=q_hat)
+        for est in ctx.estimators:
+            key = (name, est.name)
+            if key in into.failed:
+                continue
+            try:
+                part = est.accumulate(batch, n_boot=inference.n_boot, seed=inference.seed)
+            except EstimatorInputError as exc:
+                into.failed[key] = str(exc)
+                into.parts.pop(key, None)
+                continue
+            into.parts[key] = into.parts[key] + part if key in into.parts else part
+    into.groups.add(ds, fb, probabilities, q_hat)
+    into.shares.add(ds, probabilities)
+    into.rows += ds.n
+    return probabilities
