@@ -16,12 +16,12 @@ import numpy as np
 import numpy.typing as npt
 
 from estimators._errors import EstimatorInputError, EstimatorSupportError
-from estimators.batch import Batch, Prepared, prepare, with_modified
+from estimators.batch import Batch, Cells, Prepared, group_weight_sums, prepare, with_modified
 from estimators.diagnostics import WeightSums
 from estimators.estimate import Diagnostics, Estimate
 from estimators.feedback import BanditFeedback
 from estimators.inference import Inference, Normal, check_alpha
-from estimators.reduction import Sums, all_pairs
+from estimators.reduction import CellSums, Sums, all_pairs
 from estimators.statistic import Kind, Statistic, Terms
 
 __all__ = ["BaseEstimator", "Prepared", "Partial", "SupportWarning"]
@@ -134,25 +134,18 @@ class BaseEstimator:
 
     def accumulate(self, batch: Batch, *, relative: bool = False, n_boot: int = 0, seed: int = 0) -> Partial:
         """Partial sums from a batch prepared once (`estimators.batch.prepare`) and shared by estimators."""
-        if self.needs_q_hat and not batch.has_q_hat:
-            raise EstimatorInputError(f"{type(self).__name__} needs a batch prepared with q_hat.")
+        self._check_batch(batch)
         kind: Kind = "value" if batch.baseline is None else ("relative" if relative else "difference")
-        setting = self._setting()
-        auto = setting == "auto"
-        levels: tuple[Level, ...] = (*self.grid, math.inf) if auto else (None if setting is None else float(setting),)  # type: ignore[arg-type]
+        levels, auto = self._levels()
         policies = [batch.target] + ([batch.baseline] if batch.baseline is not None else [])
-        unit = 3 * len(policies)
-        pairs = _pairs(len(levels), unit, auto)
+        pairs = _pairs(len(levels), 3 * len(policies), auto)
         fb = batch.fb
-        probe = sum(len(self._terms_at(prep.rows(slice(0, 1)), levels[0]).varying()) for prep in policies)
-        step = max(512, CELLS_PER_CHUNK // (max(probe, 1) * len(levels) * fb.n_metrics))
+        step = self._chunk_rows(policies, levels, fb.n_metrics)
         total: Sums | None = None
         for start in range(0, fb.n, step):
             sl = slice(start, start + step)
-            terms = [self._terms_at(prep.rows(sl), lv) for lv in levels for prep in policies]
-            constants = [c for t in terms for c in t.constants()]
-            x = np.stack([v for t in terms for v in t.varying()], axis=1)       # (M, V, n)
-            part = Sums.of(x, policies[0].weights[sl].T, pairs=pairs, constants=np.array(constants),
+            x, constants = self._columns([prep.rows(sl) for prep in policies], levels)
+            part = Sums.of(x, np.ascontiguousarray(policies[0].weights[sl].T), pairs=pairs, constants=constants,
                            keys=fb.keys[sl], n_boot=n_boot, seed=seed)
             total = part if total is None else total + part
         assert total is not None
@@ -160,6 +153,52 @@ class BaseEstimator:
         t_sums = with_modified(batch.target_sums, counts(batch.target))
         b_sums = None if batch.baseline is None or batch.baseline_sums is None else with_modified(batch.baseline_sums, counts(batch.baseline))
         return Partial(self.name, kind, levels, auto, total, t_sums, b_sums, fb.scalar, n_boot, seed)
+
+    def accumulate_groups(self, batch: Batch, target: FloatArray, cells: Cells) -> list[Partial]:
+        """Value partial sums of every group of ``cells`` of a batch prepared with ``target`` and no baseline.
+
+        Equal (to rounding) to `accumulate` on each group's rows prepared alone, in one pass over the rows:
+        the terms of each block of cells are reduced per cell (`CellSums`) and the cells added into groups.
+        """
+        self._check_batch(batch)
+        levels, auto = self._levels()
+        rows = batch.target.rows(cells.order)
+        step = self._chunk_rows([rows], levels, batch.fb.n_metrics)
+        blocks, constants = [], np.zeros(0)
+        for lo, hi in cells.blocks(step):
+            block = rows.rows(cells.rows(lo, hi))
+            x, constants = self._columns([block], levels)
+            blocks.append(CellSums.of(x, np.ascontiguousarray(block.weights.T), cells.bounds[lo:hi] - cells.bounds[lo]))
+        sums = CellSums.concat(blocks).grouped(cells.member, cells.n_groups, pairs=_pairs(len(levels), 3, auto), constants=constants)
+        modified = np.zeros((cells.n_groups, sum(lv is not None for lv in levels)), dtype=np.int64)
+        for u, level in enumerate(lv for lv in levels if lv is not None):
+            if self._n_modified(rows.w, level):  # rows each level modifies, cell by cell (only when some are)
+                per_cell = [self._n_modified(rows.w[cells.rows(c, c + 1)], level) for c in range(cells.bounds.size)]
+                modified[:, u] = cells.add(np.array(per_cell, dtype=np.float64)).astype(np.int64)
+        weights = group_weight_sums(batch, target, cells)
+        return [Partial(self.name, "value", levels, auto, s, with_modified(ws, m), None, batch.fb.scalar)
+                for s, ws, m in zip(sums, weights, modified, strict=True)]
+
+    def _check_batch(self, batch: Batch) -> None:
+        if self.needs_q_hat and not batch.has_q_hat:
+            raise EstimatorInputError(f"{type(self).__name__} needs a batch prepared with q_hat.")
+
+    def _levels(self) -> tuple[tuple[Level, ...], bool]:
+        """The hyperparameter levels to accumulate, and whether one is chosen automatically among them."""
+        setting = self._setting()
+        auto = setting == "auto"
+        return ((*self.grid, math.inf) if auto else (None if setting is None else float(setting),)), auto  # type: ignore[arg-type]
+
+    def _chunk_rows(self, policies: list[Prepared], levels: tuple[Level, ...], n_metrics: int) -> int:
+        """Rows per block so that the (M, V, rows) terms stay near ``CELLS_PER_CHUNK`` cells."""
+        probe = sum(len(self._terms_at(prep.rows(slice(0, 1)), levels[0]).varying()) for prep in policies)
+        return max(512, CELLS_PER_CHUNK // (max(probe, 1) * len(levels) * n_metrics))
+
+    def _columns(self, policies: list[Prepared], levels: tuple[Level, ...]) -> tuple[FloatArray, FloatArray]:
+        """The varying columns (M, V, rows) of every level and policy, and the constants of all columns (`Sums.of`)."""
+        terms = [self._terms_at(prep, lv) for lv in levels for prep in policies]
+        constants = np.array([c for t in terms for c in t.constants()])
+        return np.stack([v for t in terms for v in t.varying()], axis=1), constants
 
     def finalize(
         self, partial: Partial, *, inference: Inference | None = None, alpha: float = 0.05, kind: Kind | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from itertools import pairwise
 
 import numpy as np
 import numpy.typing as npt
@@ -11,11 +12,13 @@ from estimators._errors import EstimatorInputError, EstimatorSupportError
 from estimators.diagnostics import WeightSums
 from estimators.feedback import BanditFeedback
 
-__all__ = ["Prepared", "Batch", "prepare", "split"]
+__all__ = ["Batch", "Cells", "Prepared", "group_weight_sums", "prepare"]
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 ROW_SUM_TOL = 1e-6
-SPREAD_CELLS = 1 << 22  # bound on the (groups, n) matrix `split` multiplies π by
+CELL_ROWS = 2048  # longest cell, so that blocks of whole cells stay near a chosen size
+MASS_CELLS = 1 << 18  # bound on the (rows, K) block of π gathered at a time for the per-cell masses
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +58,7 @@ def _check_target(fb: BanditFeedback, target: npt.ArrayLike, name: str) -> Float
     if pi.shape != (fb.n, fb.n_arms):
         msg = f"{name} must have shape (n, K) = {(fb.n, fb.n_arms)}. Got {pi.shape}."
         raise EstimatorInputError(msg)
-    sums = pi.sum(axis=1)  # finite row sums mean finite entries (else overflow: check them one by one)
+    sums = np.einsum("nk->n", pi)  # finite row sums mean finite entries (else overflow: check them one by one); faster than sum on short rows
     finite = bool(np.isfinite(sums).all()) or bool(np.isfinite(pi).all())
     if not finite or (pi.size and pi.min() < -1e-12):
         raise EstimatorInputError(f"{name} must hold finite, non-negative probabilities.")
@@ -68,7 +71,7 @@ def _check_target(fb: BanditFeedback, target: npt.ArrayLike, name: str) -> Float
         # only rows with some positive mass off the eligible set can exceed the tolerance: sum those alone
         off_set = pi > 0
         np.greater(off_set, fb.eligible, out=off_set)  # positive and not eligible
-        suspect = np.flatnonzero(off_set.any(axis=1))
+        suspect = np.unique(np.flatnonzero(off_set) // fb.n_arms)  # few or none: faster than any() over short rows
         outside = np.zeros(fb.n, dtype=bool)
         outside[suspect] = np.einsum("nk,nk->n", pi[suspect], ~fb.eligible[suspect]) > 1e-9
         if outside.any():
@@ -144,33 +147,77 @@ def prepare(
     return Batch(fb, t, b, t_sums, b_sums, q is not None)
 
 
-def split(batch: Batch, target: FloatArray, groups: list[npt.NDArray[np.int64]], parts: list[BanditFeedback]) -> list[Batch]:
-    """The value-only ``batch`` (prepared with ``target``) on each group of rows, as `prepare` builds it on them.
+@dataclass(frozen=True, slots=True)
+class Cells:
+    """A batch's rows sorted into cells: runs of rows in the same group of every grouping (period × model × task).
 
-    ``groups`` hold ascending row indices (they may overlap) and ``parts[g]`` is ``batch.fb.subset(groups[g])``.
-    Every per-row array is cut from the whole batch's, so the target is checked once per batch rather than
-    once per group; the per-group masses Σ s π of all groups come from one product.
+    order (n,) row indices cell by cell · bounds (C,) where each cell starts in ``order`` · member (P, C) the group
+    of each cell in each of P groupings, groups numbered 0 … n_groups − 1 across groupings. Per-row sums are reduced
+    once per cell and the cells added into groups: one pass over the rows instead of one per grouping.
+    """
+
+    order: IntArray
+    bounds: IntArray
+    member: IntArray
+    n_groups: int
+
+    @classmethod
+    def of(cls, codes: IntArray) -> Cells:
+        """Cells of the rows whose group in grouping p is ``codes[p]`` (P, n); no cell is longer than ``CELL_ROWS``."""
+        order = np.lexsort(codes[::-1])
+        ranked = codes[:, order]
+        starts = np.flatnonzero(np.concatenate([[True], (ranked[:, 1:] != ranked[:, :-1]).any(axis=0)]))
+        pieces = -(-np.diff(starts, append=order.size) // CELL_ROWS)
+        first = np.repeat(np.cumsum(pieces) - pieces, pieces)
+        bounds = np.repeat(starts, pieces) + CELL_ROWS * (np.arange(first.size) - first)
+        return cls(order, bounds, ranked[:, bounds], int(codes.max(initial=-1)) + 1)
+
+    def blocks(self, rows: int) -> list[tuple[int, int]]:
+        """Consecutive ranges of cells ``(lo, hi)`` of about ``rows`` rows each (at most ``rows`` + ``CELL_ROWS``)."""
+        cuts = np.unique(np.searchsorted(self.bounds, np.arange(0, self.order.size, max(rows, 1)))).tolist() + [self.bounds.size]
+        return list(pairwise(cuts))
+
+    def rows(self, lo: int, hi: int) -> slice:
+        """Positions in ``order`` of cells lo … hi − 1."""
+        return slice(int(self.bounds[lo]), int(self.bounds[hi]) if hi < self.bounds.size else self.order.size)
+
+    def add(self, per_cell: FloatArray, ufunc: np.ufunc = np.add, fill: float = 0.0) -> FloatArray:
+        """Per-group values (..., G) from per-cell ones (..., C): ``ufunc`` over each group's cells."""
+        out = np.full(per_cell.shape[:-1] + (self.n_groups,), fill)
+        ufunc.at(out, (..., self.member.ravel()), np.tile(per_cell, self.member.shape[0]))
+        return out
+
+
+def group_weight_sums(batch: Batch, target: FloatArray, cells: Cells) -> list[WeightSums]:
+    """The target's `WeightSums` of each group of rows of the value-only ``batch`` prepared with ``target``.
+
+    Equal (to rounding) to `prepare` on each group's rows alone; every sum is reduced per cell, with
+    no (n, K) temporary larger than a block of cells.
     """
     if batch.baseline is not None:
-        raise ValueError("split takes a batch prepared without a baseline.")
+        raise ValueError("group_weight_sums takes a batch prepared without a baseline.")
     fb = batch.fb
     per_row = _unsupported(fb, target)
-    mass = np.empty((len(groups), fb.n_arms))
-    unsupported = None if per_row is None else np.empty(len(groups))
-    step = max(1, SPREAD_CELLS // fb.n)
-    for start in range(0, len(groups), step):  # (groups, n) row weights of a few groups at a time, times π
-        spread = np.zeros((len(groups[start : start + step]), fb.n))
-        for g, rows in enumerate(groups[start : start + step]):
-            spread[g, rows] = fb.weights[rows]
-        mass[start : start + step] = spread @ target
-        if unsupported is not None and per_row is not None:
-            unsupported[start : start + step] = spread @ per_row
-    out = []
-    for g, (rows, part) in enumerate(zip(groups, parts, strict=True)):
-        prep = batch.target.rows(rows)
-        sums = _weight_sums(part, prep.w, mass[g], None if unsupported is None else float(unsupported[g]))
-        out.append(Batch(part, prep, None, sums, None, batch.has_q_hat))
-    return out
+    s, w = fb.weights, batch.target.w
+    sw = s * w
+    columns = np.stack([s, sw, s * sw, sw * sw, s * s] + ([] if per_row is None else [s * per_row]))[:, cells.order]
+    sums = cells.add(np.add.reduceat(columns, cells.bounds, axis=1))
+    max_w = cells.add(np.maximum.reduceat(w[cells.order], cells.bounds), np.maximum, -np.inf)
+    n = cells.add(np.diff(cells.bounds, append=fb.n).astype(np.float64))
+    mass = np.empty((cells.bounds.size, fb.n_arms))
+    played = np.zeros_like(mass)
+    for lo, hi in cells.blocks(max(1, MASS_CELLS // max(fb.n_arms, 1))):
+        rows = cells.order[cells.rows(lo, hi)]
+        local = cells.bounds[lo:hi] - cells.bounds[lo]
+        mass[lo:hi] = np.add.reduceat(target[rows] * s[rows, None], local, axis=0)
+        hits = np.zeros((hi - lo, fb.n_arms))
+        hits[np.repeat(np.arange(hi - lo), np.diff(local, append=rows.size)), fb.actions[rows]] = 1.0
+        played[lo:hi] = hits
+    mass, played = cells.add(mass.T).T, cells.add(played.T).T > 0
+    return [WeightSums(n=int(n[g]), s=float(sums[0, g]), sw=float(sums[1, g]), s2w=float(sums[2, g]), s2w2=float(sums[3, g]),
+                       s2=float(sums[4, g]), max_w=float(max_w[g]), mass=mass[g], played=played[g],
+                       unsupported=None if per_row is None else float(sums[5, g]), modified=np.zeros(0, dtype=np.int64))
+            for g in range(cells.n_groups)]
 
 
 def with_modified(sums: WeightSums, counts: npt.NDArray[np.int64]) -> WeightSums:

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from estimators.resample import poisson_weight_sums
 
-__all__ = ["Sums", "all_pairs"]
+__all__ = ["CellSums", "Sums", "all_pairs"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -37,14 +37,99 @@ def _recenter(first2: FloatArray, cross: FloatArray, total2: FloatArray, shift: 
 
 
 def _cross(gram: FloatArray, pairs: IntArray, var_idx: IntArray, j: int) -> FloatArray:
-    """The kept pairs' Σ W² xc_a xc_b from the Gram matrices (M, V, V); 0 where a column is constant."""
+    """The kept pairs' Σ W² xc_a xc_b (..., P, M) from Gram matrices (..., M, V, V); 0 where a column is constant."""
     where = np.full(j, -1)
     where[var_idx] = np.arange(var_idx.size)
     a, b = where[pairs[:, 0]], where[pairs[:, 1]]
     live = (a >= 0) & (b >= 0)
-    out = np.zeros((pairs.shape[0], gram.shape[0]))
-    out[live] = gram[:, a[live], b[live]].T
+    out = np.zeros(gram.shape[:-3] + (pairs.shape[0], gram.shape[-3]))
+    out[..., live, :] = np.swapaxes(gram[..., a[live], b[live]], -1, -2)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class CellSums:
+    """`Sums` of the varying columns of many cells (contiguous runs of rows) at once, the cell axis last.
+
+    count, total, total2 (M, C) · first, first2, low, high (M, V, C) · gram (M, V, V, C), each cell's
+    moments centred at its own means. Cells of one batch are reduced in one pass; `grouped` adds them
+    into the groups they belong to (a group is any union of cells, e.g. a period or a model).
+    """
+
+    count: FloatArray
+    total: FloatArray
+    total2: FloatArray
+    first: FloatArray
+    first2: FloatArray
+    gram: FloatArray
+    low: FloatArray
+    high: FloatArray
+
+    @classmethod
+    def of(cls, x: FloatArray, w: FloatArray, bounds: IntArray) -> CellSums:
+        """x (M, V, n), w (M, n) of rows in cell order; ``bounds`` (C,) the first row of each (non-empty) cell."""
+        red = lambda a: np.add.reduceat(a, bounds, axis=-1)  # noqa: E731
+        w2 = w * w
+        total = red(w)
+        first = red(x * w[:, None, :])
+        centre = np.divide(first, total[:, None], out=np.zeros_like(first), where=total[:, None] > 0)
+        xc = x - np.repeat(centre, np.diff(bounds, append=x.shape[2]), axis=2)
+        weighted = xc * w2[:, None, :]
+        v = x.shape[1]
+        gram = np.empty(x.shape[:2] + (v, bounds.size))
+        for a, b in all_pairs(v):
+            gram[:, a, b] = gram[:, b, a] = red(weighted[:, a] * xc[:, b])
+        return cls(count=np.add.reduceat(w > 0, bounds, axis=1, dtype=np.int64).astype(np.float64), total=total,
+                   total2=red(w2), first=first, first2=red(weighted), gram=gram,
+                   low=np.minimum.reduceat(x, bounds, axis=2), high=np.maximum.reduceat(x, bounds, axis=2))
+
+    @classmethod
+    def concat(cls, parts: list[CellSums]) -> CellSums:
+        """The cells of several blocks of rows, in order."""
+        return cls(*(np.concatenate([getattr(p, f) for p in parts], axis=-1) for f in cls.__slots__))
+
+    def grouped(self, member: IntArray, n_groups: int, *, pairs: IntArray, constants: FloatArray) -> list[Sums]:
+        """The `Sums` of each of ``n_groups`` groups; ``member`` (P, C) is the group of each cell in each of P groupings.
+
+        Cells are merged with Chan et al.'s update (moments moved from each cell's centre to its group's), as `Sums` adds.
+        """
+        cell = np.tile(np.arange(member.shape[1]), member.shape[0])
+        group = member.ravel()
+
+        def add(a: FloatArray) -> FloatArray:  # a (..., P·C): one value per cell and grouping
+            out = np.zeros(a.shape[:-1] + (n_groups,))
+            np.add.at(out, (..., group), a)
+            return out
+
+        total, first = add(self.total[:, cell]), add(self.first[..., cell])
+        centre = np.divide(first, total[:, None], out=np.zeros_like(first), where=total[:, None] > 0)
+        own = np.divide(self.first, self.total[:, None], out=np.zeros_like(self.first), where=self.total[:, None] > 0)
+        shift = own[..., cell] - centre[..., group]                              # (M, V, PC)
+        total2, first2 = self.total2[:, None, cell], self.first2[..., cell]
+        gram = (self.gram[..., cell] + shift[:, None] * first2[:, :, None] + shift[:, :, None] * first2[:, None]
+                + shift[:, :, None] * shift[:, None] * total2[:, None])
+        low, high = np.full(first.shape, np.inf), np.full(first.shape, -np.inf)
+        np.minimum.at(low, (..., group), self.low[..., cell])
+        np.maximum.at(high, (..., group), self.high[..., cell])
+        return _assemble(add(self.count[:, cell]), total, add(self.total2[:, cell]), first, add(first2 + shift * total2), add(gram), low, high,
+                         pairs=pairs, constants=constants)
+
+
+def _assemble(count: FloatArray, total: FloatArray, total2: FloatArray, first: FloatArray, first2: FloatArray, gram: FloatArray,
+              low: FloatArray, high: FloatArray, *, pairs: IntArray, constants: FloatArray) -> list[Sums]:
+    """One `Sums` per group from the varying columns' grouped sums (group axis last), constants filled in."""
+    const = np.asarray(constants, dtype=np.float64)
+    var_idx = np.flatnonzero(np.isnan(const))
+    value = np.nan_to_num(const)[None, :, None]
+    full = lambda a, fill: np.broadcast_to(fill, a.shape[-1:] + (const.size,) + a.shape[:1]).copy()  # noqa: E731  (G, J, M)
+    out_first, out_first2 = full(total, value * total.T[:, None]), full(total, 0.0)
+    out_low = full(total, np.where(count.T[:, None] > 0, value, np.inf))
+    out_high = full(total, np.where(count.T[:, None] > 0, value, -np.inf))
+    for dst, src in ((out_first, first), (out_first2, first2), (out_low, low), (out_high, high)):
+        dst[:, var_idx] = src.transpose(2, 1, 0)
+    cross = _cross(gram.transpose(3, 0, 1, 2), pairs, var_idx, const.size)
+    return [Sums(count=count[:, g], total=total[:, g], total2=total2[:, g], first=out_first[g], first2=out_first2[g], cross=cross[g],
+                 pairs=pairs, low=out_low[g], high=out_high[g]) for g in range(total.shape[1])]
 
 
 @dataclass(frozen=True, slots=True)

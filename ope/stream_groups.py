@@ -16,7 +16,7 @@ import polars as pl
 
 from estimators import BanditFeedback, BaseEstimator, EstimatorInputError, Normal, SupportWarning
 from estimators.base import Partial
-from estimators.batch import Batch, prepare, split
+from estimators.batch import Batch, Cells, prepare
 from ope.breakdown import ESTIMATE_COLUMNS, GROUP_SCHEMA, MIN_GROUP_ROWS, MIN_PERIOD_ROWS, estimate_rows, group_rows
 from ope.dataset import BanditDataset
 
@@ -32,11 +32,6 @@ def prepare_rows(fb: BanditFeedback, *, target: FloatArray, baseline: FloatArray
     return prepare(fb, target=target, baseline=baseline, q_hat=q_hat, require_observed=False)
 
 
-def observed_weight(fb: BanditFeedback) -> FloatArray:
-    """(M,) sample weight of the rows where each metric is observed."""
-    return (fb.weights[:, None] * ~np.isnan(fb.rewards)).sum(axis=0)
-
-
 class GroupEstimates:
     """Partial sums of one estimator per period (``time_slice``), model and task, and policy."""
 
@@ -49,30 +44,33 @@ class GroupEstimates:
     def add(self, ds: BanditDataset, fb: BanditFeedback, probabilities: dict[str, FloatArray], q_hat: FloatArray | None) -> None:
         """Add one batch's rows of every group.
 
-        Each policy is prepared once on the whole batch and cut into groups (`estimators.batch.split`):
-        the same per-row arrays, hence the same sums, as preparing every group on its own.
+        Rows are sorted once into period × model × task cells (`estimators.batch.Cells`); each policy is
+        prepared once on the whole batch, its sums reduced per cell and the cells added into every group
+        they belong to (`BaseEstimator.accumulate_groups`): the same sums as preparing each group alone.
         """
-        keys, groups = self._groups(ds)
-        parts = [fb.subset(rows) for rows in groups]
-        for key, rows, part in zip(keys, groups, parts, strict=True):
-            self.counts[key] = self.counts.get(key, 0) + rows.size
-            self.observed[key] = self.observed.get(key, 0.0) + observed_weight(part)
+        if ds.n == 0:
+            return
+        keys, cells = self._cells(ds)
+        size = cells.add(np.diff(cells.bounds, append=ds.n).astype(np.float64))
+        observed = cells.add(np.add.reduceat((fb.weights[:, None] * ~np.isnan(fb.rewards))[cells.order], cells.bounds, axis=0).T)
+        for g, key in enumerate(keys):
+            self.counts[key] = self.counts.get(key, 0) + int(size[g])
+            self.observed[key] = self.observed.get(key, 0.0) + observed[:, g]
         q = None if q_hat is None or not self.estimator.needs_q_hat else q_hat
         for name, pi in probabilities.items():
-            for (by, group), batch in zip(keys, split(prepare_rows(fb, target=pi, q_hat=q), pi, groups, parts), strict=True):
-                part = self.estimator.accumulate(batch)
+            for (by, group), part in zip(keys, self.estimator.accumulate_groups(prepare_rows(fb, target=pi, q_hat=q), pi, cells), strict=True):
                 self.parts[(by, group, name)] = self.parts[(by, group, name)] + part if (by, group, name) in self.parts else part
 
-    def _groups(self, ds: BanditDataset) -> tuple[list[tuple[str, Any]], list[npt.NDArray[np.int64]]]:
-        """Every (column, value) group of the batch and its rows, ascending."""
+    def _cells(self, ds: BanditDataset) -> tuple[list[tuple[str, Any]], Cells]:
+        """Every (column, value) group of the batch, in order, and the rows' cells (groups numbered in that order)."""
         columns = {"period": ds.logs["ts"].dt.truncate(self.every), **{c: ds.logs[c].cast(pl.String) for c in BY}}
-        keys, groups = [], []
+        keys: list[tuple[str, Any]] = []
+        codes = []
         for by, values in columns.items():
-            codes = values.rank("dense").to_numpy().astype(np.int64) - 1
-            order = np.argsort(codes, kind="stable")
-            keys += [(by, group) for group in values.unique().sort().to_list()]
-            groups += np.split(order, np.cumsum(np.bincount(codes))[:-1])
-        return keys, groups
+            groups = values.unique().sort()
+            codes.append(groups.search_sorted(values).to_numpy().astype(np.int64) + len(keys))  # dense rank, faster on strings
+            keys += [(by, group) for group in groups.to_list()]
+        return keys, Cells.of(np.stack(codes))
 
     def merge(self, other: GroupEstimates) -> None:
         """Fold another instance's sums into these (e.g. one per worker, merged on the driver)."""

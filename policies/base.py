@@ -10,9 +10,10 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from ope.dataset import BanditDataset
 
-__all__ = ["Policy", "PolicyError", "checked_q_hat", "spread", "uniform_over"]
+__all__ = ["BLOCK_ROWS", "Policy", "PolicyError", "checked_q_hat", "spread", "uniform_over"]
 
 FloatArray = npt.NDArray[np.float64]
+BLOCK_ROWS = 4096  # rows of (n, K) work at a time: ~2 MB temporaries stay in cache
 
 
 class PolicyError(ValueError):
@@ -49,18 +50,21 @@ def spread(scores: FloatArray, eligible: npt.NDArray[np.bool_], *, rtol: float =
     """Put each row's mass on its lowest-score eligible arms, split evenly among ties.
 
     Scores the same on every row (a broadcast (K,) row) need no (n, K) float work; with ``overwrite``
-    the caller's (n, K) ``scores`` array is reused for the result.
+    the caller's (n, K) ``scores`` array is reused for the result. Rows go in blocks of ``BLOCK_ROWS``
+    so that the temporaries stay in cache.
     """
     if scores.ndim == 2 and scores.shape[0] and scores.strides[0] == 0 and not np.isnan(scores[0]).any():
         row = scores[0]
         order = np.argsort(row, kind="stable")
         best = row[order][np.argmax(eligible[:, order], axis=1)]  # the first eligible arm by score (rows without any: masked below)
         return uniform_over(eligible & (row[None, :] <= (best + rtol * np.abs(best))[:, None]))
-    masked = scores if overwrite else np.array(scores, dtype=np.float64)
-    np.copyto(masked, np.inf, where=~eligible)
-    best = masked.min(axis=1, keepdims=True)
-    winners = eligible & (masked <= best + rtol * np.abs(best))
-    return uniform_over(winners, out=masked)
+    out = scores if overwrite else np.empty(scores.shape)
+    for start in range(0, scores.shape[0], BLOCK_ROWS):
+        rows = slice(start, start + BLOCK_ROWS)
+        masked = np.where(eligible[rows], scores[rows], np.inf)
+        best = masked.min(axis=1, keepdims=True)
+        uniform_over(eligible[rows] & (masked <= best + rtol * np.abs(best)), out=out[rows])
+    return out
 
 
 def checked_q_hat(dataset: BanditDataset, q_hat: FloatArray | None, who: str) -> FloatArray:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import polars as pl
 
-from policies.base import FloatArray, Policy, PolicyError, spread, uniform_over
+from policies.base import BLOCK_ROWS, FloatArray, Policy, PolicyError, spread, uniform_over
 
 if TYPE_CHECKING:
     from ope.dataset import BanditDataset
@@ -95,8 +95,12 @@ class Cheapest:
     def action_probabilities(self, dataset: BanditDataset) -> FloatArray:
         default = float(np.median(list(self.expected_output_.values()))) if self.expected_output_ else 0.0
         out = dataset.logs["task"].replace_strict(self.expected_output_, default=default, return_dtype=pl.Float64)
-        cost = dataset.logs["input_tokens"].to_numpy()[:, None] * dataset.price_in
-        cost += out.to_numpy()[:, None] * dataset.price_out
+        tokens_in, tokens_out = dataset.logs["input_tokens"].to_numpy(), out.to_numpy()
+        cost = np.empty(dataset.eligible.shape)
+        for start in range(0, cost.shape[0], BLOCK_ROWS):  # blocks of rows: the products' temporaries stay in cache
+            rows = slice(start, start + BLOCK_ROWS)
+            np.multiply(tokens_in[rows, None], dataset.price_in[rows], out=cost[rows])
+            cost[rows] += tokens_out[rows, None] * dataset.price_out[rows]
         return spread(cost, dataset.eligible, overwrite=True)
 
 
@@ -159,7 +163,12 @@ class Mixture:
 
     def action_probabilities(self, dataset: BanditDataset) -> FloatArray:
         base = self.policy.action_probabilities(dataset)
-        # (1 − ε) π + ε u, adding ε / |eligible| only where eligible (u is 0 elsewhere): one (n, K) array
-        pi = np.multiply(base, 1 - self.epsilon)
-        explore = self.epsilon * (1.0 / np.maximum(np.count_nonzero(dataset.eligible, axis=1), 1))
+        # (1 − ε) π + ε u, adding ε / |eligible| only where eligible (u is 0 elsewhere): one (n, K) array, the
+        # baselines' own when they made it for this call (other policies may hand out an array they keep)
+        pi = np.multiply(base, 1 - self.epsilon, out=base if type(self.policy) in _FRESH else None)
+        explore = self.epsilon * (1.0 / np.maximum(np.einsum("nk->n", dataset.eligible.view(np.uint8), dtype=np.int64), 1))
         return np.add(pi, explore[:, None], out=pi, where=dataset.eligible)
+
+
+#: policies whose action probabilities are a new array on every call, which a `Mixture` may overwrite
+_FRESH = (Uniform, DirectOfficial, Cheapest, Fastest, PriceWeighted)
