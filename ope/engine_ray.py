@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from estimators import SupportWarning
 from ope.config import ExperimentConfig
+from ope.dataset import BanditDataset
 from ope.errors import OPEError
 from ope.history import US_PER_HOUR, history_block, row_values
 from ope.progress import progress
@@ -38,10 +39,19 @@ from ope.stream_batch import ACTION_SCHEMA, BatchContext, BatchPartials, action_
 from ope.stream_source import LogSource
 from ope.streaming import run_streaming
 from ope.validate import check_batch
-from ope.wire import models_from_text, models_to_text, policy_from_json, policy_to_json
+from ope.wire import (
+    models_from_text,
+    models_to_text,
+    policy_from_json,
+    policy_to_json,
+    propensity_from_text,
+    propensity_to_text,
+)
 
 __all__ = ["run_on_ray"]
 
+#: object-store memory the run's batches may hold in flight: bounds the driver's memory, whatever the log's size
+OBJECT_STORE_BYTES = 512 * 2**20
 INSTALL_HINT = 'Ray is not installed: pip install "llm-ope[ray]" (or pip install "ray[data]").'
 
 
@@ -68,21 +78,24 @@ class _Worker:
         models = None if payload["models"] is None else models_from_text(payload["models"])
         if models is not None:
             models.config = dataclasses.replace(models.config, predict_threads=1)
-        self.ctx = BatchContext(payload["cfg"], payload["catalog"], policies, models, payload["vocab"], payload["feedback"])
+        propensity = None if payload["propensity"] is None else propensity_from_text(payload["propensity"])
+        self.ctx = BatchContext(payload["cfg"], payload["catalog"], policies, models, payload["vocab"], payload["feedback"],
+                                propensity)
         self.width = int(self.ctx.cfg.predictors.history_hours * US_PER_HOUR)
         self.ts_type = payload["ts_type"]
 
-    def history(self, ts: np.ndarray) -> np.ndarray:
-        """History block of rows at ``ts`` from the valid rows of their window, re-read from the log."""
+    def history(self, ds: BanditDataset) -> np.ndarray:
+        """History block of the batch's rows from the valid rows of their window, re-read from the log."""
+        ts = ds.logs["ts"].dt.epoch("us").to_numpy()
         start, stop = _instant(int(ts.min()) - self.width, self.ts_type), _instant(int(ts.max()), self.ts_type)
         raw = pl.scan_parquet(self.files).filter((pl.col("ts") >= start) & (pl.col("ts") < stop)).collect()
         context = check_batch(raw, self.ctx.catalog).logs if raw.height else None
         if context is None or context.height == 0:
             none = np.zeros(0, np.int64)
-            return history_block(none, none, np.zeros((0, 5), np.int64), ts, self.ctx.catalog.n_arms, self.width)
+            return history_block(none, none, np.zeros((0, 5), np.int64), ts, self.ctx.catalog.n_arms, self.width, ds.eligible)
         cds = self.ctx.dataset(context)
         return history_block(cds.logs["ts"].dt.epoch("us").to_numpy(), cds.actions, row_values(cds), ts,
-                             self.ctx.catalog.n_arms, self.width)
+                             self.ctx.catalog.n_arms, self.width, ds.eligible)
 
     def __call__(self, table: pa.Table) -> dict[str, list[bytes]]:
         check = check_batch(pl.from_arrow(table), self.ctx.catalog)  # type: ignore[arg-type]
@@ -90,7 +103,7 @@ class _Worker:
         actions: dict[str, pa.Table] = {}
         if check.logs is not None and check.logs.height:
             ds = self.ctx.dataset(check.logs)
-            history = self.history(ds.logs["ts"].dt.epoch("us").to_numpy()) if self.ctx.models is not None else None
+            history = self.history(ds) if self.ctx.needs_history else None
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SupportWarning)
                 probabilities = evaluate_batch(self.ctx, ds, history, into)
@@ -122,7 +135,8 @@ def _payload(source: LogSource, ctx: BatchContext) -> dict[str, Any]:
                        "Rewrite the files once with ts parsed, or run without --engine ray.")
     return {"ts_type": ts_type, "files": [str(f) for f in source.files], "cfg": ctx.cfg, "catalog": ctx.catalog, "vocab": ctx.vocab,
             "feedback": ctx.feedback, "policies": {name: policy_to_json(p) for name, p in ctx.policies.items()},
-            "models": None if ctx.models is None else models_to_text(ctx.models)}
+            "models": None if ctx.models is None else models_to_text(ctx.models),
+            "propensity": None if ctx.propensity is None else propensity_to_text(ctx.propensity)}
 
 
 def _evaluate(source: LogSource, ctx: BatchContext, found: Any, actions: dict[str, Path], show_progress: bool, *,
@@ -138,6 +152,8 @@ def _evaluate(source: LogSource, ctx: BatchContext, found: Any, actions: dict[st
     data_context = ray.data.DataContext.get_current()
     data_context.execution_options.preserve_order = True
     data_context.enable_progress_bars = False
+    limits = data_context.execution_options.resource_limits
+    data_context.execution_options.resource_limits = limits.copy(object_store_memory=OBJECT_STORE_BYTES)
     key = uuid.uuid4().hex
     dataset = ray.data.read_parquet([str(f) for f in source.files], partitioning=None).map_batches(
         _batch_task, fn_kwargs={"key": key, "payload": [ray.put(_payload(source, ctx))]}, batch_size=ctx.cfg.data.batch_rows,

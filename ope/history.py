@@ -39,11 +39,13 @@ def row_values(ds: BanditDataset) -> IntArray:
 
 
 def history_block(ts: IntArray, arms: IntArray, values: IntArray, query_ts: IntArray, n_arms: int,
-                  window_us: int) -> FloatArray:
+                  window_us: int, eligible: npt.NDArray[np.bool_]) -> FloatArray:
     """(q, K, 3) history of requests at ``query_ts`` (µs) given context rows (ts, arm, `row_values`).
 
     The context must hold every row with ts in ``[min(query_ts) - window, max(query_ts))``; rows
-    outside that range are ignored. NaN where the window holds no row (or no ok row) of the arm.
+    outside that range are ignored. Only the (q, K) ``eligible`` pairs are computed (the models
+    never see the others; most arms serve one model, so this is ~K/arms-per-model times less
+    work); NaN elsewhere and where the window holds no row (or no ok row) of the arm.
     """
     out = np.full((query_ts.size, n_arms, 3), np.nan)
     order = np.lexsort((ts, arms))
@@ -53,11 +55,12 @@ def history_block(ts: IntArray, arms: IntArray, values: IntArray, query_ts: IntA
         start, stop = bounds[k], bounds[k + 1]
         cum = np.zeros((stop - start + 1, 5), dtype=np.int64)
         np.cumsum(values[order[start:stop]], axis=0, out=cum[1:])
-        seg = times[start:stop]
-        d = cum[np.searchsorted(seg, query_ts, side="left")] - cum[np.searchsorted(seg, query_ts - window_us, side="left")]
+        seg, rows = times[start:stop], np.flatnonzero(eligible[:, k])
+        at = query_ts[rows]
+        d = cum[np.searchsorted(seg, at, side="left")] - cum[np.searchsorted(seg, at - window_us, side="left")]
         count, oks = d[:, 0], d[:, 2]
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[:, k, 0] = np.where(count > 0, d[:, 1] / count, np.nan)
-            out[:, k, 1] = np.where(oks > 0, d[:, 3] / FIXED_POINT / oks, np.nan)
-            out[:, k, 2] = np.where(oks > 0, d[:, 4] / FIXED_POINT / oks, np.nan)
+            out[rows, k, 0] = np.where(count > 0, d[:, 1] / count, np.nan)
+            out[rows, k, 1] = np.where(oks > 0, d[:, 3] / FIXED_POINT / oks, np.nan)
+            out[rows, k, 2] = np.where(oks > 0, d[:, 4] / FIXED_POINT / oks, np.nan)
     return out

@@ -19,7 +19,7 @@ from ope.features import PairFeatures, build_features
 from ope.predictors import PredictorConfig, assign_folds
 from ope.progress import progress
 
-__all__ = ["PropensityModel", "fit_propensities", "FLOOR"]
+__all__ = ["FLOOR", "PropensityModel", "fit_propensities", "predict_propensities"]
 
 FloatArray = npt.NDArray[np.float64]
 #: estimated probabilities are kept at or above this floor so no weight explodes
@@ -71,10 +71,14 @@ def _calibration_error(probs: FloatArray, chosen: FloatArray, bins: int = 10) ->
     return float(gap.sum() / max(count.sum(), 1))
 
 
-def fit_propensities(ds: BanditDataset, cfg: PredictorConfig | None = None, *, show_progress: bool = False) -> PropensityModel:
-    """Cross-fitted estimate of the logging policy π_0(a | x) over each request's eligible arms."""
+def fit_propensities(ds: BanditDataset, cfg: PredictorConfig | None = None, *, show_progress: bool = False,
+                     features: PairFeatures | None = None) -> PropensityModel:
+    """Cross-fitted estimate of the logging policy π_0(a | x) over each request's eligible arms.
+
+    ``features`` gives the feature blocks ready-made (a streamed log's training sample).
+    """
     cfg = PredictorConfig() if cfg is None else cfg
-    feats = build_features(ds, window_hours=cfg.history_hours)
+    feats = build_features(ds, window_hours=cfg.history_hours) if features is None else features
     folds = assign_folds(ds, cfg.folds, time_blocked=cfg.time_blocked)
     n, k = ds.eligible.shape
     rows, arms = np.nonzero(ds.eligible)
@@ -109,3 +113,24 @@ def fit_propensities(ds: BanditDataset, cfg: PredictorConfig | None = None, *, s
         "floor": FLOOR,
     }
     return PropensityModel(probs, propensities, boosters, feats, diagnostics)
+
+
+def predict_propensities(model: PropensityModel, ds: BanditDataset, feats: PairFeatures, cfg: PredictorConfig) -> FloatArray:
+    """π̂_0 of the logged arm of new rows, each scored by the booster of its own fold (key mod folds), as in the fit.
+
+    For the rows of a streamed log whose training sample the model was cross-fitted on, no row is
+    scored by a booster that saw it, and each value equals the in-memory one when the sample is the log.
+    """
+    folds = assign_folds(ds, cfg.folds)
+    rows, arms = np.nonzero(ds.eligible)
+    scores = np.zeros(rows.shape[0])
+    x = feats.pairs(rows, arms)
+    for f, booster in enumerate(model.boosters):
+        sel = folds[rows] == f
+        if not sel.any():
+            continue
+        chosen_rows = rows[sel]
+        starts = np.flatnonzero(np.r_[True, chosen_rows[1:] != chosen_rows[:-1]])
+        scores[sel] = _group_softmax(booster.predict(x[sel], raw_score=True, num_threads=cfg.predict_threads), starts)
+    probs = _normalise(scores, rows, arms, ds.n, ds.catalog.n_arms)
+    return probs[np.arange(ds.n), ds.actions]

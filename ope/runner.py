@@ -42,7 +42,7 @@ from policies.stream import time_order
 if TYPE_CHECKING:
     from ope.streaming import StreamInfo
 
-__all__ = ["ESTIMATE_COLUMNS", "RunResult", "build_estimators", "blank_metric", "build_inference", "load_for_run", "model_based_only",
+__all__ = ["ESTIMATE_COLUMNS", "RunResult", "build_estimators", "blank_metric", "build_inference", "estimated_note", "load_for_run", "model_based_only",
            "primary_estimator", "run_experiment"]
 
 #: in a run, the tunable estimators choose their hyperparameter from the data
@@ -121,16 +121,18 @@ def load_for_run(cfg: ExperimentConfig, *, show_progress: bool = True) -> tuple[
     propensity_model = None
     if not dataset.has_propensities():
         propensity_model = fit_propensities(dataset, cfg.predictors, show_progress=show_progress)
-        missing = int(np.isnan(dataset.propensities).sum())
-        notes.append(
-            f"PROPENSITIES WERE ESTIMATED: {missing} of {dataset.n} rows have no logged propensity, so every row uses a "
-            "cross-fitted model of the logging policy. Importance-weighted numbers are only as good as that model "
-            f"(calibration error {propensity_model.diagnostics['calibration_error']:.4f}, implied mean weight of a uniform "
-            f"policy {propensity_model.diagnostics['uniform_mean_weight']:.3f}, should be ≈ 1)."
-        )
+        notes.append(estimated_note(int(np.isnan(dataset.propensities).sum()), dataset.n, propensity_model))
     fb = dataset.to_feedback(None if propensity_model is None else propensity_model.propensities,
                              fill_satisfaction=not dataset.has_satisfaction_feedback())
     return dataset, fb, propensity_model, notes
+
+
+def estimated_note(missing: int, rows: int, model: PropensityModel) -> str:
+    """The loud note of a run whose propensities were estimated."""
+    return (f"PROPENSITIES WERE ESTIMATED: {missing} of {rows} rows have no logged propensity, so every row uses a "
+            "cross-fitted model of the logging policy. Importance-weighted numbers are only as good as that model "
+            f"(calibration error {model.diagnostics['calibration_error']:.4f}, implied mean weight of a uniform "
+            f"policy {model.diagnostics['uniform_mean_weight']:.3f}, should be ≈ 1).")
 
 
 def model_based_only(cfg: ExperimentConfig, dataset: BanditDataset, notes: list[str]) -> ExperimentConfig:

@@ -23,6 +23,7 @@ from ope.catalog import Catalog
 from ope.config import ExperimentConfig
 from ope.dataset import BanditDataset
 from ope.predictors import OutcomeModels, predict_q_hat
+from ope.propensity import PropensityModel, predict_propensities
 from ope.runner import build_estimators, build_inference, primary_estimator
 from ope.stream_groups import GroupEstimates, ShareSums, prepare_rows
 from ope.stream_models import Vocabulary, batch_features
@@ -59,6 +60,12 @@ class BatchContext:
     models: OutcomeModels | None
     vocab: Vocabulary
     feedback: bool
+    propensity: PropensityModel | None = None
+
+    @property
+    def needs_history(self) -> bool:
+        """Whether batches need their history block (for outcome or propensity models)."""
+        return self.models is not None or self.propensity is not None
 
     @cached_property
     def estimators(self) -> list[BaseEstimator]:
@@ -112,12 +119,14 @@ def evaluate_batch(ctx: BatchContext, ds: BanditDataset, history: FloatArray | N
     action probabilities (returned, for the action files) and every estimator's partial sums."""
     cfg, models = ctx.cfg, ctx.models
     inference = build_inference(cfg)
-    fb = ds.to_feedback(fill_satisfaction=not ctx.feedback)
-    q_hat = None
-    if models is not None:
+    feats = None
+    if ctx.needs_history:
         if history is None:
-            raise ValueError("evaluate_batch: outcome models need the batch's history block.")
-        q_hat = predict_q_hat(models, ds, batch_features(ds, ctx.vocab, history, cfg.predictors.history_hours))
+            raise ValueError("evaluate_batch: outcome and propensity models need the batch's history block.")
+        feats = batch_features(ds, ctx.vocab, history, cfg.predictors.history_hours)
+    p_hat = None if ctx.propensity is None or feats is None else predict_propensities(ctx.propensity, ds, feats, cfg.predictors)
+    fb = ds.to_feedback(p_hat, fill_satisfaction=not ctx.feedback)
+    q_hat = None if models is None or feats is None else predict_q_hat(models, ds, feats)
     probabilities: dict[str, FloatArray] = {}
     for name, policy in ctx.policies.items():
         args: tuple[Any, ...] = (ds, q_hat) if getattr(policy, "needs_q_hat", False) else (ds,)

@@ -7,15 +7,17 @@ batch_rows`` rows at a time (`ope.stream_source`):
    file as on the whole log), collect the facts the report shows, the log-wide vocabulary of
    categorical columns, and a uniform training sample of at most ``[data] max_train_rows`` rows
    with their history features (`ope.stream_models`).
-2. Fit the outcome models (cross-fitted, folds from the row key) and the policies on the sample.
-3. **Evaluate**: validate each batch again, build its features and q̂, every policy's action
-   probabilities, append them to the action files, and add the batch to every estimator's partial
-   sums and to the per-period / per-group / per-provider sums (`ope.stream_groups`); finalize once.
+2. Fit the outcome models and, for rows without a logged propensity, the propensity model
+   (cross-fitted, folds from the row key) and the policies on the sample.
+3. **Evaluate**: validate each batch again and run `ope.stream_batch.evaluate_batch` on it
+   (features, q̂, estimated propensities, action probabilities, partial sums of every estimator and
+   of the per-period / per-group / per-provider tables); append the action files; finalize once.
+   ``evaluate`` swaps this pass for another engine's (`ope.engine_ray`).
 
-Memory holds one batch, the training sample, one history window per arm and the partial sums,
-whatever the number of rows. The log must be in time order when outcome models are needed (their
-history features look back ``history_hours`` across batch boundaries); a log out of order is
-refused with the first offending row. Online routers (mess_plus, stage_route) are sequential by
+Memory holds one batch, the training sample, the last history window and the partial sums,
+whatever the number of rows. The log must be in time order when outcome or propensity models are
+needed (their history features look back ``history_hours`` across batch boundaries); a log out of
+order is refused with the first offending row. Online routers (mess_plus, stage_route) are sequential by
 nature and are refused too.
 """
 
@@ -37,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
 
 from estimators import EstimatorInputError, SupportWarning
 from ope.breakdown import missing_row
@@ -45,9 +48,18 @@ from ope.config import ExperimentConfig
 from ope.dataset import BanditDataset
 from ope.errors import ConfigError, OPEError, SchemaError
 from ope.progress import progress
+from ope.propensity import fit_propensities
 from ope.readers import PARQUET_SUFFIXES, is_multi_file, log_files
 from ope.registry import build_policy
-from ope.runner import ESTIMATE_COLUMNS, RunResult, blank_metric, build_estimators, build_inference
+from ope.runner import (
+    ESTIMATE_COLUMNS,
+    RunResult,
+    blank_metric,
+    build_estimators,
+    build_inference,
+    estimated_note,
+    model_based_only,
+)
 from ope.schema import METRICS
 from ope.stream_batch import ACTION_SCHEMA, BatchContext, BatchPartials, action_table, batch_dataset, evaluate_batch
 from ope.stream_models import HistoryWindow, TrainingSample, Vocabulary, batch_features, fit_on_sample
@@ -81,6 +93,7 @@ class StreamInfo:
     batch_rows: int
     train_rows: int
     actions: dict[str, Path] = field(default_factory=dict)
+    engine: str = "local"
 
     def move_actions(self, targets: dict[str, Path]) -> None:
         """Move each policy's action file to ``targets[policy]`` and remove the temporary folder."""
@@ -93,8 +106,8 @@ class StreamInfo:
         """The ``data`` facts of summary.json that depend on every row."""
         return {"rows": self.rows, "quarantined_rows": self.quarantined, "rows_with_satisfaction": self.rows_with_satisfaction,
                 "start": self.start.isoformat(), "end": self.end.isoformat(), "models": self.models,
-                "streamed": {"files": len(self.files), "batches": self.batches, "batch_rows": self.batch_rows,
-                             "train_rows": self.train_rows}}
+                "streamed": {"engine": self.engine, "files": len(self.files), "batches": self.batches,
+                             "batch_rows": self.batch_rows, "train_rows": self.train_rows}}
 
 
 def estimated_memory_mb(n_rows: int, n_arms: int, n_policies: int) -> float:
@@ -216,12 +229,16 @@ class _ActionWriter:
 
 
 def _evaluate(source: LogSource, ctx: BatchContext, found: _Survey, actions: dict[str, Path], show_progress: bool) -> BatchPartials:
-    """Pass 3: `ope.stream_batch.evaluate_batch` on every batch, action files written as it goes."""
-    window = HistoryWindow(ctx.catalog.n_arms, ctx.cfg.predictors.history_hours) if ctx.models is not None else None
+    """Pass 3: `ope.stream_batch.evaluate_batch` on every batch, action files written as it goes.
+
+    BLAS runs on one thread: its products here are small and memory-bound, and on a machine whose
+    cores are busy, OpenBLAS's spinning threads made a 10⁶-row run 5× slower (115 s against 21 s).
+    """
+    window = HistoryWindow(ctx.catalog.n_arms, ctx.cfg.predictors.history_hours) if ctx.needs_history else None
     writers = {name: _ActionWriter(path) for name, path in actions.items()}
     total = ctx.empty()
-    with warnings.catch_warnings(), progress("evaluating batches", total=math.ceil(source.n_rows / ctx.cfg.data.batch_rows),
-                                             enabled=show_progress) as bar:
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"), \
+            progress("evaluating batches", total=math.ceil(source.n_rows / ctx.cfg.data.batch_rows), enabled=show_progress) as bar:
         warnings.simplefilter("ignore", SupportWarning)
         for check in checked_batches(source, ctx.catalog, ctx.cfg.data.batch_rows, found.repeated):
             bar.update(1)
@@ -284,39 +301,52 @@ def run_streaming(cfg: ExperimentConfig, *, show_progress: bool = True, evaluate
     source = LogSource.open(cfg.data.logs)
     if cfg.data.quarantine is not None:
         check_quarantine(Path(cfg.data.quarantine), Path(cfg.data.logs))
+    estimated = _lacks_propensities(source)
     needs_models = any(e.needs_q_hat for e in estimators) or any(getattr(p, "needs_q_hat", False) for p in policies.values())
-    found = _survey(source, catalog, cfg, needs_models, show_progress)
-    if found.missing_propensity:
-        raise OPEError(f"{source.label}: {found.missing_propensity} of {found.rows} rows have no logged propensity. Streaming needs "
-                       "the logging policy's propensities on every row; estimate them on a log that fits in memory.")
-    if needs_models and found.out_of_order is not None:
-        raise OPEError(f"{source.label} is not in time order ({found.out_of_order}). Streaming with outcome models needs the log "
-                       "sorted by ts (files in name order, rows within each file), e.g. pl.scan_parquet(...).sort('ts').sink_parquet(...).")
+    found = _survey(source, catalog, cfg, needs_models or estimated, show_progress)
+    if (needs_models or estimated) and found.out_of_order is not None:
+        raise OPEError(f"{source.label} is not in time order ({found.out_of_order}). Streaming with outcome or propensity models "
+                       "needs the log sorted by ts (files in name order, rows within each file), e.g. "
+                       "pl.scan_parquet(...).sort('ts').sink_parquet(...).")
     timings["load"] = time.perf_counter() - t0
     logs, history = found.sample.result()
     sample = dataclasses.replace(batch_dataset(logs, catalog, cfg.evaluation.sla_latency_ms), n_quarantined=found.quarantined)
+    feats = batch_features(sample, found.vocab, history, cfg.predictors.history_hours) if needs_models or estimated else None
+    del history
+    notes: list[str] = []
+    propensity = None
+    if estimated and feats is not None:
+        propensity = fit_propensities(sample, cfg.predictors, show_progress=show_progress, features=feats)
+        notes.append(estimated_note(found.missing_propensity, found.rows, propensity))
+        cfg = model_based_only(cfg, sample, notes)
+        estimators = build_estimators(cfg)
+        needs_models = needs_models or any(e.needs_q_hat for e in estimators)
     models = None
-    if needs_models:
+    if needs_models and feats is not None:
         with progress("fitting outcome models on the training sample", total=None, enabled=show_progress):
-            feats = batch_features(sample, found.vocab, history, cfg.predictors.history_hours)
             models = fit_on_sample(sample, feats, cfg.predictors)
     timings["models"] = time.perf_counter() - t0 - timings["load"]
     for policy in policies.values():
         policy.fit(*((sample, None if models is None else models.q_hat) if getattr(policy, "needs_q_hat", False) else (sample,)))
+    del feats
     if models is not None:  # the sample's q̂ and features served the fit; keep only what the report saves
         models.q_hat = models.q_hat[:0]
         models.features = dataclasses.replace(models.features, request=models.features.request[:0], history=models.features.history[:0])
+    if propensity is not None:
+        propensity.probabilities, propensity.propensities = propensity.probabilities[:0], propensity.propensities[:0]
+        propensity.features = dataclasses.replace(propensity.features, request=propensity.features.request[:0],
+                                                  history=propensity.features.history[:0])
     timings["policies"] = time.perf_counter() - t0 - timings["load"] - timings["models"]
-    ctx = BatchContext(cfg, catalog, policies, models, found.vocab, found.feedback)
+    ctx = BatchContext(cfg, catalog, policies, models, found.vocab, found.feedback, propensity)
     names = ctx.names
     folder = Path(tempfile.mkdtemp(prefix="ope-actions-"))
     actions = {name: folder / f"{i}.parquet" for i, name in enumerate(names)}
     run = (evaluate or _evaluate)(source, ctx, found, actions, show_progress)
-    notes = [f"{name}: {run.fallback[name]} requests had no eligible official endpoint and were routed by its fallback "
-             f"({policy.fallback})." for name, policy in policies.items() if run.fallback[name]]  # type: ignore[attr-defined]
-    if found.sample.rows < found.rows and (needs_models or any(_learns(p) for p in policies.values())):
-        notes.append(f"Streamed: outcome models and learning policies were trained on a uniform sample of {found.sample.rows:,} of "
-                     f"{found.rows:,} rows ([data] max_train_rows); every row was evaluated.")
+    notes += [f"{name}: {run.fallback[name]} requests had no eligible official endpoint and were routed by its fallback "
+              f"({policy.fallback})." for name, policy in policies.items() if run.fallback[name]]  # type: ignore[attr-defined]
+    if found.sample.rows < found.rows and (needs_models or estimated or any(_learns(p) for p in policies.values())):
+        notes.append(f"Streamed: outcome and propensity models and learning policies were trained on a uniform sample of "
+                     f"{found.sample.rows:,} of {found.rows:,} rows ([data] max_train_rows); every row was evaluated.")
     estimates, diagnostics = _estimate_rows(cfg, run, names, notes)
     slices, breakdowns = run.groups.slices(names), run.groups.breakdowns(names)
     if not found.feedback:
@@ -326,10 +356,17 @@ def run_streaming(cfg: ExperimentConfig, *, show_progress: bool = True, evaluate
     timings["estimate"] = time.perf_counter() - t0 - sum(timings.values())
     info = StreamInfo(source.files, found.rows, found.quarantined, found.with_satisfaction, found.start, found.end,  # type: ignore[arg-type]
                       [{"model": m, "count": c} for m, c in sorted(found.models.items(), key=lambda mc: (-mc[1], mc[0]))],
-                      found.batches, cfg.data.batch_rows, found.sample.rows, actions)
+                      found.batches, cfg.data.batch_rows, found.sample.rows, actions, cfg.data.engine)
     empty = {name: np.zeros((0, catalog.n_arms)) for name in names}
     return RunResult(cfg, sample, policies, empty, estimates, diagnostics, slices, breakdowns, run.shares.frame(sample),
-                     tuple(notes), timings, models, None, stream=info)
+                     tuple(notes), timings, models, propensity, stream=info)
+
+
+def _lacks_propensities(source: LogSource) -> bool:
+    """Whether some row of the log has no logged propensity (then a propensity model is fitted on the sample)."""
+    if "propensity" not in source.columns:
+        return True
+    return bool(source.scan().select(pl.col("propensity").null_count()).collect().item() > 0)
 
 
 def _learns(policy: Policy) -> bool:

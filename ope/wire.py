@@ -18,9 +18,11 @@ import numpy as np
 
 from ope.features import PairFeatures
 from ope.predictors import OutcomeModels, PredictorConfig
+from ope.propensity import PropensityModel
 from policies import Mixture, Policy
 
-__all__ = ["models_from_text", "models_to_text", "policy_from_json", "policy_to_json"]
+__all__ = ["models_from_text", "models_to_text", "policy_from_json", "policy_to_json", "propensity_from_text",
+           "propensity_to_text"]
 
 #: only classes of these packages are rebuilt from text
 _PACKAGES = ("policies.",)
@@ -77,14 +79,31 @@ def models_to_text(models: OutcomeModels) -> str:
     })
 
 
+def _no_features(names: list[str], categorical: list[int]) -> PairFeatures:
+    empty = np.zeros((0, 0))
+    return PairFeatures(empty, empty, empty, empty, np.zeros((0, 0, 0)), tuple(names), tuple(categorical))
+
+
 def models_from_text(text: str) -> OutcomeModels:
     """Outcome models that predict as the ones `models_to_text` wrote (no training q̂ or features)."""
     data = json.loads(text)
-    empty = np.zeros((0, 0))
-    features = PairFeatures(empty, empty, empty, empty, np.zeros((0, 0, 0)), tuple(data["names"]), tuple(data["categorical"]))
+    features = _no_features(data["names"], data["categorical"])
     return OutcomeModels(
         q_hat=np.zeros((0, 0, 0)), folds=np.zeros(0, dtype=np.int64), features=features,
         boosters={name: [lgb.Booster(model_str=s) for s in strings] for name, strings in data["boosters"].items()},
         corrections=data["corrections"], quality=data["quality"], failed_cost=np.asarray(data["failed_cost"], dtype=np.float64),
         config=PredictorConfig(**data["config"]), extra={"constants": data["constants"]},
     )
+
+
+def propensity_to_text(model: PropensityModel) -> str:
+    """The propensity model's boosters (LightGBM model strings) and diagnostics as JSON text."""
+    return json.dumps({"boosters": [b.model_to_string() for b in model.boosters], "diagnostics": model.diagnostics,
+                       "names": list(model.features.names), "categorical": list(model.features.categorical)})
+
+
+def propensity_from_text(text: str) -> PropensityModel:
+    """A propensity model that predicts as the one `propensity_to_text` wrote (no training rows)."""
+    data = json.loads(text)
+    return PropensityModel(np.zeros((0, 0)), np.zeros(0), [lgb.Booster(model_str=s) for s in data["boosters"]],
+                           _no_features(data["names"], data["categorical"]), data["diagnostics"])

@@ -21,7 +21,7 @@ import pytest
 from ope.cli import main
 from ope.config import ExperimentConfig, PolicyConfig, load_config
 from ope.dataset import BanditDataset
-from ope.errors import ConfigError
+from ope.errors import ConfigError, OPEError
 from ope.features import build_features
 from ope.history import US_PER_HOUR, history_block, row_values
 from ope.predictors import PredictorConfig, fit_outcome_models, predict_q_hat
@@ -30,7 +30,7 @@ from ope.report import write_outputs
 from ope.runner import RunResult, run_experiment
 from ope.simulate import write_partitioned
 from ope.wire import models_from_text, models_to_text, policy_from_json, policy_to_json
-from tests.test_streaming import CONSTRAINED, HEURISTIC, _assert_same_frame, _config
+from tests.test_streaming import CONSTRAINED, HEURISTIC, _assert_same_frame, _config, _without_propensities
 
 ROWS = 4_000
 
@@ -80,6 +80,7 @@ def test_ray_run_equals_the_single_machine_run(ray_cluster: None, partitioned: t
     for file in sorted((tmp_path / "local" / "actions").iterdir()):
         assert pl.read_parquet(file).equals(pl.read_parquet(tmp_path / "ray" / "actions" / file.name)), file.name
     a, b = (json.loads((tmp_path / e / "summary.json").read_text()) for e in ("local", "ray"))
+    assert (a["data"].pop("streamed")["engine"], b["data"].pop("streamed")["engine"]) == ("local", "ray")
     assert a["data"] == b["data"] and a["warnings"] == b["warnings"]
 
 
@@ -110,7 +111,7 @@ def test_history_of_a_slice_from_its_own_window_equals_the_whole_log(partitioned
     values = row_values(ds)
     rows = np.arange(2_000, 2_600)
     window = (ts >= ts[rows].min() - width) & (ts < ts[rows].max())
-    got = history_block(ts[window], ds.actions[window], values[window], ts[rows], ds.catalog.n_arms, width)
+    got = history_block(ts[window], ds.actions[window], values[window], ts[rows], ds.catalog.n_arms, width, ds.eligible[rows])
     np.testing.assert_array_equal(got, whole[rows])
 
 
@@ -142,3 +143,32 @@ def test_the_core_does_not_import_ray() -> None:
     code = "import sys, ope.cli, ope.runner, ope.streaming, ope.report, ope.tune; print('ray' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_ray_refuses_repeated_request_ids(ray_cluster: None, partitioned: tuple[Path, Path], tmp_path: Path) -> None:
+    """Which copy of a repeated id is the duplicate depends on log order, which Ray batches do not follow."""
+    logs, catalog = partitioned
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    files = sorted(logs.glob("*.parquet"))
+    first = pl.read_parquet(files[0])["request_id"][0]
+    for i, file in enumerate(files):
+        frame = pl.read_parquet(file)
+        if i == 2:
+            frame = frame.with_columns(pl.when(pl.int_range(frame.height) == 0).then(pl.lit(first)).otherwise(pl.col("request_id"))
+                                       .alias("request_id"))
+        frame.write_parquet(folder / file.name)
+    cfg = load_config(_config(tmp_path, folder, catalog, estimators=["IPS"]))
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, quarantine=tmp_path / "bad.parquet"))
+    with pytest.raises(OPEError, match="needs unique request_ids"):
+        run_experiment(_engine(cfg, "ray"), show_progress=False)
+
+
+def test_ray_run_with_estimated_propensities_equals_the_single_machine_run(ray_cluster: None, partitioned: tuple[Path, Path],
+                                                                          tmp_path: Path) -> None:
+    logs, catalog = partitioned
+    bare = _without_propensities(logs, tmp_path / "bare")
+    cfg = load_config(_config(tmp_path, bare, catalog, estimators=["IPS", "SNIPS", "DR"], batch=700))
+    local, on_ray = _both(cfg, tmp_path)
+    assert on_ray.propensity_model is not None
+    _assert_same_frame(local.estimates, on_ray.estimates, ["policy", "metric", "estimator", "kind"])

@@ -270,3 +270,27 @@ def test_quarantine_may_not_land_where_the_logs_are_read(partitioned: tuple[Path
     with pytest.raises(SchemaError, match="matches the logs pattern"):
         check_quarantine(tmp_path / "bad.parquet", tmp_path / "*.parquet")
     check_quarantine(tmp_path / "bad.csv", tmp_path / "*.parquet")  # another extension: not read as logs
+
+
+def _without_propensities(logs: Path, out: Path) -> Path:
+    """The partitioned log with no propensity logged (as gateway logs come)."""
+    out.mkdir()
+    for file in log_files(logs):
+        pl.read_parquet(file).with_columns(pl.lit(None, dtype=pl.Float64).alias("propensity")).write_parquet(out / file.name)
+    return out
+
+
+def test_streamed_run_estimates_propensities_as_in_memory(partitioned: tuple[Path, Path], tmp_path: Path) -> None:
+    """No logged propensities: the propensity model is cross-fitted on the sample and scores every batch row by its fold."""
+    logs, catalog = partitioned
+    bare = _without_propensities(logs, tmp_path / "bare")
+    cfg = load_config(_config(tmp_path, bare, catalog, estimators=["IPS", "SNIPS", "DR"], batch=900))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = run_experiment(cfg, show_progress=False)
+        streamed = run_experiment(_streaming(cfg), show_progress=False)
+    assert whole.propensity_model is not None and streamed.propensity_model is not None
+    _assert_same_frame(whole.estimates, streamed.estimates, ["policy", "metric", "estimator", "kind"])
+    assert streamed.propensity_model.diagnostics == whole.propensity_model.diagnostics
+    assert [n for n in streamed.notes if n.startswith("PROPENSITIES WERE ESTIMATED")] == \
+        [n for n in whole.notes if n.startswith("PROPENSITIES WERE ESTIMATED")]
