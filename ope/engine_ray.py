@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import pickle
 import uuid
 import warnings
@@ -35,7 +36,7 @@ from ope.errors import OPEError
 from ope.history import US_PER_HOUR, history_block, row_values
 from ope.progress import progress
 from ope.runner import RunResult
-from ope.stream_batch import ACTION_SCHEMA, BatchContext, BatchPartials, action_table, evaluate_batch
+from ope.stream_batch import ACTION_SCHEMA, BatchContext, BatchPartials, evaluate_batch
 from ope.stream_source import LogSource
 from ope.streaming import run_streaming
 from ope.validate import check_batch
@@ -52,6 +53,9 @@ __all__ = ["run_on_ray"]
 
 #: object-store memory the run's batches may hold in flight: bounds the driver's memory, whatever the log's size
 OBJECT_STORE_BYTES = 512 * 2**20
+#: object store of a local cluster the run starts itself (Ray's default is 30 % of RAM); the driver maps
+#: the pages it reads results from, so this bounds its resident memory too
+LOCAL_OBJECT_STORE_BYTES = 2**30
 INSTALL_HINT = 'Ray is not installed: pip install "llm-ope[ray]" (or pip install "ray[data]").'
 
 
@@ -106,8 +110,7 @@ class _Worker:
             history = self.history(ds) if self.ctx.needs_history else None
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SupportWarning)
-                probabilities = evaluate_batch(self.ctx, ds, history, into)
-            actions = {name: action_table(ds.logs["request_id"], ds.arms, pi) for name, pi in probabilities.items()}
+                actions = evaluate_batch(self.ctx, ds, history, into)
         return {"payload": [pickle.dumps((into, actions), protocol=pickle.HIGHEST_PROTOCOL)]}
 
 
@@ -148,7 +151,9 @@ def _evaluate(source: LogSource, ctx: BatchContext, found: Any, actions: dict[st
         raise OPEError(f"{source.label}: {found.repeated.len()} request_ids occur more than once (e.g. {found.repeated[0]!r}). "
                        "The Ray engine needs unique request_ids; quarantine and drop the repeats, or run without --engine ray.")
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        local = address is None and not os.environ.get("RAY_ADDRESS")  # a cluster of our own: keep its object store small
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 **({"object_store_memory": LOCAL_OBJECT_STORE_BYTES} if local else {}))
     data_context = ray.data.DataContext.get_current()
     data_context.execution_options.preserve_order = True
     data_context.enable_progress_bars = False

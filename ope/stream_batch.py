@@ -33,6 +33,8 @@ from policies import Policy
 __all__ = ["ACTION_SCHEMA", "BatchContext", "BatchPartials", "action_table", "batch_dataset", "evaluate_batch"]
 
 FloatArray = npt.NDArray[np.float64]
+#: (row, arm) pairs evaluated at once when outcome or propensity models score them (≈ 110 MB of q̂)
+MODEL_CELLS = 2_000_000
 ACTION_SCHEMA = pa.schema([("request_id", pa.large_string()), ("arm", pa.large_string()), ("probability", pa.float64())])
 
 
@@ -114,9 +116,27 @@ class BatchPartials:
         self.shares.merge(other.shares)
 
 
-def evaluate_batch(ctx: BatchContext, ds: BanditDataset, history: FloatArray | None, into: BatchPartials) -> dict[str, FloatArray]:
+def evaluate_batch(ctx: BatchContext, ds: BanditDataset, history: FloatArray | None, into: BatchPartials) -> dict[str, pa.Table]:
     """Add one batch to ``into``: q̂ (with ``history``, its (n, K, 3) history block), every policy's
-    action probabilities (returned, for the action files) and every estimator's partial sums."""
+    action probabilities and every estimator's partial sums; return each policy's action table.
+
+    With outcome or propensity models the batch is worked through in slices of at most
+    `MODEL_CELLS` (row, arm) pairs: q̂ holds 7 floats per pair, and the sums add up the same.
+    """
+    rows = max(1, MODEL_CELLS // ds.catalog.n_arms) if ctx.needs_history else ds.n
+    if ds.n <= rows:
+        return _evaluate_rows(ctx, ds, history, into)
+    tables: dict[str, list[pa.Table]] = {}
+    for start in range(0, ds.n, rows):
+        part = np.zeros(ds.n, dtype=bool)
+        part[start:start + rows] = True
+        done = _evaluate_rows(ctx, ds.subset(part), None if history is None else history[start:start + rows], into)
+        for name, table in done.items():
+            tables.setdefault(name, []).append(table)
+    return {name: pa.concat_tables(parts) for name, parts in tables.items()}
+
+
+def _evaluate_rows(ctx: BatchContext, ds: BanditDataset, history: FloatArray | None, into: BatchPartials) -> dict[str, pa.Table]:
     cfg, models = ctx.cfg, ctx.models
     inference = build_inference(cfg)
     feats = None
@@ -149,4 +169,4 @@ def evaluate_batch(ctx: BatchContext, ds: BanditDataset, history: FloatArray | N
     into.groups.add(ds, fb, probabilities, q_hat)
     into.shares.add(ds, probabilities)
     into.rows += ds.n
-    return probabilities
+    return {name: action_table(ds.logs["request_id"], ds.arms, pi) for name, pi in probabilities.items()}

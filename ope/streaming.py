@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import polars as pl
 import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
@@ -61,7 +60,7 @@ from ope.runner import (
     model_based_only,
 )
 from ope.schema import METRICS
-from ope.stream_batch import ACTION_SCHEMA, BatchContext, BatchPartials, action_table, batch_dataset, evaluate_batch
+from ope.stream_batch import ACTION_SCHEMA, BatchContext, BatchPartials, batch_dataset, evaluate_batch
 from ope.stream_models import HistoryWindow, TrainingSample, Vocabulary, batch_features, fit_on_sample
 from ope.stream_source import LogSource
 from ope.stream_validate import ProblemTally, QuarantineWriter, checked_batches
@@ -70,7 +69,6 @@ from policies import Policy
 
 __all__ = ["StreamInfo", "estimated_memory_mb", "run_streaming", "streaming_wanted"]
 
-FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,19 +213,6 @@ def _facts(found: _Survey, ds: BanditDataset) -> None:
         found.models[model] = found.models.get(model, 0) + count
 
 
-class _ActionWriter:
-    """Each policy's action probabilities (`ope.stream_batch.action_table`), appended batch by batch."""
-
-    def __init__(self, path: Path) -> None:
-        self.writer = pq.ParquetWriter(path, ACTION_SCHEMA)
-
-    def write(self, ds: BanditDataset, pi: FloatArray) -> None:
-        self.writer.write_table(action_table(ds.logs["request_id"], ds.arms, pi))
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 def _evaluate(source: LogSource, ctx: BatchContext, found: _Survey, actions: dict[str, Path], show_progress: bool) -> BatchPartials:
     """Pass 3: `ope.stream_batch.evaluate_batch` on every batch, action files written as it goes.
 
@@ -235,7 +220,7 @@ def _evaluate(source: LogSource, ctx: BatchContext, found: _Survey, actions: dic
     cores are busy, OpenBLAS's spinning threads made a 10⁶-row run 5× slower (115 s against 21 s).
     """
     window = HistoryWindow(ctx.catalog.n_arms, ctx.cfg.predictors.history_hours) if ctx.needs_history else None
-    writers = {name: _ActionWriter(path) for name, path in actions.items()}
+    writers = {name: pq.ParquetWriter(path, ACTION_SCHEMA) for name, path in actions.items()}
     total = ctx.empty()
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"), \
             progress("evaluating batches", total=math.ceil(source.n_rows / ctx.cfg.data.batch_rows), enabled=show_progress) as bar:
@@ -245,9 +230,8 @@ def _evaluate(source: LogSource, ctx: BatchContext, found: _Survey, actions: dic
             if check.logs is None or check.logs.height == 0:
                 continue
             ds = ctx.dataset(check.logs)
-            probabilities = evaluate_batch(ctx, ds, None if window is None else window(ds), total)
-            for name, pi in probabilities.items():
-                writers[name].write(ds, pi)
+            for name, table in evaluate_batch(ctx, ds, None if window is None else window(ds), total).items():
+                writers[name].write_table(table)
     for writer in writers.values():
         writer.close()
     return total
