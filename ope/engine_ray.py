@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from estimators import SupportWarning
 from ope.config import ExperimentConfig
@@ -36,7 +35,7 @@ from ope.errors import OPEError
 from ope.history import US_PER_HOUR, history_block, row_values
 from ope.progress import progress
 from ope.runner import RunResult
-from ope.stream_batch import ACTION_SCHEMA, BatchContext, BatchPartials, evaluate_batch
+from ope.stream_batch import BatchContext, BatchPartials, action_writer, evaluate_batch
 from ope.stream_source import LogSource
 from ope.streaming import run_streaming
 from ope.validate import check_batch
@@ -163,7 +162,7 @@ def _evaluate(source: LogSource, ctx: BatchContext, found: Any, actions: dict[st
     dataset = ray.data.read_parquet([str(f) for f in source.files], partitioning=None).map_batches(
         _batch_task, fn_kwargs={"key": key, "payload": [ray.put(_payload(source, ctx))]}, batch_size=ctx.cfg.data.batch_rows,
         batch_format="pyarrow")
-    writers = {name: pq.ParquetWriter(path, ACTION_SCHEMA) for name, path in actions.items()}
+    writers = {name: action_writer(path) for name, path in actions.items()}
     total = ctx.empty()
     with progress("evaluating batches on Ray", total=math.ceil(source.n_rows / ctx.cfg.data.batch_rows), enabled=show_progress) as bar:
         for row in dataset.iter_rows():

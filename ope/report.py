@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 from ope.config import to_toml
 from ope.errors import OPEError
@@ -23,7 +22,7 @@ from ope.model_store import save_models
 from ope.readers import log_files
 from ope.runner import RunResult, primary_estimator
 from ope.schema import METRICS
-from ope.stream_batch import action_table
+from ope.stream_batch import action_table, action_writer
 
 __all__ = ["action_files", "data_hash", "fresh_run_folder", "json_safe", "summary", "versions", "write_outputs"]
 
@@ -81,7 +80,8 @@ def _actions(result: RunResult, out: Path) -> dict[str, str]:
         result.stream.move_actions({name: out / "actions" / f"{stem}.parquet" for name, stem in files.items()})
         return files
     for name, pi in result.probabilities.items():
-        pq.write_table(action_table(result.dataset.logs["request_id"], result.dataset.arms, pi), out / "actions" / f"{files[name]}.parquet")
+        with action_writer(out / "actions" / f"{files[name]}.parquet") as writer:
+            writer.write_table(action_table(result.dataset.logs["request_id"], result.dataset.arms, pi))
     return files
 
 

@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
 from estimators import EstimatorInputError, SupportWarning
@@ -60,7 +59,7 @@ from ope.runner import (
     model_based_only,
 )
 from ope.schema import METRICS
-from ope.stream_batch import ACTION_SCHEMA, BatchContext, BatchPartials, batch_dataset, evaluate_batch
+from ope.stream_batch import BatchContext, BatchPartials, action_writer, batch_dataset, evaluate_batch
 from ope.stream_models import HistoryWindow, TrainingSample, Vocabulary, batch_features, fit_on_sample
 from ope.stream_source import LogSource
 from ope.stream_validate import ProblemTally, QuarantineWriter, checked_batches
@@ -220,7 +219,7 @@ def _evaluate(source: LogSource, ctx: BatchContext, found: _Survey, actions: dic
     cores are busy, OpenBLAS's spinning threads made a 10⁶-row run 5× slower (115 s against 21 s).
     """
     window = HistoryWindow(ctx.catalog.n_arms, ctx.cfg.predictors.history_hours) if ctx.needs_history else None
-    writers = {name: pq.ParquetWriter(path, ACTION_SCHEMA) for name, path in actions.items()}
+    writers = {name: action_writer(path) for name, path in actions.items()}
     total = ctx.empty()
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"), \
             progress("evaluating batches", total=math.ceil(source.n_rows / ctx.cfg.data.batch_rows), enabled=show_progress) as bar:
