@@ -174,7 +174,8 @@ class Cells:
 
     def blocks(self, rows: int) -> list[tuple[int, int]]:
         """Consecutive ranges of cells ``(lo, hi)`` of about ``rows`` rows each (at most ``rows`` + ``CELL_ROWS``)."""
-        cuts = np.unique(np.searchsorted(self.bounds, np.arange(0, self.order.size, max(rows, 1)))).tolist() + [self.bounds.size]
+        starts = np.searchsorted(self.bounds, np.arange(0, self.order.size, max(rows, 1)))
+        cuts = np.unique(np.r_[starts, self.bounds.size]).tolist()
         return list(pairwise(cuts))
 
     def rows(self, lo: int, hi: int) -> slice:

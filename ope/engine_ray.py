@@ -2,12 +2,14 @@
 
 The driver runs pass 1 of `ope.streaming` (validation, facts, training sample) and fits the models
 and policies as in a local streamed run. The evaluation pass then runs as Ray Data tasks:
-``ray.data.read_parquet(files)`` → ``map_batches`` on Arrow batches, where each actor holds the
-fitted policies and models (sent as JSON and LightGBM model strings, `ope.wire`) and calls
-`ope.stream_batch.evaluate_batch`; the driver merges the partial sums in log order and writes the
-action files. A batch's history features need every row of the ``history_hours`` before it, so a
-task re-reads that window from the files (row-group statistics skip the rest); window sums are
-exact (`ope.history`), so every number equals the single-machine run.
+``ray.data.read_parquet(files)`` → ``map_batches`` on Arrow batches: each task rebuilds the fitted
+policies and models once per worker process (sent as JSON and LightGBM model strings, `ope.wire`)
+and calls `ope.stream_batch.evaluate_batch`; the driver merges the partial sums in log order and
+writes the action files. A batch's history features need every row of the ``history_hours``
+before it, so a task re-reads that window from the files (row-group statistics skip the rest);
+window sums are exact (`ope.history`). Every number equals the single-machine run up to the
+rounding of summing in other batch boundaries (checked to 1e-9); the driver and the workers need
+the same polars version, whose hash of request_id gives the row keys (folds, bootstrap).
 
 Ray is optional (``pip install "llm-ope[ray]"``); nothing else in llm-ope imports this module.
 """
@@ -65,6 +67,7 @@ def run_on_ray(cfg: ExperimentConfig, *, address: str | None = None, show_progre
         import ray  # noqa: F401
     except ImportError as exc:
         raise OPEError(INSTALL_HINT) from exc
+    _ts_type(LogSource.open(cfg.data.logs))  # refuse early, before pass 1 and the fit
     return run_streaming(cfg, show_progress=show_progress, evaluate=partial(_evaluate, address=address))
 
 
@@ -79,11 +82,12 @@ class _Worker:
         self.files = payload["files"]
         policies = {name: policy_from_json(text) for name, text in payload["policies"].items()}
         models = None if payload["models"] is None else models_from_text(payload["models"])
-        if models is not None:
+        if models is not None:  # one thread per task: Ray runs a task per CPU
             models.config = dataclasses.replace(models.config, predict_threads=1)
+        cfg = payload["cfg"]
+        cfg = dataclasses.replace(cfg, predictors=dataclasses.replace(cfg.predictors, predict_threads=1))
         propensity = None if payload["propensity"] is None else propensity_from_text(payload["propensity"])
-        self.ctx = BatchContext(payload["cfg"], payload["catalog"], policies, models, payload["vocab"], payload["feedback"],
-                                propensity)
+        self.ctx = BatchContext(cfg, payload["catalog"], policies, models, payload["vocab"], payload["feedback"], propensity)
         self.width = int(self.ctx.cfg.predictors.history_hours * US_PER_HOUR)
         self.ts_type = payload["ts_type"]
 
@@ -102,9 +106,11 @@ class _Worker:
 
     def __call__(self, table: pa.Table) -> dict[str, list[bytes]]:
         check = check_batch(pl.from_arrow(table), self.ctx.catalog)  # type: ignore[arg-type]
+        if check.logs is None:  # pass 1 read the same rows without a fatal problem: the two readers disagree
+            raise OPEError("A Ray task could not read its batch as pass 1 did: " + "; ".join(str(p) for p in check.problems))
         into = self.ctx.empty()
         actions: dict[str, pa.Table] = {}
-        if check.logs is not None and check.logs.height:
+        if check.logs.height:
             ds = self.ctx.dataset(check.logs)
             history = self.history(ds) if self.ctx.needs_history else None
             with warnings.catch_warnings():
@@ -130,12 +136,17 @@ def _instant(us: int, dtype: pl.Datetime) -> pl.Expr:
     return value.cast(dtype)
 
 
-def _payload(source: LogSource, ctx: BatchContext) -> dict[str, Any]:
+def _ts_type(source: LogSource) -> pl.Datetime:
+    """The log's ts type; the Ray engine filters on it, so it must be a parquet timestamp."""
     ts_type = source.scan().collect_schema().get("ts")
     if not isinstance(ts_type, pl.Datetime):
         raise OPEError(f"{source.label}: the Ray engine needs 'ts' stored as a parquet timestamp; it is {ts_type}. "
                        "Rewrite the files once with ts parsed, or run without --engine ray.")
-    return {"ts_type": ts_type, "files": [str(f) for f in source.files], "cfg": ctx.cfg, "catalog": ctx.catalog, "vocab": ctx.vocab,
+    return ts_type
+
+
+def _payload(source: LogSource, ctx: BatchContext) -> dict[str, Any]:
+    return {"ts_type": _ts_type(source), "files": [str(f.resolve()) for f in source.files], "cfg": ctx.cfg, "catalog": ctx.catalog, "vocab": ctx.vocab,
             "feedback": ctx.feedback, "policies": {name: policy_to_json(p) for name, p in ctx.policies.items()},
             "models": None if ctx.models is None else models_to_text(ctx.models),
             "propensity": None if ctx.propensity is None else propensity_to_text(ctx.propensity)}
@@ -149,17 +160,28 @@ def _evaluate(source: LogSource, ctx: BatchContext, found: Any, actions: dict[st
     if found.repeated.len():
         raise OPEError(f"{source.label}: {found.repeated.len()} request_ids occur more than once (e.g. {found.repeated[0]!r}). "
                        "The Ray engine needs unique request_ids; quarantine and drop the repeats, or run without --engine ray.")
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         local = address is None and not os.environ.get("RAY_ADDRESS")  # a cluster of our own: keep its object store small
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  **({"object_store_memory": LOCAL_OBJECT_STORE_BYTES} if local else {}))
+    try:
+        return _run_tasks(source, ctx, found, actions, show_progress)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _run_tasks(source: LogSource, ctx: BatchContext, found: Any, actions: dict[str, Path], show_progress: bool) -> BatchPartials:
+    import ray
+
     data_context = ray.data.DataContext.get_current()
     data_context.execution_options.preserve_order = True
     data_context.enable_progress_bars = False
     limits = data_context.execution_options.resource_limits
     data_context.execution_options.resource_limits = limits.copy(object_store_memory=OBJECT_STORE_BYTES)
     key = uuid.uuid4().hex
-    dataset = ray.data.read_parquet([str(f) for f in source.files], partitioning=None).map_batches(
+    dataset = ray.data.read_parquet([str(f.resolve()) for f in source.files], partitioning=None).map_batches(
         _batch_task, fn_kwargs={"key": key, "payload": [ray.put(_payload(source, ctx))]}, batch_size=ctx.cfg.data.batch_rows,
         batch_format="pyarrow")
     writers = {name: action_writer(path) for name, path in actions.items()}
@@ -173,4 +195,6 @@ def _evaluate(source: LogSource, ctx: BatchContext, found: Any, actions: dict[st
             bar.update(1)
     for writer in writers.values():
         writer.close()
+    if total.rows != found.rows:
+        raise OPEError(f"The Ray tasks evaluated {total.rows:,} rows but pass 1 found {found.rows:,} valid rows in {source.label}.")
     return total

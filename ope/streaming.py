@@ -284,9 +284,9 @@ def run_streaming(cfg: ExperimentConfig, *, show_progress: bool = True, evaluate
     source = LogSource.open(cfg.data.logs)
     if cfg.data.quarantine is not None:
         check_quarantine(Path(cfg.data.quarantine), Path(cfg.data.logs))
-    estimated = _lacks_propensities(source)
     needs_models = any(e.needs_q_hat for e in estimators) or any(getattr(p, "needs_q_hat", False) for p in policies.values())
-    found = _survey(source, catalog, cfg, needs_models or estimated, show_progress)
+    found = _survey(source, catalog, cfg, needs_models or _nulls_in_propensity(source), show_progress)
+    estimated = found.missing_propensity > 0  # counted on valid rows, as `BanditDataset.has_propensities` does
     if (needs_models or estimated) and found.out_of_order is not None:
         raise OPEError(f"{source.label} is not in time order ({found.out_of_order}). Streaming with outcome or propensity models "
                        "needs the log sorted by ts (files in name order, rows within each file), e.g. "
@@ -301,7 +301,11 @@ def run_streaming(cfg: ExperimentConfig, *, show_progress: bool = True, evaluate
     if estimated and feats is not None:
         propensity = fit_propensities(sample, cfg.predictors, show_progress=show_progress, features=feats)
         notes.append(estimated_note(found.missing_propensity, found.rows, propensity))
-        cfg = model_based_only(cfg, sample, notes)
+        if found.sample.rows == found.rows:  # detection needs every row: on a sample, small groups look deterministic
+            cfg = model_based_only(cfg, sample, notes)
+        else:
+            notes.append("Streamed: the check for a deterministic logging router (no overlap) needs every row and was skipped on "
+                         "the training sample; read the propensity model's diagnostics above before trusting IPS-type numbers.")
         estimators = build_estimators(cfg)
         needs_models = needs_models or any(e.needs_q_hat for e in estimators)
     models = None
@@ -345,8 +349,8 @@ def run_streaming(cfg: ExperimentConfig, *, show_progress: bool = True, evaluate
                      tuple(notes), timings, models, propensity, stream=info)
 
 
-def _lacks_propensities(source: LogSource) -> bool:
-    """Whether some row of the log has no logged propensity (then a propensity model is fitted on the sample)."""
+def _nulls_in_propensity(source: LogSource) -> bool:
+    """Whether some row of the files has no logged propensity: pass 1 then keeps history features for a propensity model."""
     if "propensity" not in source.columns:
         return True
     return bool(source.scan().select(pl.col("propensity").null_count()).collect().item() > 0)

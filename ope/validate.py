@@ -195,7 +195,7 @@ def _check(raw: pl.DataFrame, catalog: Catalog, *, earlier_ids: pl.Series | None
             chk.rows(column, "must be >= 0", t[column] < 0)
     for column in ("ttft_ms", "latency_ms", "cost_usd"):
         if column in t:
-            chk.rows(column, "must be a number >= 0", t[column].is_nan() | (t[column] < 0))
+            chk.rows(column, "must be a finite number >= 0", ~t[column].is_finite() | (t[column] < 0))
     if "propensity" in t:
         p = t["propensity"]
         chk.rows("propensity", "must be in (0, 1] or null (got 0, > 1 or NaN)", p.is_not_null() & ~((p > 0) & (p <= 1)).fill_null(False))

@@ -46,6 +46,7 @@ class DirectOfficial:
     name: str = "direct_official"
     fallback: Literal["error", "uniform", "cheapest"] = "error"
     n_fallback_: int = field(default=0, init=False)
+    fallback_output_: dict[str, float] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.fallback not in ("error", "uniform", "cheapest"):
@@ -53,6 +54,9 @@ class DirectOfficial:
             raise ValueError(msg)
 
     def fit(self, dataset: BanditDataset) -> DirectOfficial:
+        """Learn the cheapest fallback's expected output lengths on the training rows (not on each evaluated batch)."""
+        if self.fallback == "cheapest":
+            self.fallback_output_ = Cheapest().fit(dataset).expected_output_
         return self
 
     def action_probabilities(self, dataset: BanditDataset) -> FloatArray:
@@ -70,8 +74,12 @@ class DirectOfficial:
                 f"(models {models}). Set fallback = 'uniform' or 'cheapest' to route them anyway."
             )
             raise PolicyError(msg)
-        other = Uniform() if self.fallback == "uniform" else Cheapest()
-        pi[missing] = other.fit(dataset).action_probabilities(dataset.subset(missing))  # fitted on all rows, routes each on its own
+        other: Policy = Uniform()
+        if self.fallback == "cheapest":
+            cheapest = Cheapest()
+            cheapest.expected_output_ = self.fallback_output_ if self.fallback_output_ is not None else cheapest.fit(dataset).expected_output_
+            other = cheapest
+        pi[missing] = other.action_probabilities(dataset.subset(missing))
         return pi
 
 

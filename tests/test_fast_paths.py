@@ -253,3 +253,30 @@ def test_grouped_partials_of_tuned_estimators_equal_the_groups_alone(simulated: 
         want = estimator.accumulate(prepare_rows(fb.subset(rows), target=pi[rows], q_hat=q_hat[rows]))
         _assert_partials_equal(part, want, rtol=1e-12)
         assert part.levels == want.levels and part.auto and (part.target.unsupported, part.target.n) == (want.target.unsupported, want.target.n)
+
+
+def test_cell_blocks_cover_every_cell_once_when_the_last_cell_is_longer_than_a_block() -> None:
+    for codes, rows in [(np.zeros((1, 3000), dtype=np.int64), 512), (np.repeat(np.arange(3), 1000)[None, :], 700),
+                        (np.arange(10)[None, :], 3)]:
+        cells = Cells.of(codes)
+        blocks = cells.blocks(rows)
+        assert all(lo < hi for lo, hi in blocks)
+        assert [c for lo, hi in blocks for c in range(lo, hi)] == list(range(cells.bounds.size))
+        covered = np.concatenate([np.arange(codes.shape[1])[cells.rows(lo, hi)] for lo, hi in blocks])
+        np.testing.assert_array_equal(covered, np.arange(codes.shape[1]))
+
+
+def test_direct_official_routes_its_cheapest_fallback_with_what_it_learned_in_fit() -> None:
+    """A batch of requests without an official arm is routed the same whatever else is in the batch (streaming, Ray)."""
+    from ope.validate import validate_logs
+    from policies.baselines import DirectOfficial
+    from tests.conftest import tiny_catalog, tiny_logs
+
+    catalog = catalog_from_frame(tiny_catalog().with_columns(pl.when(pl.col("model") == "m2").then(False)
+                                                             .otherwise(pl.col("official")).alias("official")))
+    ds = BanditDataset.from_validated(validate_logs(tiny_logs(80), catalog), catalog, sla_latency_ms=10_000)
+    policy = DirectOfficial(fallback="cheapest").fit(ds)
+    whole = policy.action_probabilities(ds)
+    assert policy.n_fallback_ > 0
+    for half in (np.arange(ds.n) < 30, np.arange(ds.n) >= 30):
+        np.testing.assert_array_equal(policy.action_probabilities(ds.subset(half)), whole[half])

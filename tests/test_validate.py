@@ -28,8 +28,9 @@ def _set(column: str, rows: list[int], value: object, dtype: pl.DataType | None 
 ROW_ERRORS = [
     ("negative input tokens", _set("input_tokens", [3, 5], -1), "input_tokens", "must be >= 0", 2, ("r003", "r005")),
     ("negative output tokens", _set("output_tokens", [4], -5), "output_tokens", "must be >= 0", 1, ("r004",)),
-    ("negative latency", _set("latency_ms", [1], -3.0), "latency_ms", "must be a number >= 0", 1, ("r001",)),
-    ("negative ttft", _set("ttft_ms", [2], -1.0), "ttft_ms", "must be a number >= 0", 1, ("r002",)),
+    ("negative latency", _set("latency_ms", [1], -3.0), "latency_ms", "must be a finite number >= 0", 1, ("r001",)),
+    ("negative ttft", _set("ttft_ms", [2], -1.0), "ttft_ms", "must be a finite number >= 0", 1, ("r002",)),
+    ("infinite ttft", _set("ttft_ms", [3], float("inf")), "ttft_ms", "must be a finite number >= 0", 1, ("r003",)),
     ("propensity zero", _set("propensity", [0], 0.0), "propensity", "must be in (0, 1]", 1, ("r000",)),
     ("propensity above one", _set("propensity", [6, 8], 1.5), "propensity", "must be in (0, 1]", 2, ("r006", "r008")),
     ("propensity NaN", _set("propensity", [9], float("nan")), "propensity", "must be in (0, 1]", 1, ("r009",)),
