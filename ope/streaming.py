@@ -159,13 +159,14 @@ class _Survey:
     batches: int = 0
 
 
-def _survey(source: LogSource, catalog: Catalog, cfg: ExperimentConfig, needs_models: bool, show_progress: bool) -> _Survey:
-    """Pass 1: validation (raising or quarantining as in memory), facts, vocabulary, training sample."""
+def _survey(source: LogSource, catalog: Catalog, cfg: ExperimentConfig, needs_history: bool, show_progress: bool) -> _Survey:
+    """Pass 1: validation (raising or quarantining as in memory), facts, vocabulary, training sample
+    (with its history features when outcome or propensity models will be fitted on it)."""
     data = cfg.data
     found = _Survey(source.repeated_ids(), Vocabulary(), TrainingSample(data.max_train_rows))
     tally = ProblemTally()
     writer = None if data.quarantine is None else QuarantineWriter(Path(data.quarantine))
-    window = HistoryWindow(catalog.n_arms, cfg.predictors.history_hours) if needs_models else None
+    window = HistoryWindow(catalog.n_arms, cfg.predictors.history_hours) if needs_history else None
     last = None
     total = math.ceil(source.n_rows / data.batch_rows)
     with progress("validating and sampling logs", total=total, enabled=show_progress) as bar:
