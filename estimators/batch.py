@@ -12,13 +12,15 @@ from estimators._errors import EstimatorInputError, EstimatorSupportError
 from estimators.diagnostics import WeightSums
 from estimators.feedback import BanditFeedback
 
-__all__ = ["Batch", "Cells", "Prepared", "group_weight_sums", "prepare"]
+__all__ = ["Batch", "Cells", "Prepared", "Shared", "group_weight_sums", "prepare"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 ROW_SUM_TOL = 1e-6
 CELL_ROWS = 2048  # longest cell, so that blocks of whole cells stay near a chosen size
 MASS_CELLS = 1 << 18  # bound on the (rows, K) block of π gathered at a time for the per-cell masses
+Q_NOT_FINITE = "q_hat must be finite on every eligible (row, arm)."
+SPARSE_ELIGIBLE = 0.25  # eligible share of (row, arm) pairs below which Σ_a π q̂ is summed over the eligible pairs alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,8 @@ def _check_target(fb: BanditFeedback, target: npt.ArrayLike, name: str) -> Float
     return pi
 
 
-def _check_q_hat(fb: BanditFeedback, q_hat: npt.ArrayLike) -> FloatArray:
+def _q_shaped(fb: BanditFeedback, q_hat: npt.ArrayLike) -> FloatArray:
+    """q̂ as (n, K, M), or a clear error."""
     q = np.asarray(q_hat, dtype=np.float64)
     if fb.scalar and q.ndim == 2:
         q = q[:, :, None]
@@ -90,11 +93,16 @@ def _check_q_hat(fb: BanditFeedback, q_hat: npt.ArrayLike) -> FloatArray:
         shown = want[:2] if fb.scalar else want
         msg = f"q_hat must have shape {shown} to match the feedback. Got {np.asarray(q_hat).shape}."
         raise EstimatorInputError(msg)
+    return q
+
+
+def _check_q_hat(fb: BanditFeedback, q: FloatArray) -> FloatArray:
+    """q̂ finite on every eligible pair, and 0 off the eligible set where it was not finite."""
     if np.isfinite(q).all():
         return q  # the target is 0 off the eligible set and logged arms are eligible: nothing to zero
     usable = np.ones(q.shape[:2], dtype=bool) if fb.eligible is None else fb.eligible
     if not np.isfinite(q[usable]).all():
-        raise EstimatorInputError("q_hat must be finite on every eligible (row, arm).")
+        raise EstimatorInputError(Q_NOT_FINITE)
     return np.where(usable[:, :, None], q, 0.0)
 
 
@@ -113,38 +121,75 @@ def _unsupported(fb: BanditFeedback, pi: FloatArray) -> FloatArray | None:
     return None if fb.logging_probabilities is None else (pi * (fb.logging_probabilities <= 0)).sum(axis=1)
 
 
-def _policy(fb: BanditFeedback, target: npt.ArrayLike, name: str, q: FloatArray | None, rewards: FloatArray,
-            weights: FloatArray) -> tuple[Prepared, WeightSums]:
-    pi = _check_target(fb, target, name)
-    rows = np.arange(fb.n)
-    w = pi[rows, fb.actions] / fb.propensities
-    dm = None if q is None else np.einsum("nk,nkm->nm", pi, q)
-    q_logged = None if q is None else q[rows, fb.actions]
-    unsupported = _unsupported(fb, pi)
-    sums = _weight_sums(fb, w, fb.weights @ pi, None if unsupported is None else float(fb.weights @ unsupported))
-    return Prepared(w=w, rewards=rewards, weights=weights, dm=dm, q_logged=q_logged), sums
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """A batch's feedback checked once, to prepare many policies on it (each policy's arrays once, pairs for free).
+
+    rewards (n, M) with missing set to 0 · weights (n, M) = sample weight × observed · q (n, K, M) checked
+    q̂ or None · pairs (rows, arms) of the eligible set, when it is sparse enough to sum Σ_a π q̂ over it alone.
+    """
+
+    fb: BanditFeedback
+    rewards: FloatArray
+    weights: FloatArray
+    q: FloatArray | None
+    pairs: tuple[IntArray, IntArray, FloatArray] | None
+
+    @classmethod
+    def of(cls, fb: BanditFeedback, q_hat: npt.ArrayLike | None = None, *, require_observed: bool = True) -> Shared:
+        """Check the feedback's rewards and q̂ once.
+
+        A whole log must observe every metric somewhere; one batch of a log need not
+        (``require_observed=False``): it adds zeros to that metric's sums, and the merged sums are checked.
+        """
+        q = None if q_hat is None else _q_shaped(fb, q_hat)
+        pairs = None
+        if q is not None and fb.eligible is not None and fb.eligible.mean() < SPARSE_ELIGIBLE:
+            rows, arms = np.nonzero(fb.eligible)  # every row has one (its logged arm), rows ascending
+            pairs = rows, arms, q[rows, arms]     # only these are ever read: no need to check the rest
+            if not np.isfinite(pairs[2]).all():
+                raise EstimatorInputError(Q_NOT_FINITE)
+        elif q is not None:
+            q = _check_q_hat(fb, q)
+        missing = np.isnan(fb.rewards)
+        weights = fb.weights[:, None] * ~missing
+        if require_observed and (weights.sum(axis=0) == 0).any():
+            raise EstimatorInputError("Every metric needs at least one observed (non-NaN) reward.")
+        return cls(fb, np.where(missing, 0.0, fb.rewards), weights, q, pairs)
+
+    def policy(self, target: npt.ArrayLike, name: str = "target") -> tuple[Prepared, WeightSums]:
+        """One policy's checked arrays and weight sums (``name`` is used in error messages)."""
+        fb, q = self.fb, self.q
+        pi = _check_target(fb, target, name)
+        rows = np.arange(fb.n)
+        w = pi[rows, fb.actions] / fb.propensities
+        unsupported = _unsupported(fb, pi)
+        sums = _weight_sums(fb, w, fb.weights @ pi, None if unsupported is None else float(fb.weights @ unsupported))
+        return Prepared(w=w, rewards=self.rewards, weights=self.weights, dm=self._dm(pi),
+                        q_logged=None if q is None else q[rows, fb.actions]), sums
+
+    def _dm(self, pi: FloatArray) -> FloatArray | None:
+        """Σ_a π(a|x) q̂(x, a) (n, M): over the eligible pairs alone when they are few (π is 0 elsewhere)."""
+        if self.q is None:
+            return None
+        if self.pairs is None:
+            return np.einsum("nk,nkm->nm", pi, self.q)
+        rows, arms, q_pairs = self.pairs
+        return np.add.reduceat(pi[rows, arms][:, None] * q_pairs, np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]), axis=0)
+
+    def batch(self, target: tuple[Prepared, WeightSums], baseline: tuple[Prepared, WeightSums] | None = None) -> Batch:
+        """A batch of a target's prepared arrays, and a baseline's for paired estimates."""
+        return Batch(self.fb, target[0], None if baseline is None else baseline[0], target[1],
+                     None if baseline is None else baseline[1], self.q is not None)
 
 
 def prepare(
     fb: BanditFeedback, *, target: npt.ArrayLike, baseline: npt.ArrayLike | None = None, q_hat: npt.ArrayLike | None = None,
     require_observed: bool = True,
 ) -> Batch:
-    """Validate a batch once and compute what every estimator needs from it.
-
-    A whole log must observe every metric somewhere; one batch of a log need not
-    (``require_observed=False``): it adds zeros to that metric's sums, and the merged sums are checked.
-    """
-    q = None if q_hat is None else _check_q_hat(fb, q_hat)
-    missing = np.isnan(fb.rewards)
-    weights = fb.weights[:, None] * ~missing
-    if require_observed and (weights.sum(axis=0) == 0).any():
-        raise EstimatorInputError("Every metric needs at least one observed (non-NaN) reward.")
-    rewards = np.where(missing, 0.0, fb.rewards)
-    t, t_sums = _policy(fb, target, "target", q, rewards, weights)
-    b = b_sums = None
-    if baseline is not None:
-        b, b_sums = _policy(fb, baseline, "baseline", q, rewards, weights)
-    return Batch(fb, t, b, t_sums, b_sums, q is not None)
+    """Validate a batch once and compute what every estimator needs from it (see `Shared.of`)."""
+    shared = Shared.of(fb, q_hat, require_observed=require_observed)
+    return shared.batch(shared.policy(target), None if baseline is None else shared.policy(baseline, "baseline"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,18 +9,33 @@ from typing import ClassVar
 import numpy as np
 
 from estimators._params import check_positive
-from estimators.base import BaseEstimator, FloatArray, Prepared
+from estimators.base import BaseEstimator, FloatArray, Level, Prepared
 from estimators.statistic import Terms
 from estimators.tuning import SHRINKAGE_GRID, WEIGHT_GRID
 
 __all__ = ["DR", "SNDR", "SwitchDR", "DRos"]
 
 
-def _corrected(prep: Prepared, weight: FloatArray) -> Terms:
-    """V = mean(Σ_a π q̂ + w̃ · (r − q̂(x, a_i))) for a transformed importance weight w̃."""
-    assert prep.dm is not None and prep.q_logged is not None
-    residual = weight[:, None] * (prep.rewards - prep.q_logged)
-    return Terms(a=prep.dm + residual)
+class _Corrected(BaseEstimator):
+    """V = mean(Σ_a π q̂ + w̃ · (r − q̂(x, a_i))) for an importance weight w̃ transformed per level (`_weight`)."""
+
+    def _weight(self, w: FloatArray, level: Level) -> FloatArray:
+        return w
+
+    def _terms_at(self, prep: Prepared, level: Level) -> Terms:
+        assert prep.dm is not None and prep.q_logged is not None
+        return Terms(a=prep.dm + self._weight(prep.w, level)[:, None] * (prep.rewards - prep.q_logged))
+
+    def _columns(self, policies: list[Prepared], levels: tuple[Level, ...]) -> tuple[FloatArray, FloatArray]:
+        """`BaseEstimator._columns` written at once: one broadcast product over every level (tuned estimators have ~15)."""
+        m, n = policies[0].rewards.shape[1], policies[0].w.shape[0]
+        x = np.empty((m, len(levels), len(policies), n))
+        for p, prep in enumerate(policies):
+            assert prep.dm is not None and prep.q_logged is not None
+            weights = np.stack([self._weight(prep.w, level) for level in levels])       # (L, n)
+            np.multiply(weights[None], (prep.rewards - prep.q_logged).T[:, None], out=x[:, :, p])
+            x[:, :, p] += prep.dm.T[:, None]
+        return x.reshape(m, len(levels) * len(policies), n), np.tile([np.nan, 0.0, 1.0], len(levels) * len(policies))
 
 
 def _shrunk_weight(w: FloatArray, shrinkage: float) -> FloatArray:
@@ -33,7 +48,7 @@ def _shrunk_weight(w: FloatArray, shrinkage: float) -> FloatArray:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DR(BaseEstimator):
+class DR(_Corrected):
     """Doubly robust: the direct method plus an importance-weighted correction of its residual.
 
     Notes
@@ -43,9 +58,6 @@ class DR(BaseEstimator):
 
     name: ClassVar[str] = "DR"
     needs_q_hat: ClassVar[bool] = True
-
-    def _terms_at(self, prep: Prepared, level: float | None) -> Terms:
-        return _corrected(prep, prep.w)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,7 +74,7 @@ class SNDR(BaseEstimator):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SwitchDR(BaseEstimator):
+class SwitchDR(_Corrected):
     """Switch-DR: keep the correction only where w ≤ threshold, else trust q̂ alone.
 
     Notes
@@ -82,13 +94,12 @@ class SwitchDR(BaseEstimator):
     def _setting(self) -> float | str:
         return self.threshold
 
-    def _terms_at(self, prep: Prepared, level: float | None) -> Terms:
-        threshold = math.inf if level is None else level
-        return _corrected(prep, np.where(prep.w <= threshold, prep.w, 0.0))
+    def _weight(self, w: FloatArray, level: Level) -> FloatArray:
+        return np.where(w <= (math.inf if level is None else level), w, 0.0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DRos(BaseEstimator):
+class DRos(_Corrected):
     """DR with optimistic shrinkage: w → λ w / (w² + λ).
 
     Notes
@@ -108,8 +119,8 @@ class DRos(BaseEstimator):
     def _setting(self) -> float | str:
         return self.shrinkage
 
-    def _terms_at(self, prep: Prepared, level: float | None) -> Terms:
-        return _corrected(prep, _shrunk_weight(prep.w, math.inf if level is None else level))
+    def _weight(self, w: FloatArray, level: Level) -> FloatArray:
+        return _shrunk_weight(w, math.inf if level is None else level)
 
     def _n_modified(self, w: FloatArray, level: float) -> int:
         return int((_shrunk_weight(w, level) < 0.99 * w).sum())

@@ -24,7 +24,7 @@ from estimators import (
     Replay,
     SupportWarning,
 )
-from estimators.batch import prepare
+from estimators.batch import Shared
 from estimators.inference import Inference
 from ope.breakdown import ESTIMATE_COLUMNS, breakdowns, estimate_rows, missing_row, provider_shares, time_slices
 from ope.config import ExperimentConfig
@@ -216,15 +216,16 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
                 notes.append(f"{name}: {fallback} requests had no eligible official endpoint and were routed by its fallback ({policy.fallback}).")  # type: ignore[attr-defined]
             bar.update(1)
     timings["policies"] = time.perf_counter() - t0 - timings["load"] - timings["models"]
-    base = probabilities[cfg.evaluation.baseline]
+    shared = Shared.of(fb, q_hat)  # q̂ checked once, each policy prepared once
+    prepared = {name: shared.policy(pi) for name, pi in probabilities.items()}
     rows: list[dict[str, Any]] = []
     diagnostics: dict[str, dict[str, Any]] = {}
     alpha = cfg.evaluation.alpha
     with warnings.catch_warnings(), progress("estimating", total=len(policies) * len(estimators), enabled=show_progress) as bar:
         warnings.simplefilter("ignore", SupportWarning)  # they are kept in the diagnostics and the report
-        for name, pi in probabilities.items():
+        for name, prep in prepared.items():
             paired = name != cfg.evaluation.baseline
-            batch = prepare(fb, target=pi, baseline=base if paired else None, q_hat=q_hat)
+            batch = shared.batch(prep, prepared[cfg.evaluation.baseline] if paired else None)
             for est in estimators:
                 kinds = ("value", "difference", "relative") if paired else ("value",)
                 try:

@@ -21,18 +21,19 @@ import pyarrow.parquet as pq
 
 from estimators import BaseEstimator, EstimatorInputError
 from estimators.base import Partial
+from estimators.batch import Shared
 from ope.catalog import Catalog
 from ope.config import ExperimentConfig
 from ope.dataset import BanditDataset
 from ope.predictors import OutcomeModels, predict_q_hat
 from ope.propensity import PropensityModel, predict_propensities
 from ope.runner import build_estimators, build_inference, primary_estimator
-from ope.stream_groups import GroupEstimates, ShareSums, prepare_rows
+from ope.stream_groups import GroupEstimates, ShareSums
 from ope.stream_models import Vocabulary, batch_features
 from ope.validate import ValidatedLogs
 from policies import Policy
 
-__all__ = ["ACTION_SCHEMA", "BatchContext", "BatchPartials", "action_table", "action_writer", "batch_dataset", "evaluate_batch"]
+__all__ = ["ACTION_SCHEMA", "BatchContext", "BatchPartials", "action_table", "action_tables", "action_writer", "batch_dataset", "evaluate_batch"]
 
 FloatArray = npt.NDArray[np.float64]
 #: (row, arm) pairs evaluated at once when outcome or propensity models score them (≈ 110 MB of q̂)
@@ -45,12 +46,24 @@ def action_writer(path: Path) -> pq.ParquetWriter:
     return pq.ParquetWriter(path, ACTION_SCHEMA, use_dictionary=["arm"])
 
 
-def action_table(request_ids: pl.Series, arms: tuple[str, ...], pi: FloatArray) -> pa.Table:
-    """``request_id, arm, probability`` of every non-zero action probability, row by row."""
-    rows, cols = np.nonzero(pi)
-    ids = request_ids.cast(pl.String).to_arrow().cast(pa.large_string()).take(pa.array(rows))
-    names = pa.array(arms, type=pa.large_string()).take(pa.array(cols))
-    return pa.table([ids, names, pa.array(pi[rows, cols], type=pa.float64())], schema=ACTION_SCHEMA)
+def action_table(request_ids: pl.Series, arms: tuple[str, ...], pi: FloatArray, eligible: npt.NDArray[np.bool_]) -> pa.Table:
+    """``request_id, arm, probability`` of every non-zero action probability, row by row (π is 0 off ``eligible``)."""
+    return action_tables(request_ids, arms, {"": pi}, eligible)[""]
+
+
+def action_tables(request_ids: pl.Series, arms: tuple[str, ...], probabilities: dict[str, FloatArray],
+                  eligible: npt.NDArray[np.bool_]) -> dict[str, pa.Table]:
+    """`action_table` of several policies on the same rows: ids converted and eligible pairs found once."""
+    ids = request_ids.cast(pl.String).to_arrow().cast(pa.large_string())
+    names = pa.array(arms, type=pa.large_string())
+    pair_rows, pair_arms = np.nonzero(eligible)  # row by row; looking up π there is cheaper than scanning all of it
+    out = {}
+    for name, pi in probabilities.items():
+        values = pi[pair_rows, pair_arms]
+        keep = values != 0
+        rows, cols = pa.array(pair_rows[keep]), pa.array(pair_arms[keep])
+        out[name] = pa.table([ids.take(rows), names.take(cols), pa.array(values[keep], type=pa.float64())], schema=ACTION_SCHEMA)
+    return out
 
 
 def batch_dataset(logs: pl.DataFrame, catalog: Catalog, sla_latency_ms: float) -> BanditDataset:
@@ -159,9 +172,11 @@ def _evaluate_rows(ctx: BatchContext, ds: BanditDataset, history: FloatArray | N
         args: tuple[Any, ...] = (ds, q_hat) if getattr(policy, "needs_q_hat", False) else (ds,)
         probabilities[name] = policy.action_probabilities(*args)
         into.fallback[name] += getattr(policy, "n_fallback_", 0)
-    baseline = probabilities[cfg.evaluation.baseline]
-    for name, pi in probabilities.items():
-        batch = prepare_rows(fb, target=pi, baseline=baseline if name != cfg.evaluation.baseline else None, q_hat=q_hat)
+    shared = Shared.of(fb, q_hat, require_observed=False)  # q̂ checked once, each policy prepared once
+    prepared = {name: shared.policy(pi) for name, pi in probabilities.items()}
+    baseline = prepared[cfg.evaluation.baseline]
+    for name, prep in prepared.items():
+        batch = shared.batch(prep, baseline if name != cfg.evaluation.baseline else None)
         for est in ctx.estimators:
             key = (name, est.name)
             if key in into.failed:
@@ -173,7 +188,7 @@ def _evaluate_rows(ctx: BatchContext, ds: BanditDataset, history: FloatArray | N
                 into.parts.pop(key, None)
                 continue
             into.parts[key] = into.parts[key] + part if key in into.parts else part
-    into.groups.add(ds, fb, probabilities, q_hat)
+    into.groups.add(ds, fb, probabilities, {name: shared.batch(prep) for name, prep in prepared.items()})
     into.shares.add(ds, probabilities)
     into.rows += ds.n
-    return {name: action_table(ds.logs["request_id"], ds.arms, pi) for name, pi in probabilities.items()}
+    return action_tables(ds.logs["request_id"], ds.arms, probabilities, ds.eligible)

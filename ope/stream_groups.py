@@ -16,11 +16,11 @@ import polars as pl
 
 from estimators import BanditFeedback, BaseEstimator, EstimatorInputError, Normal, SupportWarning
 from estimators.base import Partial
-from estimators.batch import Batch, Cells, prepare
+from estimators.batch import Batch, Cells, Shared, prepare
 from ope.breakdown import ESTIMATE_COLUMNS, GROUP_SCHEMA, MIN_GROUP_ROWS, MIN_PERIOD_ROWS, estimate_rows, group_rows
 from ope.dataset import BanditDataset
 
-__all__ = ["GroupEstimates", "ShareSums", "prepare_rows"]
+__all__ = ["GroupEstimates", "ShareSums", "prepare_rows", "value_batches"]
 
 FloatArray = npt.NDArray[np.float64]
 BY = ("model", "task")
@@ -32,6 +32,12 @@ def prepare_rows(fb: BanditFeedback, *, target: FloatArray, baseline: FloatArray
     return prepare(fb, target=target, baseline=baseline, q_hat=q_hat, require_observed=False)
 
 
+def value_batches(fb: BanditFeedback, probabilities: dict[str, FloatArray], q_hat: FloatArray | None) -> dict[str, Batch]:
+    """Each policy prepared on a batch of a log, without a baseline (what `GroupEstimates.add` takes)."""
+    shared = Shared.of(fb, q_hat, require_observed=False)
+    return {name: shared.batch(shared.policy(pi)) for name, pi in probabilities.items()}
+
+
 class GroupEstimates:
     """Partial sums of one estimator per period (``time_slice``), model and task, and policy."""
 
@@ -41,12 +47,12 @@ class GroupEstimates:
         self.observed: dict[tuple[str, Any], FloatArray] = {}
         self.counts: dict[tuple[str, Any], int] = {}
 
-    def add(self, ds: BanditDataset, fb: BanditFeedback, probabilities: dict[str, FloatArray], q_hat: FloatArray | None) -> None:
-        """Add one batch's rows of every group.
+    def add(self, ds: BanditDataset, fb: BanditFeedback, probabilities: dict[str, FloatArray], batches: dict[str, Batch]) -> None:
+        """Add one batch's rows of every group (``batches``: each policy prepared on the batch, without a baseline).
 
-        Rows are sorted once into period × model × task cells (`estimators.batch.Cells`); each policy is
-        prepared once on the whole batch, its sums reduced per cell and the cells added into every group
-        they belong to (`BaseEstimator.accumulate_groups`): the same sums as preparing each group alone.
+        Rows are sorted once into period × model × task cells (`estimators.batch.Cells`); each policy's
+        sums are reduced per cell and the cells added into every group they belong to
+        (`BaseEstimator.accumulate_groups`): the same sums as preparing each group alone.
         """
         if ds.n == 0:
             return
@@ -56,9 +62,8 @@ class GroupEstimates:
         for g, key in enumerate(keys):
             self.counts[key] = self.counts.get(key, 0) + int(size[g])
             self.observed[key] = self.observed.get(key, 0.0) + observed[:, g]
-        q = None if q_hat is None or not self.estimator.needs_q_hat else q_hat
         for name, pi in probabilities.items():
-            for (by, group), part in zip(keys, self.estimator.accumulate_groups(prepare_rows(fb, target=pi, q_hat=q), pi, cells), strict=True):
+            for (by, group), part in zip(keys, self.estimator.accumulate_groups(batches[name], pi, cells), strict=True):
                 self.parts[(by, group, name)] = self.parts[(by, group, name)] + part if (by, group, name) in self.parts else part
 
     def _cells(self, ds: BanditDataset) -> tuple[list[tuple[str, Any]], Cells]:

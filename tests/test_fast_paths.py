@@ -10,14 +10,14 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from estimators import DR, IPS, SNIPS, BanditFeedback, BaseEstimator, DRos
+from estimators import DR, IPS, SNIPS, BanditFeedback, BaseEstimator, DRos, EstimatorInputError, SwitchDR
 from estimators.base import Partial
-from estimators.batch import CELL_ROWS, Cells
+from estimators.batch import CELL_ROWS, Cells, Shared, prepare
 from estimators.reduction import CellSums, Sums, all_pairs
 from ope.catalog import Catalog, catalog_from_frame
 from ope.dataset import BanditDataset
 from ope.schema import CAPABILITY_PREFIX, NEED_PREFIX
-from ope.stream_groups import GroupEstimates, ShareSums, prepare_rows
+from ope.stream_groups import GroupEstimates, ShareSums, prepare_rows, value_batches
 from policies.baselines import Cheapest, Mixture, Uniform
 
 T0 = datetime(2025, 10, 1, tzinfo=UTC)
@@ -176,7 +176,7 @@ def test_groups_cut_from_the_batch_equal_groups_prepared_alone(simulated: tuple[
     fb, probabilities = ds.to_feedback(), _probabilities(ds)
     q_hat = np.random.default_rng(3).random((ds.n, ds.catalog.n_arms, len(ds.metrics)))
     fast, slow = GroupEstimates(estimator, "6h", 0.05), GroupEstimates(estimator, "6h", 0.05)
-    fast.add(ds, fb, probabilities, q_hat)
+    fast.add(ds, fb, probabilities, value_batches(fb, probabilities, q_hat))
     _groups_by_masks(slow, ds, fb, probabilities, q_hat)
     assert fast.counts == slow.counts and fast.parts.keys() == slow.parts.keys()
     for key in slow.observed:
@@ -198,7 +198,7 @@ def test_two_halves_merged_equal_one_whole(simulated: tuple[Path, Path]) -> None
         worker_groups, worker_shares = GroupEstimates(SNIPS(), "6h", 0.05), ShareSums(ds.catalog.n_arms, names)
         for groups, shares in ((whole_groups, whole_shares), (worker_groups, worker_shares)):
             probabilities = _probabilities(half)
-            groups.add(half, half.to_feedback(), probabilities, None)
+            groups.add(half, half.to_feedback(), probabilities, value_batches(half.to_feedback(), probabilities, None))
             shares.add(half, probabilities)
         merged_groups.merge(worker_groups)
         merged_shares.merge(worker_shares)
@@ -209,7 +209,7 @@ def test_two_halves_merged_equal_one_whole(simulated: tuple[Path, Path]) -> None
     assert merged_groups.breakdowns(names).equals(whole_groups.breakdowns(names))
     assert merged_shares.frame(ds).equals(whole_shares.frame(ds))
     one = GroupEstimates(SNIPS(), "6h", 0.05)
-    one.add(ds, ds.to_feedback(), _probabilities(ds), None)
+    one.add(ds, ds.to_feedback(), _probabilities(ds), value_batches(ds.to_feedback(), _probabilities(ds), None))
     got, want = merged_groups.breakdowns(names), one.breakdowns(names)
     assert got.select("by", "group", "policy", "metric", "n").equals(want.select("by", "group", "policy", "metric", "n"))
     np.testing.assert_allclose(got["value"].to_numpy(), want["value"].to_numpy(), rtol=1e-9)
@@ -280,3 +280,51 @@ def test_direct_official_routes_its_cheapest_fallback_with_what_it_learned_in_fi
     assert policy.n_fallback_ > 0
     for half in (np.arange(ds.n) < 30, np.arange(ds.n) >= 30):
         np.testing.assert_array_equal(policy.action_probabilities(ds.subset(half)), whole[half])
+
+
+# -- preparing many policies on one batch (`estimators.batch.Shared`) and the DR family's columns -------------------
+
+def _sparse_log(rng: np.random.Generator, n: int = 3_000, k: int = 40, m: int = 3) -> tuple[BanditFeedback, np.ndarray, np.ndarray]:
+    """A log where each row may go to 2–4 of 40 arms (sparse eligibility, as in a real catalog), with π and q̂."""
+    eligible = np.zeros((n, k), dtype=bool)
+    for j in range(4):
+        eligible[np.arange(n), (np.arange(n) * 7 + j * 3) % k] = rng.random(n) < 0.8 if j else True
+    pi = np.where(eligible, rng.random((n, k)), 0.0)
+    pi /= pi.sum(axis=1, keepdims=True)
+    actions = np.array([rng.choice(np.flatnonzero(row)) for row in eligible])
+    q = rng.normal(size=(n, k, m))
+    q[~eligible] = np.nan  # off the eligible set q̂ may be anything; it is never read
+    fb = BanditFeedback(actions=actions, rewards=rng.random((n, m)), propensities=rng.uniform(0.2, 1.0, n), eligible=eligible, n_arms=k)
+    return fb, pi, q
+
+
+def test_direct_method_term_over_the_eligible_pairs_equals_the_dense_sum() -> None:
+    fb, pi, q = _sparse_log(np.random.default_rng(8))
+    prep, _ = Shared.of(fb, q).policy(pi)
+    assert prep.dm is not None
+    np.testing.assert_allclose(prep.dm, np.einsum("nk,nkm->nm", pi, np.nan_to_num(q, nan=0.0)), rtol=1e-12, atol=1e-15)
+    q_bad = q.copy()
+    q_bad[0, fb.actions[0], 1] = np.inf
+    with pytest.raises(EstimatorInputError, match="finite on every eligible"):
+        Shared.of(fb, q_bad)
+
+
+def test_policies_prepared_once_give_the_same_partials_as_prepare() -> None:
+    fb, pi, q = _sparse_log(np.random.default_rng(9))
+    base = np.where(fb.eligible, 1.0, 0.0) / fb.eligible.sum(axis=1, keepdims=True)
+    shared = Shared.of(fb, q)
+    batch = shared.batch(shared.policy(pi), shared.policy(base))
+    for est in (DR(), SNIPS(), DRos(shrinkage="auto")):
+        _assert_partials_equal(est.accumulate(batch), est.accumulate(prepare(fb, target=pi, baseline=base, q_hat=q)), rtol=0)
+
+
+@pytest.mark.parametrize("estimator", [DR(), SwitchDR(threshold="auto"), DRos(shrinkage="auto"), DRos(shrinkage=3.0)])
+def test_dr_family_columns_written_at_once_equal_the_terms_level_by_level(estimator: BaseEstimator) -> None:
+    fb, pi, q = _sparse_log(np.random.default_rng(10))
+    batch = prepare(fb, target=pi, baseline=np.where(fb.eligible, 1.0, 0.0) / fb.eligible.sum(axis=1, keepdims=True), q_hat=q)
+    levels, _ = estimator._levels()
+    policies = [batch.target, batch.baseline]
+    x, constants = estimator._columns(policies, levels)
+    want_x, want_constants = BaseEstimator._columns(estimator, policies, levels)
+    np.testing.assert_array_equal(x, want_x)
+    np.testing.assert_array_equal(constants, want_constants)
