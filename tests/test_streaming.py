@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from ope import stream_source
 from ope.catalog import load_catalog
 from ope.cli import main
 from ope.config import ExperimentConfig, load_config
@@ -310,3 +311,16 @@ def test_batches_scored_by_models_are_evaluated_in_slices_with_the_same_sums(par
         streamed = run_experiment(_streaming(cfg), show_progress=False)
     _assert_same_frame(whole.estimates, streamed.estimates, ["policy", "metric", "estimator", "kind"])
     _assert_same_frame(whole.breakdowns, streamed.breakdowns, ["by", "group", "policy", "metric"])
+
+
+@pytest.mark.parametrize("ids_per_pass", [10**9, 700])
+def test_repeated_ids_are_found_in_any_number_of_passes(partitioned: tuple[Path, Path], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch, ids_per_pass: int) -> None:
+    """One pass or many over slices of the hash range (memory bounded by `IDS_PER_PASS`) find the same ids."""
+    logs, _ = partitioned
+    bad = _planted(logs, tmp_path / "bad")
+    frame = pl.concat([pl.read_parquet(f) for f in log_files(bad)])
+    want = frame["request_id"].filter(frame["request_id"].is_duplicated()).unique().sort()
+    monkeypatch.setattr(stream_source, "IDS_PER_PASS", ids_per_pass)
+    got = LogSource.open(bad).repeated_ids()
+    assert want.len() == 1 and got.to_list() == want.to_list()
