@@ -37,7 +37,7 @@ from ope.errors import OPEError
 from ope.history import US_PER_HOUR, history_block, row_values
 from ope.progress import progress
 from ope.runner import RunResult
-from ope.stream_batch import BatchContext, BatchPartials, action_writer, evaluate_batch
+from ope.stream_batch import BatchContext, BatchPartials, action_writers, evaluate_batch
 from ope.stream_source import LogSource
 from ope.streaming import run_streaming
 from ope.validate import check_batch
@@ -92,17 +92,19 @@ class _Worker:
         self.ts_type = payload["ts_type"]
 
     def history(self, ds: BanditDataset) -> np.ndarray:
-        """History block of the batch's rows from the valid rows of their window, re-read from the log."""
+        """History block of the batch's rows from the valid rows of their window, re-read from the log.
+
+        The window is validated (the rows pass 1 set aside must not count) but not built into a
+        dataset: the history needs only each row's time, arm and `ope.history.row_values`.
+        """
         ts = ds.logs["ts"].dt.epoch("us").to_numpy()
         start, stop = _instant(int(ts.min()) - self.width, self.ts_type), _instant(int(ts.max()), self.ts_type)
         raw = pl.scan_parquet(self.files).filter((pl.col("ts") >= start) & (pl.col("ts") < stop)).collect()
         context = check_batch(raw, self.ctx.catalog).logs if raw.height else None
-        if context is None or context.height == 0:
-            none = np.zeros(0, np.int64)
-            return history_block(none, none, np.zeros((0, 5), np.int64), ts, self.ctx.catalog.n_arms, self.width, ds.eligible)
-        cds = self.ctx.dataset(context)
-        return history_block(cds.logs["ts"].dt.epoch("us").to_numpy(), cds.actions, row_values(cds), ts,
-                             self.ctx.catalog.n_arms, self.width, ds.eligible)
+        if context is None:
+            context = raw.clear()
+        return history_block(context["ts"].dt.epoch("us").to_numpy(), self.ctx.catalog.arm_index(context["arm"]), row_values(context),
+                             ts, self.ctx.catalog.n_arms, self.width, ds.eligible)
 
     def __call__(self, table: pa.Table) -> dict[str, list[bytes]]:
         check = check_batch(pl.from_arrow(table), self.ctx.catalog)  # type: ignore[arg-type]
@@ -184,17 +186,15 @@ def _run_tasks(source: LogSource, ctx: BatchContext, found: Any, actions: dict[s
     dataset = ray.data.read_parquet([str(f.resolve()) for f in source.files], partitioning=None).map_batches(
         _batch_task, fn_kwargs={"key": key, "payload": [ray.put(_payload(source, ctx))]}, batch_size=ctx.cfg.data.batch_rows,
         batch_format="pyarrow")
-    writers = {name: action_writer(path) for name, path in actions.items()}
     total = ctx.empty()
-    with progress("evaluating batches on Ray", total=math.ceil(source.n_rows / ctx.cfg.data.batch_rows), enabled=show_progress) as bar:
+    with action_writers(actions) as writers, \
+            progress("evaluating batches on Ray", total=math.ceil(source.n_rows / ctx.cfg.data.batch_rows), enabled=show_progress) as bar:
         for row in dataset.iter_rows():
             part, tables = pickle.loads(row["payload"])  # our own tasks wrote it
             total.merge(part)
             for name, table in tables.items():
                 writers[name].write_table(table)
             bar.update(1)
-    for writer in writers.values():
-        writer.close()
     if total.rows != found.rows:
         raise OPEError(f"The Ray tasks evaluated {total.rows:,} rows but pass 1 found {found.rows:,} valid rows in {source.label}.")
     return total

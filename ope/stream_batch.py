@@ -8,6 +8,8 @@ wherever it runs: q̂ of each row comes from its own fold's model, and every est
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -33,7 +35,7 @@ from ope.stream_models import Vocabulary, batch_features
 from ope.validate import ValidatedLogs
 from policies import Policy
 
-__all__ = ["ACTION_SCHEMA", "BatchContext", "BatchPartials", "action_table", "action_tables", "action_writer", "batch_dataset", "evaluate_batch"]
+__all__ = ["ACTION_SCHEMA", "BatchContext", "BatchPartials", "action_table", "action_tables", "action_writer", "action_writers", "batch_dataset", "evaluate_batch"]
 
 FloatArray = npt.NDArray[np.float64]
 #: (row, arm) pairs evaluated at once when outcome or propensity models score them (≈ 110 MB of q̂)
@@ -44,6 +46,13 @@ ACTION_SCHEMA = pa.schema([("request_id", pa.large_string()), ("arm", pa.large_s
 def action_writer(path: Path) -> pq.ParquetWriter:
     """A parquet writer of action tables (request_ids are unique: dictionary-encoding only ``arm`` halves write time)."""
     return pq.ParquetWriter(path, ACTION_SCHEMA, use_dictionary=["arm"])
+
+
+@contextmanager
+def action_writers(paths: dict[str, Path]) -> Iterator[dict[str, pq.ParquetWriter]]:
+    """An open `action_writer` per policy, all closed however the block ends."""
+    with ExitStack() as stack:
+        yield {name: stack.enter_context(action_writer(path)) for name, path in paths.items()}
 
 
 def action_table(request_ids: pl.Series, arms: tuple[str, ...], pi: FloatArray, eligible: npt.NDArray[np.bool_]) -> pa.Table:

@@ -45,6 +45,7 @@ from ope.catalog import Catalog, load_catalog
 from ope.config import ExperimentConfig
 from ope.dataset import BanditDataset
 from ope.errors import ConfigError, OPEError, SchemaError
+from ope.overlap import RoutingCounts
 from ope.progress import progress
 from ope.propensity import fit_propensities
 from ope.readers import PARQUET_SUFFIXES, is_multi_file, log_files
@@ -59,7 +60,7 @@ from ope.runner import (
     model_based_only,
 )
 from ope.schema import METRICS
-from ope.stream_batch import BatchContext, BatchPartials, action_writer, batch_dataset, evaluate_batch
+from ope.stream_batch import BatchContext, BatchPartials, action_writers, batch_dataset, evaluate_batch
 from ope.stream_models import HistoryWindow, TrainingSample, Vocabulary, batch_features, fit_on_sample
 from ope.stream_source import LogSource
 from ope.stream_validate import ProblemTally, QuarantineWriter, checked_batches
@@ -157,13 +158,17 @@ class _Survey:
     models: dict[str, int] = field(default_factory=dict)
     out_of_order: str | None = None
     batches: int = 0
+    routing: RoutingCounts | None = None
 
 
-def _survey(source: LogSource, catalog: Catalog, cfg: ExperimentConfig, needs_history: bool, show_progress: bool) -> _Survey:
+def _survey(source: LogSource, catalog: Catalog, cfg: ExperimentConfig, needs_history: bool, show_progress: bool, *,
+            count_routing: bool = False) -> _Survey:
     """Pass 1: validation (raising or quarantining as in memory), facts, vocabulary, training sample
-    (with its history features when outcome or propensity models will be fitted on it)."""
+    (with its history features when outcome or propensity models will be fitted on it), and with
+    ``count_routing`` the routing counts that tell a deterministic logger (`ope.overlap`)."""
     data = cfg.data
-    found = _Survey(source.repeated_ids(), Vocabulary(), TrainingSample(data.max_train_rows))
+    found = _Survey(source.repeated_ids(), Vocabulary(), TrainingSample(data.max_train_rows),
+                    routing=RoutingCounts() if count_routing else None)
     tally = ProblemTally()
     writer = None if data.quarantine is None else QuarantineWriter(Path(data.quarantine))
     window = HistoryWindow(catalog.n_arms, cfg.predictors.history_hours) if needs_history else None
@@ -192,6 +197,8 @@ def _survey(source: LogSource, catalog: Catalog, cfg: ExperimentConfig, needs_hi
             found.vocab.add(ds.logs)
             history = window(ds) if window is not None and found.out_of_order is None else None
             found.sample.offer(ds, found.rows, history)
+            if found.routing is not None:
+                found.routing.add(ds.logs, ds.eligible)
             _facts(found, ds)
     if writer is not None:
         writer.close()
@@ -220,9 +227,8 @@ def _evaluate(source: LogSource, ctx: BatchContext, found: _Survey, actions: dic
     cores are busy, OpenBLAS's spinning threads made a 10⁶-row run 5× slower (115 s against 21 s).
     """
     window = HistoryWindow(ctx.catalog.n_arms, ctx.cfg.predictors.history_hours) if ctx.needs_history else None
-    writers = {name: action_writer(path) for name, path in actions.items()}
     total = ctx.empty()
-    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"), \
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"), action_writers(actions) as writers, \
             progress("evaluating batches", total=math.ceil(source.n_rows / ctx.cfg.data.batch_rows), enabled=show_progress) as bar:
         warnings.simplefilter("ignore", SupportWarning)
         for check in checked_batches(source, ctx.catalog, ctx.cfg.data.batch_rows, found.repeated):
@@ -232,8 +238,6 @@ def _evaluate(source: LogSource, ctx: BatchContext, found: _Survey, actions: dic
             ds = ctx.dataset(check.logs)
             for name, table in evaluate_batch(ctx, ds, None if window is None else window(ds), total).items():
                 writers[name].write_table(table)
-    for writer in writers.values():
-        writer.close()
     return total
 
 
@@ -286,7 +290,8 @@ def run_streaming(cfg: ExperimentConfig, *, show_progress: bool = True, evaluate
     if cfg.data.quarantine is not None:
         check_quarantine(Path(cfg.data.quarantine), Path(cfg.data.logs))
     needs_models = any(e.needs_q_hat for e in estimators) or any(getattr(p, "needs_q_hat", False) for p in policies.values())
-    found = _survey(source, catalog, cfg, needs_models or _nulls_in_propensity(source), show_progress)
+    missing = _nulls_in_propensity(source)
+    found = _survey(source, catalog, cfg, needs_models or missing, show_progress, count_routing=missing)
     estimated = found.missing_propensity > 0  # counted on valid rows, as `BanditDataset.has_propensities` does
     if (needs_models or estimated) and found.out_of_order is not None:
         raise OPEError(f"{source.label} is not in time order ({found.out_of_order}). Streaming with outcome or propensity models "
@@ -302,11 +307,8 @@ def run_streaming(cfg: ExperimentConfig, *, show_progress: bool = True, evaluate
     if estimated and feats is not None:
         propensity = fit_propensities(sample, cfg.predictors, show_progress=show_progress, features=feats)
         notes.append(estimated_note(found.missing_propensity, found.rows, propensity))
-        if found.sample.rows == found.rows:  # detection needs every row: on a sample, small groups look deterministic
-            cfg = model_based_only(cfg, sample, notes)
-        else:
-            notes.append("Streamed: the check for a deterministic logging router (no overlap) needs every row and was skipped on "
-                         "the training sample; read the propensity model's diagnostics above before trusting IPS-type numbers.")
+        assert found.routing is not None  # counted in pass 1 whenever a propensity may be missing
+        cfg = model_based_only(cfg, found.routing.finding(), notes)  # on every row: on a sample, small groups look deterministic
         estimators = build_estimators(cfg)
         needs_models = needs_models or any(e.needs_q_hat for e in estimators)
     models = None
@@ -329,7 +331,11 @@ def run_streaming(cfg: ExperimentConfig, *, show_progress: bool = True, evaluate
     names = ctx.names
     folder = Path(tempfile.mkdtemp(prefix="ope-actions-"))
     actions = {name: folder / f"{i}.parquet" for i, name in enumerate(names)}
-    run = (evaluate or _evaluate)(source, ctx, found, actions, show_progress)
+    try:
+        run = (evaluate or _evaluate)(source, ctx, found, actions, show_progress)
+    except BaseException:  # e.g. Ctrl-C or a bad batch: no half-written action files left behind
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     notes += [f"{name}: {run.fallback[name]} requests had no eligible official endpoint and were routed by its fallback "
               f"({policy.fallback})." for name, policy in policies.items() if run.fallback[name]]  # type: ignore[attr-defined]
     if found.sample.rows < found.rows and (needs_models or estimated or any(_learns(p) for p in policies.values())):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -12,19 +14,22 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ope import stream_source
+from ope import stream_source, streaming
 from ope.catalog import load_catalog
 from ope.cli import main
 from ope.config import ExperimentConfig, load_config
 from ope.dataset import BanditDataset
 from ope.errors import ConfigError, OPEError, SchemaError
 from ope.features import build_features
+from ope.overlap import RoutingCounts, detect_deterministic_router
 from ope.readers import log_files, read_table
 from ope.runner import run_experiment
 from ope.simulate import PartitionedSimulation, write_partitioned
+from ope.stream_batch import evaluate_batch
 from ope.stream_models import HistoryWindow, TrainingSample
 from ope.stream_source import LogSource
 from ope.validate import load_logs
+from policies import Cheapest
 
 ROWS = 6_000
 CONFIG = """
@@ -324,3 +329,61 @@ def test_repeated_ids_are_found_in_any_number_of_passes(partitioned: tuple[Path,
     monkeypatch.setattr(stream_source, "IDS_PER_PASS", ids_per_pass)
     got = LogSource.open(bad).repeated_ids()
     assert want.len() == 1 and got.to_list() == want.to_list()
+
+
+def test_a_run_that_fails_midway_leaves_no_action_files_behind(partitioned: tuple[Path, Path], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    logs, catalog = partitioned
+    config = _streaming(load_config(_config(tmp_path, logs, catalog, estimators=["IPS"], batch=500)))
+    calls = []
+
+    def failing(*args: object) -> object:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("disk full")
+        return evaluate_batch(*args)  # type: ignore[arg-type]
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setattr(streaming, "evaluate_batch", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_experiment(config, show_progress=False)
+    assert len(calls) == 3 and list(scratch.iterdir()) == []
+
+
+def _deterministic(logs: Path, catalog: Path, out: Path) -> Path:
+    """The partitioned log routed to the cheapest eligible arm every time, without propensities."""
+    out.mkdir()
+    for file in log_files(logs):
+        ds = BanditDataset.load(file, catalog, sla_latency_ms=10_000)
+        arms = np.array(ds.arms)[Cheapest().fit(ds).action_probabilities(ds).argmax(axis=1)]
+        ds.logs.with_columns(pl.Series("arm", arms), pl.lit(None, dtype=pl.Float64).alias("propensity")).write_parquet(out / file.name)
+    return out
+
+
+def test_routing_counts_merged_over_batches_give_the_whole_log_finding(partitioned: tuple[Path, Path], tmp_path: Path) -> None:
+    logs, catalog = partitioned
+    for path in (logs, _deterministic(logs, catalog, tmp_path / "det")):
+        ds = BanditDataset.load(path, catalog, sla_latency_ms=10_000)
+        counts = RoutingCounts()
+        for a, b in itertools.pairwise([0, 1, 900, 2_500, 4_001, ds.n]):
+            part = ds.subset(np.isin(np.arange(ds.n), np.arange(a, b)))
+            counts.add(part.logs, part.eligible)
+        assert counts.finding().to_dict() == detect_deterministic_router(ds.logs, ds.eligible).to_dict()
+    assert counts.finding().deterministic
+
+
+def test_a_deterministic_logger_is_found_on_every_row_when_models_train_on_a_sample(partitioned: tuple[Path, Path],
+                                                                                    tmp_path: Path) -> None:
+    logs, catalog = partitioned
+    det = _deterministic(logs, catalog, tmp_path / "det")
+    cfg = load_config(_config(tmp_path, det, catalog, estimators=["IPS", "SNIPS", "DR"], batch=900, train=2_000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = run_experiment(cfg, show_progress=False)
+        streamed = run_experiment(_streaming(cfg), show_progress=False)
+    assert streamed.stream is not None and streamed.stream.train_rows == 2_000 < streamed.stream.rows
+    verdict = [n for n in whole.notes if n.startswith("no overlap")]
+    assert len(verdict) == 1 and [n for n in streamed.notes if n.startswith("no overlap")] == verdict
+    assert set(streamed.estimates["estimator"]) == set(whole.estimates["estimator"]) == {"DM"}
