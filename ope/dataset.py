@@ -20,6 +20,12 @@ __all__ = ["BanditDataset", "derive_outcomes"]
 FloatArray = npt.NDArray[np.float64]
 
 
+def throughput() -> pl.Expr:
+    """Output tokens per second of generation (latency − TTFT) of an ok request; 0 for failed or empty ones."""
+    gen_s = (pl.col("latency_ms") - pl.col("ttft_ms")) / 1000.0
+    return pl.when((pl.col("status") == Status.OK) & (pl.col("output_tokens") > 0)).then(pl.col("output_tokens") / gen_s).otherwise(0.0)
+
+
 def derive_outcomes(logs: pl.DataFrame, sla_latency_ms: float) -> FloatArray:
     """The derived metrics of DESIGN §4 per row, shape (n, M) in `METRICS` order.
 
@@ -27,14 +33,13 @@ def derive_outcomes(logs: pl.DataFrame, sla_latency_ms: float) -> FloatArray:
     feedback counts 0.
     """
     ok = pl.col("status") == Status.OK
-    gen_s = (pl.col("latency_ms") - pl.col("ttft_ms")) / 1000.0
     exprs = {
         "cost_usd": pl.col("cost_usd"),
         "success": ok.cast(pl.Float64),
         "satisfaction": pl.when(ok | pl.col("satisfaction").is_not_null()).then(pl.col("satisfaction")).otherwise(0.0),
         "ttft_ms": pl.col("ttft_ms"),
         "latency_ms": pl.col("latency_ms"),
-        "throughput_tps": pl.when(ok & (pl.col("output_tokens") > 0)).then(pl.col("output_tokens") / gen_s).otherwise(0.0),
+        "throughput_tps": throughput(),
         "sla_hit": (ok & (pl.col("latency_ms") <= sla_latency_ms)).cast(pl.Float64),
     }
     frame = logs.select([exprs[m].cast(pl.Float64).alias(m) for m in METRICS])

@@ -100,7 +100,7 @@ def _arm_block(ds: BanditDataset) -> tuple[FloatArray, list[str]]:
 def _history(ds: BanditDataset, window_hours: float) -> FloatArray:
     """(n, K, 3): error rate, mean log TTFT (ok) and mean log tokens/s (ok) of each arm in the window."""
     ts = ds.logs["ts"].dt.epoch("us").to_numpy()
-    return history_block(ts, ds.actions, row_values(ds), ts, ds.catalog.n_arms, int(window_hours * US_PER_HOUR), ds.eligible)
+    return history_block(ts, ds.actions, row_values(ds.logs), ts, ds.catalog.n_arms, int(window_hours * US_PER_HOUR), ds.eligible)
 
 
 def build_features(ds: BanditDataset, *, window_hours: float = 6.0, history: FloatArray | None = None) -> PairFeatures:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 
-from ope.dataset import BanditDataset
+from ope.dataset import throughput
 from ope.schema import Status
 
 __all__ = ["FIXED_POINT", "US_PER_HOUR", "history_block", "row_values"]
@@ -24,12 +25,12 @@ US_PER_HOUR = 3_600_000_000
 FIXED_POINT = 2.0**30
 
 
-def row_values(ds: BanditDataset) -> IntArray:
-    """(n, 5) int64 per row: 1, failed, ok, log TTFT (ok rows, fixed point), log tokens/s (ok rows, fixed point)."""
-    ok = (ds.logs["status"] == Status.OK).to_numpy()
-    log_ttft = np.log1p(ds.logs["ttft_ms"].to_numpy())
-    log_tps = np.log1p(np.where(ok, ds.outcomes[:, ds.metrics.index("throughput_tps")], 0.0))
-    out = np.zeros((ds.n, 5), dtype=np.int64)
+def row_values(logs: pl.DataFrame) -> IntArray:
+    """(n, 5) int64 per row of validated logs: 1, failed, ok, log TTFT (ok rows, fixed point), log tokens/s (ok rows, fixed point)."""
+    ok = (logs["status"] == Status.OK).to_numpy()
+    log_ttft = np.log1p(logs["ttft_ms"].cast(pl.Float64).to_numpy())
+    log_tps = np.log1p(np.where(ok, logs.select(throughput().cast(pl.Float64)).to_series().to_numpy(), 0.0))
+    out = np.zeros((logs.height, 5), dtype=np.int64)
     out[:, 0] = 1
     out[:, 1] = ~ok
     out[:, 2] = ok

@@ -76,7 +76,7 @@ class HistoryWindow:
         """History features of the batch's rows; then the batch joins the window."""
         ts = ds.logs["ts"].dt.epoch("us").to_numpy()
         all_ts, all_arm = np.concatenate([self.ts, ts]), np.concatenate([self.arm, ds.actions])
-        all_values = np.concatenate([self.values, row_values(ds)])
+        all_values = np.concatenate([self.values, row_values(ds.logs)])
         out = history_block(all_ts, all_arm, all_values, ts, self.n_arms, self.width, ds.eligible)
         keep = all_ts >= all_ts.max() - self.width
         self.ts, self.arm, self.values = all_ts[keep], all_arm[keep], all_values[keep]

@@ -108,7 +108,7 @@ def test_history_of_a_slice_from_its_own_window_equals_the_whole_log(partitioned
     ds = BanditDataset.load(logs, catalog, sla_latency_ms=10_000)
     whole = build_features(ds, window_hours=6.0).history
     ts, width = ds.logs["ts"].dt.epoch("us").to_numpy(), 6 * US_PER_HOUR
-    values = row_values(ds)
+    values = row_values(ds.logs)
     rows = np.arange(2_000, 2_600)
     window = (ts >= ts[rows].min() - width) & (ts < ts[rows].max())
     got = history_block(ts[window], ds.actions[window], values[window], ts[rows], ds.catalog.n_arms, width, ds.eligible[rows])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from ope.breakdown import ESTIMATE_COLUMNS
 from ope.cli import main
 from ope.config import TuneConfig, load_config
-from ope.dataset import BanditDataset
+from ope.dataset import BanditDataset, derive_outcomes
 from ope.errors import ConfigError
 from ope.predictors import PredictorConfig, fit_outcome_models
 from ope.schema import METRICS
@@ -106,16 +107,17 @@ def test_pareto_keeps_exactly_the_undominated_points() -> None:
 
 
 def test_holdout_q_hat_never_sees_holdout_labels(simulated: tuple[Path, Path]) -> None:
-    """Scrambling the outcomes of the last rows changes nothing for earlier hold-out rows (history only looks back)."""
+    """Scrambling the logged outcomes of the last rows changes nothing for earlier hold-out rows (history only looks back)."""
     ds = BanditDataset.load(*simulated, sla_latency_ms=8000)
     train, _ = split_by_time(ds, 0.5)
     late, _ = split_by_time(ds, 0.8)
     late = ~late
     cfg = PredictorConfig(folds=2, n_estimators=15)
     first = fit_outcome_models(ds, cfg, train=train).q_hat
-    scrambled = ds.outcomes.copy()
-    scrambled[late] = scrambled[late][::-1]
-    other = BanditDataset(**{**{f: getattr(ds, f) for f in ds.__dataclass_fields__}, "outcomes": scrambled})
+    order = np.arange(ds.n)
+    order[late] = order[late][::-1]
+    logs = ds.logs.with_columns(ds.logs[c].gather(order) for c in ("status", "ttft_ms", "latency_ms", "output_tokens", "cost_usd", "satisfaction"))
+    other = dataclasses.replace(ds, logs=logs, outcomes=derive_outcomes(logs, ds.sla_latency_ms))
     second = fit_outcome_models(other, cfg, train=train).q_hat
     early_hold = ~train & ~late
     eligible = ds.eligible[early_hold]
