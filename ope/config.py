@@ -50,7 +50,7 @@ class DataConfig:
     quarantine: Path | None = None
     streaming: bool = False
     memory_budget_mb: float = 4096.0
-    batch_rows: int = 100_000
+    batch_rows: int = 50_000
     max_train_rows: int = 100_000
     engine: str = "local"
     ray_address: str | None = None

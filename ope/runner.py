@@ -30,7 +30,7 @@ from ope.breakdown import ESTIMATE_COLUMNS, breakdowns, estimate_rows, missing_r
 from ope.config import ExperimentConfig
 from ope.dataset import BanditDataset
 from ope.errors import ConfigError
-from ope.overlap import detect_deterministic_router
+from ope.overlap import OverlapFinding, detect_deterministic_router
 from ope.predictors import OutcomeModels, fit_outcome_models
 from ope.progress import progress
 from ope.propensity import PropensityModel, fit_propensities
@@ -135,9 +135,10 @@ def estimated_note(missing: int, rows: int, model: PropensityModel) -> str:
             f"policy {model.diagnostics['uniform_mean_weight']:.3f}, should be ≈ 1).")
 
 
-def model_based_only(cfg: ExperimentConfig, dataset: BanditDataset, notes: list[str]) -> ExperimentConfig:
-    """The config with only model-based estimators when the log was routed deterministically (no overlap to weight by)."""
-    finding = detect_deterministic_router(dataset.logs, dataset.eligible)
+def model_based_only(cfg: ExperimentConfig, dataset: BanditDataset | OverlapFinding, notes: list[str]) -> ExperimentConfig:
+    """The config with only model-based estimators when the log was routed deterministically (no overlap to weight by);
+    ``dataset`` is the log, or the finding of `ope.overlap` on it."""
+    finding = dataset if isinstance(dataset, OverlapFinding) else detect_deterministic_router(dataset.logs, dataset.eligible)
     if not finding.deterministic:
         return cfg
     dropped = [e for e in cfg.evaluation.estimators if e != "DM"]
