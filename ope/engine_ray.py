@@ -55,8 +55,8 @@ __all__ = ["run_on_ray"]
 #: object-store memory the run's batches may hold in flight: bounds the driver's memory, whatever the log's size
 OBJECT_STORE_BYTES = 512 * 2**20
 #: object store of a local cluster the run starts itself (Ray's default is 30 % of RAM); the driver maps
-#: the pages it reads results from, so this bounds its resident memory too
-LOCAL_OBJECT_STORE_BYTES = 2**30
+#: the pages it reads results from, so this bounds its resident memory too (with 1 GiB a DR run's driver reached 2.06 GB)
+LOCAL_OBJECT_STORE_BYTES = 512 * 2**20
 INSTALL_HINT = 'Ray is not installed: pip install "llm-ope[ray]" (or pip install "ray[data]").'
 
 

@@ -11,7 +11,7 @@ What is measured, on a simulated log written as time-ordered parquet partitions
 
 Both use normal intervals, the value and the paired difference and relative change against the
 baseline, per-day, per-model and per-task tables and the action files, streamed in batches of
-100,000 rows, on one machine (``local``, `ope.streaming`) and on a local Ray cluster started by
+50,000 rows (the default ``batch_rows``), on one machine (``local``, `ope.streaming`) and on a local Ray cluster started by
 the run on every core (``ray``, `ope.engine_ray`). Each case runs in a fresh Python process; its
 wall time, the timing breakdown of `RunResult.timings` and its peak resident memory (VmHWM; for
 Ray, the driver's — workers are separate processes) go to ``benchmark.extra_info`` and a summary
@@ -20,8 +20,8 @@ the peak stays under 4 GB.
 
 Sizes come from ``LLM_OPE_BENCH_SCALE``: ``small`` (2·10⁴ rows, batches of 5,000) is the default
 when benchmarks are disabled, so the default ``pytest`` runs each case once as a plain test;
-``full`` (10⁶ rows) is the default with ``--benchmark-enable``; ``large`` (10⁷ rows) and ``huge`` (10⁸ rows,
-batches of 250,000) are opt-in::
+``full`` (10⁶ rows) is the default with ``--benchmark-enable``; ``large`` (10⁷ rows) and ``huge`` (10⁸ rows)
+are opt-in::
 
     LLM_OPE_BENCH_SCALE=full python -m pytest tests/benchmarks/test_bench_streaming.py --benchmark-enable -s
 """
@@ -57,9 +57,9 @@ class Scale:
 SCALES = {
     "small": Scale("small", 20_000, 5_000, 10_000),
     "medium": Scale("medium", 100_000, 25_000, 50_000),
-    "full": Scale("full", 1_000_000, 100_000, 250_000),
-    "large": Scale("large", 10_000_000, 100_000, 250_000),
-    "huge": Scale("huge", 100_000_000, 250_000, 1_000_000),
+    "full": Scale("full", 1_000_000, 50_000, 250_000),
+    "large": Scale("large", 10_000_000, 50_000, 250_000),
+    "huge": Scale("huge", 100_000_000, 50_000, 250_000),
 }
 
 CONSTRAINED = """
