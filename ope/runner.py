@@ -135,10 +135,9 @@ def estimated_note(missing: int, rows: int, model: PropensityModel) -> str:
             f"policy {model.diagnostics['uniform_mean_weight']:.3f}, should be ≈ 1).")
 
 
-def model_based_only(cfg: ExperimentConfig, dataset: BanditDataset | OverlapFinding, notes: list[str]) -> ExperimentConfig:
-    """The config with only model-based estimators when the log was routed deterministically (no overlap to weight by);
-    ``dataset`` is the log, or the finding of `ope.overlap` on it."""
-    finding = dataset if isinstance(dataset, OverlapFinding) else detect_deterministic_router(dataset.logs, dataset.eligible)
+def model_based_only(cfg: ExperimentConfig, finding: OverlapFinding, notes: list[str]) -> ExperimentConfig:
+    """The config with only model-based estimators when the log was routed deterministically (no overlap to weight by:
+    ``finding`` of `ope.overlap` on the whole log)."""
     if not finding.deterministic:
         return cfg
     dropped = [e for e in cfg.evaluation.estimators if e != "DM"]
@@ -199,7 +198,7 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
         return run_streaming(cfg, show_progress=show_progress)
     dataset, fb, propensity_model, notes = load_for_run(cfg, show_progress=show_progress)
     if propensity_model is not None:  # logged propensities are the logger's own word; estimated ones need overlap
-        cfg = model_based_only(cfg, dataset, notes)
+        cfg = model_based_only(cfg, detect_deterministic_router(dataset.logs, dataset.eligible), notes)
         estimators = build_estimators(cfg)
     timings["load"] = time.perf_counter() - t0
     outcome_models = None

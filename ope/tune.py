@@ -27,6 +27,7 @@ from ope.breakdown import ESTIMATE_COLUMNS, estimate_rows
 from ope.config import ExperimentConfig, PolicyConfig, TuneConfig
 from ope.dataset import BanditDataset
 from ope.errors import ConfigError
+from ope.overlap import detect_deterministic_router
 from ope.predictors import OutcomeModels, fit_outcome_models
 from ope.progress import progress
 from ope.registry import build_policy
@@ -178,7 +179,7 @@ def run_tune(cfg: ExperimentConfig, *, show_progress: bool = True) -> TuneResult
         raise ConfigError(f"{cfg.source}: [tune] min_satisfaction is set, but no successful request in the log has a "
                           "satisfaction value: drop the target or bring logs with feedback.")
     if propensity_model is not None:
-        cfg = model_based_only(cfg, dataset, notes)
+        cfg = model_based_only(cfg, detect_deterministic_router(dataset.logs, dataset.eligible), notes)
     estimator = next(e for e in build_estimators(cfg) if e.name == primary_estimator(cfg.evaluation.estimators))
     train, split_at = split_by_time(dataset, tune.train_fraction)
     hold = ~train
