@@ -16,26 +16,14 @@ import polars as pl
 
 from estimators import BanditFeedback, BaseEstimator, EstimatorInputError, Normal, SupportWarning
 from estimators.base import Partial
-from estimators.batch import Batch, Cells, Shared, prepare
+from estimators.batch import Batch, Cells
 from ope.breakdown import ESTIMATE_COLUMNS, GROUP_SCHEMA, MIN_GROUP_ROWS, MIN_PERIOD_ROWS, estimate_rows, group_rows
 from ope.dataset import BanditDataset
 
-__all__ = ["GroupEstimates", "ShareSums", "prepare_rows", "value_batches"]
+__all__ = ["GroupEstimates", "ShareSums"]
 
 FloatArray = npt.NDArray[np.float64]
 BY = ("model", "task")
-
-
-def prepare_rows(fb: BanditFeedback, *, target: FloatArray, baseline: FloatArray | None = None,
-                 q_hat: FloatArray | None = None) -> Batch:
-    """`estimators.batch.prepare` for a batch that is part of a log (a batch may observe no satisfaction)."""
-    return prepare(fb, target=target, baseline=baseline, q_hat=q_hat, require_observed=False)
-
-
-def value_batches(fb: BanditFeedback, probabilities: dict[str, FloatArray], q_hat: FloatArray | None) -> dict[str, Batch]:
-    """Each policy prepared on a batch of a log, without a baseline (what `GroupEstimates.add` takes)."""
-    shared = Shared.of(fb, q_hat, require_observed=False)
-    return {name: shared.batch(shared.policy(pi)) for name, pi in probabilities.items()}
 
 
 class GroupEstimates:

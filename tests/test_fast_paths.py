@@ -12,12 +12,12 @@ from polars.testing import assert_frame_equal
 
 from estimators import DR, IPS, SNIPS, BanditFeedback, BaseEstimator, DRos, EstimatorInputError, SwitchDR
 from estimators.base import Partial
-from estimators.batch import CELL_ROWS, Cells, Shared, prepare
+from estimators.batch import CELL_ROWS, Batch, Cells, Shared, prepare
 from estimators.reduction import CellSums, Sums, all_pairs
 from ope.catalog import Catalog, catalog_from_frame
 from ope.dataset import BanditDataset
 from ope.schema import CAPABILITY_PREFIX, NEED_PREFIX
-from ope.stream_groups import GroupEstimates, ShareSums, prepare_rows, value_batches
+from ope.stream_groups import GroupEstimates, ShareSums
 from policies.baselines import Cheapest, Mixture, Uniform
 
 T0 = datetime(2025, 10, 1, tzinfo=UTC)
@@ -137,6 +137,17 @@ def _probabilities(ds: BanditDataset) -> dict[str, np.ndarray]:
     return {"uniform": Uniform().action_probabilities(ds), "cheapest": Mixture(policy=Cheapest().fit(ds), epsilon=0.1).action_probabilities(ds)}
 
 
+def _prepare_rows(fb: BanditFeedback, *, target: np.ndarray, q_hat: np.ndarray | None = None) -> Batch:
+    """`prepare` for a batch that is part of a log (it may observe no satisfaction), as the streamed run prepares it."""
+    return prepare(fb, target=target, q_hat=q_hat, require_observed=False)
+
+
+def _value_batches(fb: BanditFeedback, probabilities: dict[str, np.ndarray], q_hat: np.ndarray | None) -> dict[str, Batch]:
+    """Each policy prepared on a batch without a baseline: what `GroupEstimates.add` takes."""
+    shared = Shared.of(fb, q_hat, require_observed=False)
+    return {name: shared.batch(shared.policy(pi)) for name, pi in probabilities.items()}
+
+
 def _groups_by_masks(est: GroupEstimates, ds: BanditDataset, fb: BanditFeedback, probabilities: dict[str, np.ndarray],
                      q_hat: np.ndarray | None) -> None:
     """The former `GroupEstimates.add`: every group prepared on its own."""
@@ -150,7 +161,7 @@ def _groups_by_masks(est: GroupEstimates, ds: BanditDataset, fb: BanditFeedback,
             est.observed[(by, group)] = est.observed.get((by, group), 0.0) + observed
             q = None if q_hat is None or not est.estimator.needs_q_hat else q_hat[mask]
             for name, pi in probabilities.items():
-                part = est.estimator.accumulate(prepare_rows(part_fb, target=pi[mask], q_hat=q))
+                part = est.estimator.accumulate(_prepare_rows(part_fb, target=pi[mask], q_hat=q))
                 key = (by, group, name)
                 est.parts[key] = est.parts[key] + part if key in est.parts else part
 
@@ -176,7 +187,7 @@ def test_groups_cut_from_the_batch_equal_groups_prepared_alone(simulated: tuple[
     fb, probabilities = ds.to_feedback(), _probabilities(ds)
     q_hat = np.random.default_rng(3).random((ds.n, ds.catalog.n_arms, len(ds.metrics)))
     fast, slow = GroupEstimates(estimator, "6h", 0.05), GroupEstimates(estimator, "6h", 0.05)
-    fast.add(ds, fb, probabilities, value_batches(fb, probabilities, q_hat))
+    fast.add(ds, fb, probabilities, _value_batches(fb, probabilities, q_hat))
     _groups_by_masks(slow, ds, fb, probabilities, q_hat)
     assert fast.counts == slow.counts and fast.parts.keys() == slow.parts.keys()
     for key in slow.observed:
@@ -198,7 +209,7 @@ def test_two_halves_merged_equal_one_whole(simulated: tuple[Path, Path]) -> None
         worker_groups, worker_shares = GroupEstimates(SNIPS(), "6h", 0.05), ShareSums(ds.catalog.n_arms, names)
         for groups, shares in ((whole_groups, whole_shares), (worker_groups, worker_shares)):
             probabilities = _probabilities(half)
-            groups.add(half, half.to_feedback(), probabilities, value_batches(half.to_feedback(), probabilities, None))
+            groups.add(half, half.to_feedback(), probabilities, _value_batches(half.to_feedback(), probabilities, None))
             shares.add(half, probabilities)
         merged_groups.merge(worker_groups)
         merged_shares.merge(worker_shares)
@@ -209,7 +220,7 @@ def test_two_halves_merged_equal_one_whole(simulated: tuple[Path, Path]) -> None
     assert merged_groups.breakdowns(names).equals(whole_groups.breakdowns(names))
     assert merged_shares.frame(ds).equals(whole_shares.frame(ds))
     one = GroupEstimates(SNIPS(), "6h", 0.05)
-    one.add(ds, ds.to_feedback(), _probabilities(ds), value_batches(ds.to_feedback(), _probabilities(ds), None))
+    one.add(ds, ds.to_feedback(), _probabilities(ds), _value_batches(ds.to_feedback(), _probabilities(ds), None))
     got, want = merged_groups.breakdowns(names), one.breakdowns(names)
     assert got.select("by", "group", "policy", "metric", "n").equals(want.select("by", "group", "policy", "metric", "n"))
     np.testing.assert_allclose(got["value"].to_numpy(), want["value"].to_numpy(), rtol=1e-9)
@@ -247,10 +258,10 @@ def test_grouped_partials_of_tuned_estimators_equal_the_groups_alone(simulated: 
     q_hat = np.random.default_rng(5).random((ds.n, ds.catalog.n_arms, len(ds.metrics)))
     codes = np.stack([ds.logs["model"].cast(pl.String).rank("dense").to_numpy().astype(np.int64) - 1])
     cells = Cells.of(codes)
-    got = estimator.accumulate_groups(prepare_rows(fb, target=pi, q_hat=q_hat), pi, cells)
+    got = estimator.accumulate_groups(_prepare_rows(fb, target=pi, q_hat=q_hat), pi, cells)
     for g, part in enumerate(got):
         rows = codes[0] == g
-        want = estimator.accumulate(prepare_rows(fb.subset(rows), target=pi[rows], q_hat=q_hat[rows]))
+        want = estimator.accumulate(_prepare_rows(fb.subset(rows), target=pi[rows], q_hat=q_hat[rows]))
         _assert_partials_equal(part, want, rtol=1e-12)
         assert part.levels == want.levels and part.auto and (part.target.unsupported, part.target.n) == (want.target.unsupported, want.target.n)
 
