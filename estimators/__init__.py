@@ -11,6 +11,7 @@ from estimators.feedback import BanditFeedback
 from estimators.inference import Bootstrap, EmpiricalBernstein, Normal
 from estimators.ips import IPS, SNIPS
 from estimators.replay import OnlinePolicy, Replay, ReplayResult
+from estimators.target import SparseTarget
 
 __all__ = [
     "BanditFeedback",
@@ -31,6 +32,7 @@ __all__ = [
     "ReplayResult",
     "SNDR",
     "SNIPS",
+    "SparseTarget",
     "SupportWarning",
     "SwitchDR",
     "ESTIMATORS",

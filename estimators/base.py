@@ -23,6 +23,7 @@ from estimators.feedback import BanditFeedback
 from estimators.inference import Inference, Normal, check_alpha
 from estimators.reduction import CellSums, Sums, all_pairs
 from estimators.statistic import Kind, Statistic, Terms
+from estimators.target import SparseTarget
 
 __all__ = ["BaseEstimator", "Prepared", "Partial", "SupportWarning"]
 
@@ -88,7 +89,7 @@ class BaseEstimator:
         self,
         fb: BanditFeedback,
         *,
-        target: npt.ArrayLike,
+        target: npt.ArrayLike | SparseTarget,
         q_hat: npt.ArrayLike | None = None,
         inference: Inference | None = None,
         alpha: float = 0.05,
@@ -102,8 +103,8 @@ class BaseEstimator:
         self,
         fb: BanditFeedback,
         *,
-        target: npt.ArrayLike,
-        baseline: npt.ArrayLike,
+        target: npt.ArrayLike | SparseTarget,
+        baseline: npt.ArrayLike | SparseTarget,
         q_hat: npt.ArrayLike | None = None,
         inference: Inference | None = None,
         alpha: float = 0.05,
@@ -119,8 +120,8 @@ class BaseEstimator:
         self,
         fb: BanditFeedback,
         *,
-        target: npt.ArrayLike,
-        baseline: npt.ArrayLike | None = None,
+        target: npt.ArrayLike | SparseTarget,
+        baseline: npt.ArrayLike | SparseTarget | None = None,
         q_hat: npt.ArrayLike | None = None,
         relative: bool = False,
         n_boot: int = 0,
@@ -155,7 +156,7 @@ class BaseEstimator:
         b_sums = None if batch.baseline is None or batch.baseline_sums is None else with_modified(batch.baseline_sums, counts(batch.baseline))
         return Partial(self.name, kind, levels, auto, total, t_sums, b_sums, fb.scalar, n_boot, seed)
 
-    def accumulate_groups(self, batch: Batch, target: FloatArray, cells: Cells) -> list[Partial]:
+    def accumulate_groups(self, batch: Batch, target: FloatArray | SparseTarget, cells: Cells) -> list[Partial]:
         """Value partial sums of every group of ``cells`` of a batch prepared with ``target`` and no baseline.
 
         Equal (to rounding) to `accumulate` on each group's rows prepared alone, in one pass over the rows:

@@ -11,6 +11,7 @@ import numpy.typing as npt
 from estimators._errors import EstimatorInputError, EstimatorSupportError
 from estimators.diagnostics import WeightSums
 from estimators.feedback import BanditFeedback
+from estimators.target import SparseTarget
 
 __all__ = ["Batch", "Cells", "Prepared", "Shared", "group_weight_sums", "prepare"]
 
@@ -18,9 +19,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 ROW_SUM_TOL = 1e-6
 CELL_ROWS = 2048  # longest cell, so that blocks of whole cells stay near a chosen size
-MASS_CELLS = 1 << 18  # bound on the (rows, K) block of π gathered at a time for the per-cell masses
 Q_NOT_FINITE = "q_hat must be finite on every eligible (row, arm)."
-SPARSE_ELIGIBLE = 0.25  # eligible share of (row, arm) pairs below which Σ_a π q̂ is summed over the eligible pairs alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,32 +54,35 @@ class Batch:
     has_q_hat: bool
 
 
-def _check_target(fb: BanditFeedback, target: npt.ArrayLike, name: str) -> FloatArray:
-    pi = np.asarray(target, dtype=np.float64)
-    if pi.shape != (fb.n, fb.n_arms):
-        msg = f"{name} must have shape (n, K) = {(fb.n, fb.n_arms)}. Got {pi.shape}."
-        raise EstimatorInputError(msg)
-    sums = np.einsum("nk->n", pi)  # finite row sums mean finite entries (else overflow: check them one by one); faster than sum on short rows
-    finite = bool(np.isfinite(sums).all()) or bool(np.isfinite(pi).all())
-    if not finite or (pi.size and pi.min() < -1e-12):
-        raise EstimatorInputError(f"{name} must hold finite, non-negative probabilities.")
+def _check_target(fb: BanditFeedback, target: npt.ArrayLike | SparseTarget, name: str) -> SparseTarget:
+    """The target at its non-zero pairs, checked: shape, finite non-negative probabilities, rows summing to 1, eligible support."""
+    if isinstance(target, SparseTarget):
+        sp = target
+        if sp.shape != (fb.n, fb.n_arms):
+            raise EstimatorInputError(f"{name} must have shape (n, K) = {(fb.n, fb.n_arms)}. Got {sp.shape}.")
+        if not np.isfinite(sp.values).all() or (sp.values.size and sp.values.min() < -1e-12):
+            raise EstimatorInputError(f"{name} must hold finite, non-negative probabilities.")
+        sums = sp.per_row(sp.values)
+    else:
+        pi = np.asarray(target, dtype=np.float64)
+        if pi.shape != (fb.n, fb.n_arms):
+            raise EstimatorInputError(f"{name} must have shape (n, K) = {(fb.n, fb.n_arms)}. Got {pi.shape}.")
+        sums = np.einsum("nk->n", pi)  # finite row sums mean finite entries (else overflow: check them one by one)
+        if not (bool(np.isfinite(sums).all()) or bool(np.isfinite(pi).all())) or (pi.size and pi.min() < -1e-12):
+            raise EstimatorInputError(f"{name} must hold finite, non-negative probabilities.")
+        sp = SparseTarget.of(pi)
     off = np.abs(sums - 1.0) > ROW_SUM_TOL
     if off.any():
         rows = np.flatnonzero(off)[:5].tolist()
         msg = f"{name} rows must sum to 1. {int(off.sum())} rows do not (first rows {rows}: sums {sums[rows].tolist()})."
         raise EstimatorInputError(msg)
-    if fb.eligible is not None:
-        # only rows with some positive mass off the eligible set can exceed the tolerance: sum those alone
-        off_set = pi > 0
-        np.greater(off_set, fb.eligible, out=off_set)  # positive and not eligible
-        suspect = np.unique(np.flatnonzero(off_set) // fb.n_arms)  # few or none: faster than any() over short rows
-        outside = np.zeros(fb.n, dtype=bool)
-        outside[suspect] = np.einsum("nk,nk->n", pi[suspect], ~fb.eligible[suspect]) > 1e-9
+    if fb.eligible is not None and not (ok := fb.eligible[sp.rows, sp.arms]).all():
+        outside = np.bincount(sp.rows[~ok], weights=sp.values[~ok], minlength=fb.n) > 1e-9
         if outside.any():
             rows = np.flatnonzero(outside)[:5].tolist()
             msg = f"{name} puts probability outside the eligible set on {int(outside.sum())} rows (first rows {rows})."
             raise EstimatorSupportError(msg)
-    return pi
+    return sp
 
 
 def _q_shaped(fb: BanditFeedback, q_hat: npt.ArrayLike) -> FloatArray:
@@ -96,16 +98,6 @@ def _q_shaped(fb: BanditFeedback, q_hat: npt.ArrayLike) -> FloatArray:
     return q
 
 
-def _check_q_hat(fb: BanditFeedback, q: FloatArray) -> FloatArray:
-    """q̂ finite on every eligible pair, and 0 off the eligible set where it was not finite."""
-    if np.isfinite(q).all():
-        return q  # the target is 0 off the eligible set and logged arms are eligible: nothing to zero
-    usable = np.ones(q.shape[:2], dtype=bool) if fb.eligible is None else fb.eligible
-    if not np.isfinite(q[usable]).all():
-        raise EstimatorInputError(Q_NOT_FINITE)
-    return np.where(usable[:, :, None], q, 0.0)
-
-
 def _weight_sums(fb: BanditFeedback, w: FloatArray, mass: FloatArray, unsupported: float | None) -> WeightSums:
     """The target's `WeightSums` on the rows of ``fb`` from its weights ``w`` and its mass Σ s π (K,)."""
     s = fb.weights
@@ -116,24 +108,25 @@ def _weight_sums(fb: BanditFeedback, w: FloatArray, mass: FloatArray, unsupporte
     )
 
 
-def _unsupported(fb: BanditFeedback, pi: FloatArray) -> FloatArray | None:
+def _unsupported(fb: BanditFeedback, sp: SparseTarget) -> FloatArray | None:
     """(n,) target mass where the logging distribution is zero, when that distribution is known."""
-    return None if fb.logging_probabilities is None else (pi * (fb.logging_probabilities <= 0)).sum(axis=1)
+    if fb.logging_probabilities is None:
+        return None
+    return sp.per_row(sp.values * (fb.logging_probabilities[sp.rows, sp.arms] <= 0))
 
 
 @dataclass(frozen=True, slots=True)
 class Shared:
-    """A batch's feedback checked once, to prepare many policies on it (each policy's arrays once, pairs for free).
+    """A batch's feedback checked once, to prepare many policies on it (each policy's arrays once).
 
-    rewards (n, M) with missing set to 0 · weights (n, M) = sample weight × observed · q (n, K, M) checked
-    q̂ or None · pairs (rows, arms) of the eligible set, when it is sparse enough to sum Σ_a π q̂ over it alone.
+    rewards (n, M) with missing set to 0 · weights (n, M) = sample weight × observed · q (n, K, M) q̂,
+    checked finite on the eligible pairs (the only ones a target may use), or None.
     """
 
     fb: BanditFeedback
     rewards: FloatArray
     weights: FloatArray
     q: FloatArray | None
-    pairs: tuple[IntArray, IntArray, FloatArray] | None
 
     @classmethod
     def of(cls, fb: BanditFeedback, q_hat: npt.ArrayLike | None = None, *, require_observed: bool = True) -> Shared:
@@ -143,39 +136,26 @@ class Shared:
         (``require_observed=False``): it adds zeros to that metric's sums, and the merged sums are checked.
         """
         q = None if q_hat is None else _q_shaped(fb, q_hat)
-        pairs = None
-        if q is not None and fb.eligible is not None and fb.eligible.mean() < SPARSE_ELIGIBLE:
-            rows, arms = np.nonzero(fb.eligible)  # every row has one (its logged arm), rows ascending
-            pairs = rows, arms, q[rows, arms]     # only these are ever read: no need to check the rest
-            if not np.isfinite(pairs[2]).all():
-                raise EstimatorInputError(Q_NOT_FINITE)
-        elif q is not None:
-            q = _check_q_hat(fb, q)
+        if q is not None and not np.isfinite(q if fb.eligible is None else q[fb.eligible]).all():
+            raise EstimatorInputError(Q_NOT_FINITE)
         missing = np.isnan(fb.rewards)
         weights = fb.weights[:, None] * ~missing
         if require_observed and (weights.sum(axis=0) == 0).any():
             raise EstimatorInputError("Every metric needs at least one observed (non-NaN) reward.")
-        return cls(fb, np.where(missing, 0.0, fb.rewards), weights, q, pairs)
+        return cls(fb, np.where(missing, 0.0, fb.rewards), weights, q)
 
-    def policy(self, target: npt.ArrayLike, name: str = "target") -> tuple[Prepared, WeightSums]:
+    def policy(self, target: npt.ArrayLike | SparseTarget, name: str = "target") -> tuple[Prepared, WeightSums]:
         """One policy's checked arrays and weight sums (``name`` is used in error messages)."""
         fb, q = self.fb, self.q
-        pi = _check_target(fb, target, name)
-        rows = np.arange(fb.n)
-        w = pi[rows, fb.actions] / fb.propensities
-        unsupported = _unsupported(fb, pi)
-        sums = _weight_sums(fb, w, fb.weights @ pi, None if unsupported is None else float(fb.weights @ unsupported))
-        return Prepared(w=w, rewards=self.rewards, weights=self.weights, dm=self._dm(pi),
-                        q_logged=None if q is None else q[rows, fb.actions]), sums
-
-    def _dm(self, pi: FloatArray) -> FloatArray | None:
-        """Σ_a π(a|x) q̂(x, a) (n, M): over the eligible pairs alone when they are few (π is 0 elsewhere)."""
-        if self.q is None:
-            return None
-        if self.pairs is None:
-            return np.einsum("nk,nkm->nm", pi, self.q)
-        rows, arms, q_pairs = self.pairs
-        return np.add.reduceat(pi[rows, arms][:, None] * q_pairs, np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]), axis=0)
+        sp = _check_target(fb, target, name)
+        w = sp.at(fb.actions) / fb.propensities
+        unsupported = _unsupported(fb, sp)
+        sums = _weight_sums(fb, w, sp.mass(fb.weights), None if unsupported is None else float(fb.weights @ unsupported))
+        dm = None
+        if q is not None:  # Σ_a π(a|x) q̂(x, a) over the target's pairs (every row has one: its π sums to 1)
+            dm = np.add.reduceat(sp.values[:, None] * q[sp.rows, sp.arms], np.flatnonzero(np.r_[True, sp.rows[1:] != sp.rows[:-1]]), axis=0)
+        return Prepared(w=w, rewards=self.rewards, weights=self.weights, dm=dm,
+                        q_logged=None if q is None else q[np.arange(fb.n), fb.actions]), sums
 
     def batch(self, target: tuple[Prepared, WeightSums], baseline: tuple[Prepared, WeightSums] | None = None) -> Batch:
         """A batch of a target's prepared arrays, and a baseline's for paired estimates."""
@@ -184,7 +164,7 @@ class Shared:
 
 
 def prepare(
-    fb: BanditFeedback, *, target: npt.ArrayLike, baseline: npt.ArrayLike | None = None, q_hat: npt.ArrayLike | None = None,
+    fb: BanditFeedback, *, target: npt.ArrayLike | SparseTarget, baseline: npt.ArrayLike | SparseTarget | None = None, q_hat: npt.ArrayLike | None = None,
     require_observed: bool = True,
 ) -> Batch:
     """Validate a batch once and compute what every estimator needs from it (see `Shared.of`)."""
@@ -234,32 +214,29 @@ class Cells:
         return out
 
 
-def group_weight_sums(batch: Batch, target: FloatArray, cells: Cells) -> list[WeightSums]:
+def group_weight_sums(batch: Batch, target: FloatArray | SparseTarget, cells: Cells) -> list[WeightSums]:
     """The target's `WeightSums` of each group of rows of the value-only ``batch`` prepared with ``target``.
 
-    Equal (to rounding) to `prepare` on each group's rows alone; every sum is reduced per cell, with
-    no (n, K) temporary larger than a block of cells.
+    Equal (to rounding) to `prepare` on each group's rows alone; every sum is reduced per cell, the
+    per-arm ones over the target's non-zero pairs.
     """
     if batch.baseline is not None:
         raise ValueError("group_weight_sums takes a batch prepared without a baseline.")
     fb = batch.fb
-    per_row = _unsupported(fb, target)
+    sp = target if isinstance(target, SparseTarget) else SparseTarget.of(np.asarray(target, dtype=np.float64))
+    per_row = _unsupported(fb, sp)
     s, w = fb.weights, batch.target.w
     sw = s * w
     columns = np.stack([s, sw, s * sw, sw * sw, s * s] + ([] if per_row is None else [s * per_row]))[:, cells.order]
     sums = cells.add(np.add.reduceat(columns, cells.bounds, axis=1))
     max_w = cells.add(np.maximum.reduceat(w[cells.order], cells.bounds), np.maximum, -np.inf)
     n = cells.add(np.diff(cells.bounds, append=fb.n).astype(np.float64))
-    mass = np.empty((cells.bounds.size, fb.n_arms))
-    played = np.zeros_like(mass)
-    for lo, hi in cells.blocks(max(1, MASS_CELLS // max(fb.n_arms, 1))):
-        rows = cells.order[cells.rows(lo, hi)]
-        local = cells.bounds[lo:hi] - cells.bounds[lo]
-        mass[lo:hi] = np.add.reduceat(target[rows] * s[rows, None], local, axis=0)
-        hits = np.zeros((hi - lo, fb.n_arms))
-        hits[np.repeat(np.arange(hi - lo), np.diff(local, append=rows.size)), fb.actions[rows]] = 1.0
-        played[lo:hi] = hits
-    mass, played = cells.add(mass.T).T, cells.add(played.T).T > 0
+    cell = np.empty(fb.n, dtype=np.int64)  # the cell of each row
+    cell[cells.order] = np.repeat(np.arange(cells.bounds.size), np.diff(cells.bounds, append=fb.n))
+    size = cells.bounds.size * fb.n_arms
+    mass = np.bincount(cell[sp.rows] * fb.n_arms + sp.arms, weights=s[sp.rows] * sp.values, minlength=size)
+    played = np.bincount(cell * fb.n_arms + fb.actions, minlength=size).astype(np.float64)
+    mass, played = cells.add(mass.reshape(-1, fb.n_arms).T).T, cells.add(played.reshape(-1, fb.n_arms).T).T > 0
     return [WeightSums(n=int(n[g]), s=float(sums[0, g]), sw=float(sums[1, g]), s2w=float(sums[2, g]), s2w2=float(sums[3, g]),
                        s2=float(sums[4, g]), max_w=float(max_w[g]), mass=mass[g], played=played[g],
                        unsupported=None if per_row is None else float(sums[5, g]), modified=np.zeros(0, dtype=np.int64))

@@ -81,7 +81,7 @@ def _actions(result: RunResult, out: Path) -> dict[str, str]:
         return files
     for name, pi in result.probabilities.items():
         with action_writer(out / "actions" / f"{files[name]}.parquet") as writer:
-            writer.write_table(action_table(result.dataset.logs["request_id"], result.dataset.arms, pi, result.dataset.eligible))
+            writer.write_table(action_table(result.dataset.logs["request_id"], result.dataset.arms, pi))
     return files
 
 

@@ -21,7 +21,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from estimators import BaseEstimator, EstimatorInputError
+from estimators import BaseEstimator, EstimatorInputError, SparseTarget
 from estimators.base import Partial
 from estimators.batch import Shared
 from ope.catalog import Catalog
@@ -34,8 +34,9 @@ from ope.stream_groups import GroupEstimates, ShareSums
 from ope.stream_models import Vocabulary, batch_features
 from ope.validate import ValidatedLogs
 from policies import Policy
+from policies.base import Pairs
 
-__all__ = ["ACTION_SCHEMA", "BatchContext", "BatchPartials", "action_table", "action_tables", "action_writer", "action_writers", "batch_dataset", "evaluate_batch"]
+__all__ = ["ACTION_SCHEMA", "BatchContext", "BatchPartials", "action_table", "action_tables", "action_writer", "action_writers", "batch_dataset", "evaluate_batch", "policy_target"]
 
 FloatArray = npt.NDArray[np.float64]
 #: (row, arm) pairs evaluated at once when outcome or propensity models score them (≈ 110 MB of q̂)
@@ -55,24 +56,29 @@ def action_writers(paths: dict[str, Path]) -> Iterator[dict[str, pq.ParquetWrite
         yield {name: stack.enter_context(action_writer(path)) for name, path in paths.items()}
 
 
-def action_table(request_ids: pl.Series, arms: tuple[str, ...], pi: FloatArray, eligible: npt.NDArray[np.bool_]) -> pa.Table:
-    """``request_id, arm, probability`` of every non-zero action probability, row by row (π is 0 off ``eligible``)."""
-    return action_tables(request_ids, arms, {"": pi}, eligible)[""]
+def action_table(request_ids: pl.Series, arms: tuple[str, ...], pi: FloatArray | SparseTarget) -> pa.Table:
+    """``request_id, arm, probability`` of every non-zero action probability, row by row."""
+    return action_tables(request_ids, arms, {"": pi if isinstance(pi, SparseTarget) else SparseTarget.of(pi)})[""]
 
 
-def action_tables(request_ids: pl.Series, arms: tuple[str, ...], probabilities: dict[str, FloatArray],
-                  eligible: npt.NDArray[np.bool_]) -> dict[str, pa.Table]:
-    """`action_table` of several policies on the same rows: ids converted and eligible pairs found once."""
+def action_tables(request_ids: pl.Series, arms: tuple[str, ...], probabilities: dict[str, SparseTarget]) -> dict[str, pa.Table]:
+    """`action_table` of several policies on the same rows (request ids converted once)."""
     ids = request_ids.cast(pl.String).to_arrow().cast(pa.large_string())
     names = pa.array(arms, type=pa.large_string())
-    pair_rows, pair_arms = np.nonzero(eligible)  # row by row; looking up π there is cheaper than scanning all of it
     out = {}
-    for name, pi in probabilities.items():
-        values = pi[pair_rows, pair_arms]
-        keep = values != 0
-        rows, cols = pa.array(pair_rows[keep]), pa.array(pair_arms[keep])
-        out[name] = pa.table([ids.take(rows), names.take(cols), pa.array(values[keep], type=pa.float64())], schema=ACTION_SCHEMA)
+    for name, sp in probabilities.items():
+        keep = sp.values != 0
+        rows, cols = pa.array(sp.rows[keep]), pa.array(sp.arms[keep])
+        out[name] = pa.table([ids.take(rows), names.take(cols), pa.array(sp.values[keep], type=pa.float64())], schema=ACTION_SCHEMA)
     return out
+
+
+def policy_target(policy: Policy, ds: BanditDataset, pairs: Pairs, *args: Any) -> SparseTarget:
+    """A policy's probabilities on a batch at its non-zero pairs: computed at the eligible pairs alone
+    when the policy can (`policies.base.Pairs`), else read off its (n, K) matrix."""
+    if hasattr(policy, "pair_probabilities"):
+        return SparseTarget(pairs.rows, pairs.arms, policy.pair_probabilities(ds, pairs, *args), (ds.n, ds.catalog.n_arms))
+    return SparseTarget.of(policy.action_probabilities(ds, *args))
 
 
 def batch_dataset(logs: pl.DataFrame, catalog: Catalog, sla_latency_ms: float) -> BanditDataset:
@@ -176,10 +182,10 @@ def _evaluate_rows(ctx: BatchContext, ds: BanditDataset, history: FloatArray | N
     p_hat = None if ctx.propensity is None or feats is None else predict_propensities(ctx.propensity, ds, feats, cfg.predictors)
     fb = ds.to_feedback(p_hat, fill_satisfaction=not ctx.feedback)
     q_hat = None if models is None or feats is None else predict_q_hat(models, ds, feats)
-    probabilities: dict[str, FloatArray] = {}
+    pairs = Pairs.of(ds.eligible)
+    probabilities: dict[str, SparseTarget] = {}
     for name, policy in ctx.policies.items():
-        args: tuple[Any, ...] = (ds, q_hat) if getattr(policy, "needs_q_hat", False) else (ds,)
-        probabilities[name] = policy.action_probabilities(*args)
+        probabilities[name] = policy_target(policy, ds, pairs, *((q_hat,) if getattr(policy, "needs_q_hat", False) else ()))
         into.fallback[name] += getattr(policy, "n_fallback_", 0)
     shared = Shared.of(fb, q_hat, require_observed=False)  # q̂ checked once, each policy prepared once
     prepared = {name: shared.policy(pi) for name, pi in probabilities.items()}
@@ -200,4 +206,4 @@ def _evaluate_rows(ctx: BatchContext, ds: BanditDataset, history: FloatArray | N
     into.groups.add(ds, fb, probabilities, {name: shared.batch(prep) for name, prep in prepared.items()})
     into.shares.add(ds, probabilities)
     into.rows += ds.n
-    return action_tables(ds.logs["request_id"], ds.arms, probabilities, ds.eligible)
+    return action_tables(ds.logs["request_id"], ds.arms, probabilities)

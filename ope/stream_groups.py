@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from estimators import BanditFeedback, BaseEstimator, EstimatorInputError, Normal, SupportWarning
+from estimators import BanditFeedback, BaseEstimator, EstimatorInputError, Normal, SparseTarget, SupportWarning
 from estimators.base import Partial
 from estimators.batch import Batch, Cells
 from ope.breakdown import ESTIMATE_COLUMNS, GROUP_SCHEMA, MIN_GROUP_ROWS, MIN_PERIOD_ROWS, estimate_rows, group_rows
@@ -35,7 +35,7 @@ class GroupEstimates:
         self.observed: dict[tuple[str, Any], FloatArray] = {}
         self.counts: dict[tuple[str, Any], int] = {}
 
-    def add(self, ds: BanditDataset, fb: BanditFeedback, probabilities: dict[str, FloatArray], batches: dict[str, Batch]) -> None:
+    def add(self, ds: BanditDataset, fb: BanditFeedback, probabilities: dict[str, SparseTarget], batches: dict[str, Batch]) -> None:
         """Add one batch's rows of every group (``batches``: each policy prepared on the batch, without a baseline).
 
         Rows are sorted once into period × model × task cells (`estimators.batch.Cells`); each policy's
@@ -119,13 +119,13 @@ class ShareSums:
         self.logged = np.zeros(n_arms)
         self.policies = {name: np.zeros(n_arms) for name in names}
 
-    def add(self, ds: BanditDataset, probabilities: dict[str, FloatArray]) -> None:
+    def add(self, ds: BanditDataset, probabilities: dict[str, SparseTarget]) -> None:
         """Add one batch."""
         s = ds.sample_weight
         self.total += float(s.sum())
-        np.add.at(self.logged, ds.actions, s)
+        self.logged += np.bincount(ds.actions, weights=s, minlength=self.logged.size)
         for name, pi in probabilities.items():
-            self.policies[name] += s @ pi
+            self.policies[name] += pi.mass(s)
 
     def merge(self, other: ShareSums) -> None:
         """Fold another instance's sums into these."""

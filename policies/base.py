@@ -1,8 +1,14 @@
-"""The policy contract: contexts in, an (n, K) matrix of action probabilities out."""
+"""The policy contract: contexts in, an (n, K) matrix of action probabilities out.
+
+Policies whose probabilities are zero off each request's eligible arms (every policy must be) may
+also give them at the eligible (row, arm) pairs alone (`Pairs`, ``pair_probabilities``): a request
+has ~5 eligible arms of 58, and a streamed run never needs the (n, K) matrix.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -10,10 +16,10 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from ope.dataset import BanditDataset
 
-__all__ = ["BLOCK_ROWS", "Policy", "PolicyError", "checked_q_hat", "spread", "uniform_over"]
+__all__ = ["Pairs", "Policy", "PolicyError", "checked_q_hat", "probabilities_at", "spread", "uniform_over"]
 
 FloatArray = npt.NDArray[np.float64]
-BLOCK_ROWS = 4096  # rows of (n, K) work at a time: ~2 MB temporaries stay in cache
+IntArray = npt.NDArray[np.int64]
 
 
 class PolicyError(ValueError):
@@ -46,25 +52,71 @@ def uniform_over(mask: npt.NDArray[np.bool_], *, out: FloatArray | None = None) 
     return out
 
 
-def spread(scores: FloatArray, eligible: npt.NDArray[np.bool_], *, rtol: float = 1e-9, overwrite: bool = False) -> FloatArray:
-    """Put each row's mass on its lowest-score eligible arms, split evenly among ties.
+@dataclass(frozen=True, slots=True, eq=False)
+class Pairs:
+    """The eligible (row, arm) pairs of a dataset, row by row: where a policy's probabilities may be non-zero.
 
-    Scores the same on every row (a broadcast (K,) row) need no (n, K) float work; with ``overwrite``
-    the caller's (n, K) ``scores`` array is reused for the result. Rows go in blocks of ``BLOCK_ROWS``
-    so that the temporaries stay in cache.
+    rows, arms (m,) the pairs (rows non-decreasing) · n, n_arms the dense shape · first (R,) where each
+    of the R rows that has pairs starts, and ``filled`` (R,) those rows.
     """
-    if scores.ndim == 2 and scores.shape[0] and scores.strides[0] == 0 and not np.isnan(scores[0]).any():
-        row = scores[0]
-        order = np.argsort(row, kind="stable")
-        best = row[order][np.argmax(eligible[:, order], axis=1)]  # the first eligible arm by score (rows without any: masked below)
-        return uniform_over(eligible & (row[None, :] <= (best + rtol * np.abs(best))[:, None]))
-    out = scores if overwrite else np.empty(scores.shape)
-    for start in range(0, scores.shape[0], BLOCK_ROWS):
-        rows = slice(start, start + BLOCK_ROWS)
-        masked = np.where(eligible[rows], scores[rows], np.inf)
-        best = masked.min(axis=1, keepdims=True)
-        uniform_over(eligible[rows] & (masked <= best + rtol * np.abs(best)), out=out[rows])
-    return out
+
+    rows: IntArray
+    arms: IntArray
+    n: int
+    n_arms: int
+    first: IntArray
+    filled: IntArray
+
+    @classmethod
+    def of(cls, eligible: npt.NDArray[np.bool_]) -> Pairs:
+        """The True entries of an (n, K) eligibility matrix."""
+        rows, arms = np.nonzero(eligible)
+        first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if rows.size else np.zeros(0, dtype=np.int64)
+        return cls(rows, arms, eligible.shape[0], eligible.shape[1], first, rows[first])
+
+    def row_sum(self, x: FloatArray) -> FloatArray:
+        """(n,) sum of a per-pair value over each row's pairs (0 for a row without any)."""
+        out = np.zeros(self.n)
+        if self.rows.size:
+            out[self.filled] = np.add.reduceat(x, self.first)
+        return out
+
+    def row_min(self, x: FloatArray) -> FloatArray:
+        """(n,) least per-pair value of each row (inf for a row without any)."""
+        out = np.full(self.n, np.inf)
+        if self.rows.size:
+            out[self.filled] = np.minimum.reduceat(x, self.first)
+        return out
+
+    def uniform(self, mask: npt.NDArray[np.bool_]) -> FloatArray:
+        """Uniform probabilities over each row's pairs where ``mask`` (m,) holds; rows without any stay zero."""
+        count = self.row_sum(mask.astype(np.float64))
+        return np.where(mask, 1.0 / np.maximum(count, 1.0)[self.rows], 0.0)
+
+    def lowest(self, scores: FloatArray, *, rtol: float = 1e-9) -> FloatArray:
+        """Each row's mass on its lowest-score pairs, split evenly among ties (within ``rtol``)."""
+        best = self.row_min(scores)[self.rows]
+        return self.uniform(scores <= best + rtol * np.abs(best))
+
+    def dense(self, values: FloatArray) -> FloatArray:
+        """The (n, K) matrix holding ``values`` at the pairs and 0 elsewhere."""
+        out = np.zeros((self.n, self.n_arms))
+        out[self.rows, self.arms] = values
+        return out
+
+
+def probabilities_at(policy: Policy, dataset: BanditDataset, pairs: Pairs, *args: Any) -> FloatArray:
+    """π at the eligible pairs (m,): from the policy's ``pair_probabilities`` when it has one, else read off its (n, K) matrix."""
+    at_pairs = getattr(policy, "pair_probabilities", None)
+    if at_pairs is not None:
+        return np.asarray(at_pairs(dataset, pairs, *args), dtype=np.float64)
+    return np.asarray(policy.action_probabilities(dataset, *args), dtype=np.float64)[pairs.rows, pairs.arms]
+
+
+def spread(scores: FloatArray, eligible: npt.NDArray[np.bool_], *, rtol: float = 1e-9) -> FloatArray:
+    """Put each row's mass on its lowest-score eligible arms, split evenly among ties (an (n, K) matrix)."""
+    pairs = Pairs.of(eligible)
+    return pairs.dense(pairs.lowest(np.broadcast_to(scores, eligible.shape)[pairs.rows, pairs.arms], rtol=rtol))
 
 
 def checked_q_hat(dataset: BanditDataset, q_hat: FloatArray | None, who: str) -> FloatArray:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import polars as pl
 
-from policies.base import BLOCK_ROWS, FloatArray, Policy, PolicyError, spread, uniform_over
+from policies.base import FloatArray, Pairs, Policy, PolicyError, probabilities_at, uniform_over
 
 if TYPE_CHECKING:
     from ope.dataset import BanditDataset
@@ -21,8 +21,19 @@ def blended_price(price_in: FloatArray, price_out: FloatArray) -> FloatArray:
     return (3.0 * price_in + price_out) / 4.0
 
 
+class _AtPairs:
+    """A policy computed at the eligible pairs alone; its (n, K) matrix is those values scattered."""
+
+    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs) -> FloatArray:
+        raise NotImplementedError
+
+    def action_probabilities(self, dataset: BanditDataset) -> FloatArray:
+        pairs = Pairs.of(dataset.eligible)
+        return pairs.dense(self.pair_probabilities(dataset, pairs))
+
+
 @dataclass(kw_only=True)
-class Uniform:
+class Uniform(_AtPairs):
     """Uniform over each request's eligible arms."""
 
     name: str = "uniform"
@@ -30,12 +41,12 @@ class Uniform:
     def fit(self, dataset: BanditDataset) -> Uniform:
         return self
 
-    def action_probabilities(self, dataset: BanditDataset) -> FloatArray:
-        return uniform_over(dataset.eligible)
+    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs) -> FloatArray:
+        return pairs.uniform(np.ones(pairs.rows.size, dtype=bool))
 
 
 @dataclass(kw_only=True)
-class DirectOfficial:
+class DirectOfficial(_AtPairs):
     """Always the model maker's own endpoint (the baseline reports compare against).
 
     ``fallback`` decides what happens to requests whose model has no eligible official arm:
@@ -59,11 +70,10 @@ class DirectOfficial:
             self.fallback_output_ = Cheapest().fit(dataset).expected_output_
         return self
 
-    def action_probabilities(self, dataset: BanditDataset) -> FloatArray:
-        official = dataset.catalog.arms_frame["official"].to_numpy().astype(bool)
-        mask = dataset.eligible & official[None, :]
-        pi = uniform_over(mask)
-        missing = ~mask.any(axis=1)
+    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs) -> FloatArray:
+        official = dataset.catalog.arms_frame["official"].to_numpy().astype(bool)[pairs.arms]
+        pi = pairs.uniform(official)
+        missing = pairs.row_sum(official.astype(np.float64)) == 0
         self.n_fallback_ = int(missing.sum())
         if not missing.any():
             return pi
@@ -74,17 +84,16 @@ class DirectOfficial:
                 f"(models {models}). Set fallback = 'uniform' or 'cheapest' to route them anyway."
             )
             raise PolicyError(msg)
-        other: Policy = Uniform()
+        other: _AtPairs = Uniform()
         if self.fallback == "cheapest":
             cheapest = Cheapest()
             cheapest.expected_output_ = self.fallback_output_ if self.fallback_output_ is not None else cheapest.fit(dataset).expected_output_
             other = cheapest
-        pi[missing] = other.action_probabilities(dataset.subset(missing))
-        return pi
+        return np.where(missing[pairs.rows], other.pair_probabilities(dataset, pairs), pi)
 
 
 @dataclass(kw_only=True)
-class Cheapest:
+class Cheapest(_AtPairs):
     """The eligible arm with the lowest list price for the request's tokens.
 
     Output tokens are not known before serving: each task's median output on ok rows (learned
@@ -100,20 +109,16 @@ class Cheapest:
         self.expected_output_ = dict(med.iter_rows())
         return self
 
-    def action_probabilities(self, dataset: BanditDataset) -> FloatArray:
+    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs) -> FloatArray:
         default = float(np.median(list(self.expected_output_.values()))) if self.expected_output_ else 0.0
         out = dataset.logs["task"].replace_strict(self.expected_output_, default=default, return_dtype=pl.Float64)
-        tokens_in, tokens_out = dataset.logs["input_tokens"].to_numpy(), out.to_numpy()
-        cost = np.empty(dataset.eligible.shape)
-        for start in range(0, cost.shape[0], BLOCK_ROWS):  # blocks of rows: the products' temporaries stay in cache
-            rows = slice(start, start + BLOCK_ROWS)
-            np.multiply(tokens_in[rows, None], dataset.price_in[rows], out=cost[rows])
-            cost[rows] += tokens_out[rows, None] * dataset.price_out[rows]
-        return spread(cost, dataset.eligible, overwrite=True)
+        tokens_in, tokens_out = dataset.logs["input_tokens"].to_numpy()[pairs.rows], out.to_numpy()[pairs.rows]
+        cost = tokens_in * dataset.price_in[pairs.rows, pairs.arms] + tokens_out * dataset.price_out[pairs.rows, pairs.arms]
+        return pairs.lowest(cost)
 
 
 @dataclass(kw_only=True)
-class Fastest:
+class Fastest(_AtPairs):
     """The eligible arm with the lowest median end-to-end latency on ok rows in the logs."""
 
     name: str = "fastest"
@@ -124,13 +129,13 @@ class Fastest:
         self.median_latency_ = dict(ok.group_by("arm").agg(pl.col("latency_ms").median()).iter_rows())
         return self
 
-    def action_probabilities(self, dataset: BanditDataset) -> FloatArray:
+    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs) -> FloatArray:
         latency = np.array([self.median_latency_.get(a, np.inf) for a in dataset.arms])
-        return spread(np.broadcast_to(latency, dataset.eligible.shape), dataset.eligible)
+        return pairs.lowest(latency[pairs.arms])
 
 
 @dataclass(kw_only=True)
-class PriceWeighted:
+class PriceWeighted(_AtPairs):
     """Load balancing with weights ∝ 1 / price², as OpenRouter documents for its default routing."""
 
     name: str = "price_weighted"
@@ -138,17 +143,14 @@ class PriceWeighted:
     def fit(self, dataset: BanditDataset) -> PriceWeighted:
         return self
 
-    def action_probabilities(self, dataset: BanditDataset) -> FloatArray:
-        p_in, p_out = dataset.price_in, dataset.price_out
-        one_row = len(p_in) > 0 and p_in.strides[0] == 0 and p_out.strides[0] == 0  # a batch within one price period
-        price = blended_price(p_in[:1], p_out[:1]) if one_row else blended_price(p_in, p_out)  # (1, K) or (n, K)
-        free = dataset.eligible & (price <= 0)
+    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs) -> FloatArray:
+        price = blended_price(dataset.price_in[pairs.rows, pairs.arms], dataset.price_out[pairs.rows, pairs.arms])
+        free = price <= 0
         with np.errstate(divide="ignore"):
-            weight = np.where(dataset.eligible & (price > 0), 1.0 / price**2, 0.0)
-        pi = np.divide(weight, np.maximum(weight.sum(axis=1, keepdims=True), 1e-300), out=weight)
-        has_free = free.any(axis=1)
-        pi[has_free] = uniform_over(free[has_free])
-        return pi
+            weight = np.where(free, 0.0, 1.0 / price**2)
+        pi = weight / np.maximum(pairs.row_sum(weight), 1e-300)[pairs.rows]
+        has_free = pairs.row_sum(free.astype(np.float64)) > 0
+        return np.where(has_free[pairs.rows], pairs.uniform(free), pi)
 
 
 @dataclass(kw_only=True)
@@ -170,13 +172,8 @@ class Mixture:
         return self
 
     def action_probabilities(self, dataset: BanditDataset) -> FloatArray:
-        base = self.policy.action_probabilities(dataset)
-        # (1 − ε) π + ε u, adding ε / |eligible| only where eligible (u is 0 elsewhere): one (n, K) array, the
-        # baselines' own when they made it for this call (other policies may hand out an array they keep)
-        pi = np.multiply(base, 1 - self.epsilon, out=base if type(self.policy) in _FRESH else None)
-        explore = self.epsilon * (1.0 / np.maximum(np.einsum("nk->n", dataset.eligible.view(np.uint8), dtype=np.int64), 1))
-        return np.add(pi, explore[:, None], out=pi, where=dataset.eligible)
+        return (1 - self.epsilon) * self.policy.action_probabilities(dataset) + self.epsilon * uniform_over(dataset.eligible)
 
-
-#: policies whose action probabilities are a new array on every call, which a `Mixture` may overwrite
-_FRESH = (Uniform, DirectOfficial, Cheapest, Fastest, PriceWeighted)
+    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs) -> FloatArray:
+        base = probabilities_at(self.policy, dataset, pairs)
+        return (1 - self.epsilon) * base + self.epsilon * pairs.uniform(np.ones(pairs.rows.size, dtype=bool))

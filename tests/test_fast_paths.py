@@ -10,14 +10,16 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from estimators import DR, IPS, SNIPS, BanditFeedback, BaseEstimator, DRos, EstimatorInputError, SwitchDR
+from estimators import DR, IPS, SNIPS, BanditFeedback, BaseEstimator, DRos, EstimatorInputError, SparseTarget, SwitchDR
 from estimators.base import Partial
 from estimators.batch import CELL_ROWS, Batch, Cells, Shared, prepare
 from estimators.reduction import CellSums, Sums, all_pairs
 from ope.catalog import Catalog, catalog_from_frame
 from ope.dataset import BanditDataset
 from ope.schema import CAPABILITY_PREFIX, NEED_PREFIX
+from ope.stream_batch import policy_target
 from ope.stream_groups import GroupEstimates, ShareSums
+from policies.base import Pairs
 from policies.baselines import Cheapest, Mixture, Uniform
 
 T0 = datetime(2025, 10, 1, tzinfo=UTC)
@@ -133,8 +135,10 @@ def _dataset(simulated: tuple[Path, Path]) -> BanditDataset:
     return BanditDataset.load(logs, catalog, sla_latency_ms=10_000.0)
 
 
-def _probabilities(ds: BanditDataset) -> dict[str, np.ndarray]:
-    return {"uniform": Uniform().action_probabilities(ds), "cheapest": Mixture(policy=Cheapest().fit(ds), epsilon=0.1).action_probabilities(ds)}
+def _probabilities(ds: BanditDataset) -> dict[str, SparseTarget]:
+    """Two policies at their eligible pairs, as a streamed batch computes them."""
+    pairs = Pairs.of(ds.eligible)
+    return {"uniform": policy_target(Uniform(), ds, pairs), "cheapest": policy_target(Mixture(policy=Cheapest().fit(ds), epsilon=0.1), ds, pairs)}
 
 
 def _prepare_rows(fb: BanditFeedback, *, target: np.ndarray, q_hat: np.ndarray | None = None) -> Batch:
@@ -142,13 +146,13 @@ def _prepare_rows(fb: BanditFeedback, *, target: np.ndarray, q_hat: np.ndarray |
     return prepare(fb, target=target, q_hat=q_hat, require_observed=False)
 
 
-def _value_batches(fb: BanditFeedback, probabilities: dict[str, np.ndarray], q_hat: np.ndarray | None) -> dict[str, Batch]:
+def _value_batches(fb: BanditFeedback, probabilities: dict[str, SparseTarget], q_hat: np.ndarray | None) -> dict[str, Batch]:
     """Each policy prepared on a batch without a baseline: what `GroupEstimates.add` takes."""
     shared = Shared.of(fb, q_hat, require_observed=False)
     return {name: shared.batch(shared.policy(pi)) for name, pi in probabilities.items()}
 
 
-def _groups_by_masks(est: GroupEstimates, ds: BanditDataset, fb: BanditFeedback, probabilities: dict[str, np.ndarray],
+def _groups_by_masks(est: GroupEstimates, ds: BanditDataset, fb: BanditFeedback, probabilities: dict[str, SparseTarget],
                      q_hat: np.ndarray | None) -> None:
     """The former `GroupEstimates.add`: every group prepared on its own."""
     columns = {"period": ds.logs["ts"].dt.truncate(est.every), **{c: ds.logs[c].cast(pl.String) for c in ("model", "task")}}
@@ -161,7 +165,7 @@ def _groups_by_masks(est: GroupEstimates, ds: BanditDataset, fb: BanditFeedback,
             est.observed[(by, group)] = est.observed.get((by, group), 0.0) + observed
             q = None if q_hat is None or not est.estimator.needs_q_hat else q_hat[mask]
             for name, pi in probabilities.items():
-                part = est.estimator.accumulate(_prepare_rows(part_fb, target=pi[mask], q_hat=q))
+                part = est.estimator.accumulate(_prepare_rows(part_fb, target=pi.dense()[mask], q_hat=q))
                 key = (by, group, name)
                 est.parts[key] = est.parts[key] + part if key in est.parts else part
 
@@ -254,11 +258,12 @@ def test_cells_cover_every_row_once_and_are_short() -> None:
 @pytest.mark.parametrize("estimator", [IPS(clip="auto"), DRos(shrinkage="auto")])
 def test_grouped_partials_of_tuned_estimators_equal_the_groups_alone(simulated: tuple[Path, Path], estimator: BaseEstimator) -> None:
     ds = _dataset(simulated)
-    fb, pi = ds.to_feedback(), _probabilities(ds)["cheapest"]
+    fb, sparse = ds.to_feedback(), _probabilities(ds)["cheapest"]
+    pi = sparse.dense()
     q_hat = np.random.default_rng(5).random((ds.n, ds.catalog.n_arms, len(ds.metrics)))
     codes = np.stack([ds.logs["model"].cast(pl.String).rank("dense").to_numpy().astype(np.int64) - 1])
     cells = Cells.of(codes)
-    got = estimator.accumulate_groups(_prepare_rows(fb, target=pi, q_hat=q_hat), pi, cells)
+    got = estimator.accumulate_groups(_prepare_rows(fb, target=sparse, q_hat=q_hat), sparse, cells)
     for g, part in enumerate(got):
         rows = codes[0] == g
         want = estimator.accumulate(_prepare_rows(fb.subset(rows), target=pi[rows], q_hat=q_hat[rows]))
