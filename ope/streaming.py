@@ -40,6 +40,7 @@ import polars as pl
 from threadpoolctl import threadpool_limits
 
 from estimators import EstimatorInputError, SupportWarning
+from ope.background import prefetched, writes
 from ope.breakdown import missing_row
 from ope.catalog import Catalog, load_catalog
 from ope.config import ExperimentConfig
@@ -175,7 +176,7 @@ def _survey(source: LogSource, catalog: Catalog, cfg: ExperimentConfig, needs_hi
     last = None
     total = math.ceil(source.n_rows / data.batch_rows)
     with progress("validating and sampling logs", total=total, enabled=show_progress) as bar:
-        for check in checked_batches(source, catalog, data.batch_rows, found.repeated):
+        for check in prefetched(checked_batches(source, catalog, data.batch_rows, found.repeated)):
             bar.update(1)
             found.batches += 1
             tally.add(check)
@@ -228,16 +229,14 @@ def _evaluate(source: LogSource, ctx: BatchContext, found: _Survey, actions: dic
     """
     window = HistoryWindow(ctx.catalog.n_arms, ctx.cfg.predictors.history_hours) if ctx.needs_history else None
     total = ctx.empty()
-    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"), action_writers(actions) as writers, \
-            progress("evaluating batches", total=math.ceil(source.n_rows / ctx.cfg.data.batch_rows), enabled=show_progress) as bar:
+    checked = checked_batches(source, ctx.catalog, ctx.cfg.data.batch_rows, found.repeated)
+    datasets = (ctx.dataset(check.logs) for check in checked if check.logs is not None and check.logs.height)
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"), action_writers(actions) as writers, writes() as background, \
+            progress("evaluating rows", total=found.rows, enabled=show_progress) as bar:
         warnings.simplefilter("ignore", SupportWarning)
-        for check in checked_batches(source, ctx.catalog, ctx.cfg.data.batch_rows, found.repeated):
-            bar.update(1)
-            if check.logs is None or check.logs.height == 0:
-                continue
-            ds = ctx.dataset(check.logs)
-            for name, table in evaluate_batch(ctx, ds, None if window is None else window(ds), total).items():
-                writers[name].write_table(table)
+        for ds in prefetched(datasets):  # the next batch is read, checked and built while this one is summed
+            background.submit(evaluate_batch(ctx, ds, None if window is None else window(ds), total), writers)
+            bar.update(ds.n)
     return total
 
 
