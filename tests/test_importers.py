@@ -253,11 +253,21 @@ def test_existing_output_is_not_overwritten(tmp_path: Path, capsys: pytest.Captu
         (status_from_error, "ContentPolicyViolationError", Status.CONTENT_FILTER),
         (status_from_error, "BadRequestError", Status.BAD_REQUEST), (status_from_error, "InternalServerError", Status.SERVER_ERROR),
         (status_from_error, "429", Status.RATE_LIMITED), (status_from_finish, "length", Status.TRUNCATED),
+        (status_from_error, "²", Status.SERVER_ERROR), (status_from_error, "٤٢٩", Status.RATE_LIMITED),  # a digit int() refuses; Arabic-Indic 429
         (status_from_finish, "stop", Status.OK), (status_from_finish, None, Status.OK),
     ],
 )
 def test_status_mapping(fn: object, value: object, expected: Status) -> None:
     assert fn(value) == expected  # type: ignore[operator]
+
+
+def test_superscript_digits_are_a_clear_error_not_a_crash() -> None:
+    """str.isdigit() accepts '²', which int() refuses (found by the corrupted-cells property test)."""
+    from ope.importers.common import Bad, get_int
+
+    with pytest.raises(Bad, match="expected an integer"):
+        get_int({"prompt_tokens": "²"}, "prompt_tokens")
+    assert get_int({"prompt_tokens": " 12 "}, "prompt_tokens") == 12
 
 
 def test_name_normalisation() -> None:

@@ -236,7 +236,7 @@ def get_int(rec: Mapping[str, Any], key: str, *, required: bool = True, default:
         raise Bad(f"{key}: expected an integer >= 0, got a boolean")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and value.strip().lstrip("-").isdecimal():
         value = int(value.strip())
     if not isinstance(value, int):
         raise Bad(f"{key}: expected an integer >= 0, got {value!r:.40}")
@@ -313,7 +313,7 @@ def status_from_error(text: str) -> Status:
     generic bad requests; anything unrecognised is a server error.
     """
     clean = text.strip().lower()
-    if clean.isdigit():
+    if clean.isdecimal():
         return status_from_http(int(clean))
     for words, status in _KEYWORDS:
         if any(w in clean for w in words):

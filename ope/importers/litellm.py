@@ -83,7 +83,7 @@ def _failure(metadata: Any) -> Status:
         return Status.SERVER_ERROR
     by_name = status_from_error(" ".join(str(info.get(k) or "") for k in ("error_class", "error_message")))
     code = str(info.get("error_code") or "").strip()
-    return status_from_error(code) if code.isdigit() and by_name == Status.SERVER_ERROR else by_name
+    return status_from_error(code) if code.isdecimal() and by_name == Status.SERVER_ERROR else by_name
 
 
 def _provider(rec: Mapping[str, Any], model_key: str) -> str:
@@ -134,7 +134,7 @@ def _error_row(rec: Any) -> dict[str, object]:
         raise Bad("endTime: before startTime")
     code = get_str(rec, "status_code", required=False) or ""
     status = status_from_error(get_str(rec, "exception_type", required=False) or "")
-    if code.isdigit() and status == Status.SERVER_ERROR:
+    if code.isdecimal() and status == Status.SERVER_ERROR:
         status = status_from_error(code)
     latency = (end - start) / 1000.0
     return {

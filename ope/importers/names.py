@@ -39,7 +39,7 @@ def host_provider(address: str | None) -> str | None:
         return None
     host = address.split("://")[-1].split("/")[0].split(":")[0]
     parts = [p for p in host.split(".") if p]
-    if len(parts) < 2 or parts[-1].isdigit():
+    if len(parts) < 2 or parts[-1].isdecimal():
         return None
     return parts[-2]
 

@@ -44,7 +44,7 @@ def _value(value: Any) -> Any:
         values = inner.get("values") if isinstance(inner, dict) else None
         return [_value(v) for v in values] if isinstance(values, list) else None
     if kind == "intValue":
-        return int(inner) if isinstance(inner, (int, str)) and str(inner).lstrip("-").isdigit() else inner
+        return int(inner) if isinstance(inner, (int, str)) and str(inner).lstrip("-").isdecimal() else inner
     return inner
 
 
