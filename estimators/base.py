@@ -28,7 +28,7 @@ from estimators.target import SparseTarget
 __all__ = ["BaseEstimator", "Prepared", "Partial", "SupportWarning"]
 
 FloatArray = npt.NDArray[np.float64]
-CELLS_PER_CHUNK = 1 << 17  # ~1 MB working arrays stay in cache; large fresh temporaries page-fault (measured 4–10× slower)
+CELLS_PER_CHUNK = 1 << 17  # ~1 MB working arrays stay in cache when columns are few; large fresh temporaries page-fault
 MIN_CHUNK_ROWS = 8192  # rows per block at least: tuned estimators (~30 columns × 7 metrics) are bound by per-call overhead below it
 Level = float | None
 
@@ -192,7 +192,7 @@ class BaseEstimator:
         return ((*self.grid, math.inf) if auto else (None if setting is None else float(setting),)), auto  # type: ignore[arg-type]
 
     def _chunk_rows(self, policies: list[Prepared], levels: tuple[Level, ...], n_metrics: int) -> int:
-        """Rows per block so that the (M, V, rows) terms stay near ``CELLS_PER_CHUNK`` cells."""
+        """Rows per block: near ``CELLS_PER_CHUNK`` cells of (M, V, rows) terms, and at least ``MIN_CHUNK_ROWS``."""
         probe = sum(len(self._terms_at(prep.rows(slice(0, 1)), levels[0]).varying()) for prep in policies)
         return max(MIN_CHUNK_ROWS, CELLS_PER_CHUNK // (max(probe, 1) * len(levels) * n_metrics))
 

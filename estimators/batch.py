@@ -55,11 +55,15 @@ class Batch:
 
 
 def _check_target(fb: BanditFeedback, target: npt.ArrayLike | SparseTarget, name: str) -> SparseTarget:
-    """The target at its non-zero pairs, checked: shape, finite non-negative probabilities, rows summing to 1, eligible support."""
+    """The target at its non-zero pairs, checked: shape, finite non-negative probabilities, rows summing to 1, eligible
+    support. Mass off the eligible set within rounding (≤ 1e-9 a row) is dropped: q̂ is only ever read on eligible pairs."""
     if isinstance(target, SparseTarget):
-        sp = target
-        if sp.shape != (fb.n, fb.n_arms):
-            raise EstimatorInputError(f"{name} must have shape (n, K) = {(fb.n, fb.n_arms)}. Got {sp.shape}.")
+        if tuple(target.shape) != (fb.n, fb.n_arms):
+            raise EstimatorInputError(f"{name} must have shape (n, K) = {(fb.n, fb.n_arms)}. Got {target.shape}.")
+        if (problem := target.problem()) is not None:
+            raise EstimatorInputError(f"{name}: {problem}.")
+        sp = SparseTarget(np.asarray(target.rows, dtype=np.int64), np.asarray(target.arms, dtype=np.int64),
+                          np.asarray(target.values, dtype=np.float64), (fb.n, fb.n_arms))
         if not np.isfinite(sp.values).all() or (sp.values.size and sp.values.min() < -1e-12):
             raise EstimatorInputError(f"{name} must hold finite, non-negative probabilities.")
         sums = sp.per_row(sp.values)
@@ -82,6 +86,7 @@ def _check_target(fb: BanditFeedback, target: npt.ArrayLike | SparseTarget, name
             rows = np.flatnonzero(outside)[:5].tolist()
             msg = f"{name} puts probability outside the eligible set on {int(outside.sum())} rows (first rows {rows})."
             raise EstimatorSupportError(msg)
+        sp = SparseTarget(sp.rows[ok], sp.arms[ok], sp.values[ok], sp.shape)
     return sp
 
 
@@ -120,7 +125,7 @@ class Shared:
     """A batch's feedback checked once, to prepare many policies on it (each policy's arrays once).
 
     rewards (n, M) with missing set to 0 · weights (n, M) = sample weight × observed · q (n, K, M) q̂,
-    checked finite on the eligible pairs (the only ones a target may use), or None.
+    checked finite on the eligible pairs (the only ones read: a checked target keeps only those), or None.
     """
 
     fb: BanditFeedback
@@ -151,9 +156,7 @@ class Shared:
         w = sp.at(fb.actions) / fb.propensities
         unsupported = _unsupported(fb, sp)
         sums = _weight_sums(fb, w, sp.mass(fb.weights), None if unsupported is None else float(fb.weights @ unsupported))
-        dm = None
-        if q is not None:  # Σ_a π(a|x) q̂(x, a) over the target's pairs (every row has one: its π sums to 1)
-            dm = np.add.reduceat(sp.values[:, None] * q[sp.rows, sp.arms], np.flatnonzero(np.r_[True, sp.rows[1:] != sp.rows[:-1]]), axis=0)
+        dm = None if q is None else sp.per_row(sp.values[:, None] * q[sp.rows, sp.arms])  # Σ_a π(a|x) q̂(x, a), eligible pairs
         return Prepared(w=w, rewards=self.rewards, weights=self.weights, dm=dm,
                         q_logged=None if q is None else q[np.arange(fb.n), fb.actions]), sums
 

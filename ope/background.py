@@ -28,11 +28,16 @@ def prefetched(items: Iterator[T]) -> Iterator[T]:
     Errors raised while producing an item are raised here, in order; the source is only ever
     advanced by one thread at a time.
     """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ope-read") as pool:
-        ahead: Future[object] = pool.submit(next, items, _END)
-        while (item := ahead.result()) is not _END:
-            ahead = pool.submit(next, items, _END)
-            yield item  # type: ignore[misc]
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ope-read") as pool:
+            ahead: Future[object] = pool.submit(next, items, _END)
+            while (item := ahead.result()) is not _END:
+                ahead = pool.submit(next, items, _END)
+                yield item  # type: ignore[misc]
+    finally:  # the pool has waited for any read under way: the source is closed (its files too) by this thread alone
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
 
 
 class BackgroundWrites:
@@ -56,7 +61,11 @@ class BackgroundWrites:
 
 @contextmanager
 def writes() -> Iterator[BackgroundWrites]:
-    """`BackgroundWrites` whose last writes are finished (or their error raised) when the block ends normally."""
+    """`BackgroundWrites` whose last writes are finished (or their error raised) when the block ends normally.
+
+    However the block ends, no write is under way once it has: enter it inside the block that
+    closes the writers (``with action_writers(...) as writers, writes() as background:``).
+    """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ope-write") as pool:
         background = BackgroundWrites(pool)
         yield background

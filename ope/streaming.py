@@ -231,6 +231,7 @@ def _evaluate(source: LogSource, ctx: BatchContext, found: _Survey, actions: dic
     total = ctx.empty()
     checked = checked_batches(source, ctx.catalog, ctx.cfg.data.batch_rows, found.repeated)
     datasets = (ctx.dataset(check.logs) for check in checked if check.logs is not None and check.logs.height)
+    # writes() inside action_writers(): its pending writes finish before the writers close, however the pass ends
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"), action_writers(actions) as writers, writes() as background, \
             progress("evaluating rows", total=found.rows, enabled=show_progress) as bar:
         warnings.simplefilter("ignore", SupportWarning)

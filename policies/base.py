@@ -39,17 +39,10 @@ class Policy(Protocol):
         ...
 
 
-def uniform_over(mask: npt.NDArray[np.bool_], *, out: FloatArray | None = None) -> FloatArray:
-    """Uniform probabilities over the True entries of each row; rows without any stay zero.
-
-    ``out`` (n, K) float, if given, receives them (saves a fresh (n, K) array, slow to page in).
-    """
+def uniform_over(mask: npt.NDArray[np.bool_]) -> FloatArray:
+    """Uniform probabilities over the True entries of each row; rows without any stay zero."""
     inverse = 1.0 / np.maximum(np.count_nonzero(mask, axis=1), 1)
-    if out is None:
-        return np.where(mask, inverse[:, None], 0.0)
-    out.fill(0.0)
-    np.copyto(out, inverse[:, None], where=mask)
-    return out
+    return np.where(mask, inverse[:, None], 0.0)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -134,6 +134,35 @@ def _log(seed: int = 0, n: int = 2_000, k: int = 12) -> tuple[BanditFeedback, np
     return fb, target, baseline, rng.random((n, k, 2))
 
 
+def test_estimates_of_a_target_at_its_eligible_pairs_equal_the_textbook_sums() -> None:
+    """IPS and DR values by hand (sample-weighted means), from a target given at every eligible pair, zeros included."""
+    fb, target, _, q = _log(seed=2)
+    rows, arms = np.nonzero(fb.eligible)
+    target[0] = 0.0
+    target[0, arms[rows == 0][0]] = 1.0                      # a row with explicit zeros at eligible pairs
+    sp = SparseTarget(rows, arms, target[rows, arms], target.shape)
+    s, i = fb.weights, np.arange(fb.n)
+    w = target[i, fb.actions] / fb.propensities
+    ips = (s[:, None] * w[:, None] * fb.rewards).sum(axis=0) / s.sum()
+    dr_rows = np.einsum("nk,nkm->nm", target, q) + w[:, None] * (fb.rewards - q[i, fb.actions])
+    np.testing.assert_allclose(IPS().estimate(fb, target=sp).value, ips, rtol=1e-12)
+    np.testing.assert_allclose(DR().estimate(fb, target=sp, q_hat=q).value, (s[:, None] * dr_rows).sum(axis=0) / s.sum(), rtol=1e-12)
+
+
+def test_q_hat_off_the_eligible_set_is_never_read() -> None:
+    """Not even where a target puts rounding-level mass off the eligible set (tolerated up to 1e-9 a row)."""
+    fb, target, _, q = _log(seed=3)
+    q_bad = np.where(fb.eligible[:, :, None], q, np.nan)
+    off = np.flatnonzero(~fb.eligible[0])[0]
+    stray = target.copy()
+    stray[0, off] = 1e-12
+    stray[0] /= stray[0].sum()
+    for est in (DM(), DR(), SwitchDR(threshold="auto")):
+        got = est.estimate(fb, target=stray, q_hat=q_bad).value
+        np.testing.assert_allclose(got, est.estimate(fb, target=stray, q_hat=np.nan_to_num(q_bad)).value, rtol=1e-12)
+        assert np.isfinite(got).all()
+
+
 @pytest.mark.parametrize("estimator", [IPS(), SNIPS(), DM(), DR(), SNDR(), SwitchDR(threshold="auto"), DRos(shrinkage="auto")],
                          ids=lambda e: e.name)
 def test_a_sparse_target_gives_the_estimates_of_its_matrix(estimator: Any) -> None:
@@ -152,6 +181,14 @@ def test_bad_sparse_targets_get_the_errors_of_bad_matrices() -> None:
     short = SparseTarget(sp.rows, sp.arms, sp.values * 0.9, sp.shape)
     outside_row = np.flatnonzero(~fb.eligible[0])[0]
     moved = SparseTarget(sp.rows, np.where(np.arange(sp.values.size) == 0, outside_row, sp.arms), sp.values, sp.shape)
+    swapped = SparseTarget(sp.rows[::-1].copy(), sp.arms[::-1].copy(), sp.values[::-1].copy(), sp.shape)
+    twice = SparseTarget(np.r_[sp.rows[:1], sp.rows], np.r_[sp.arms[:1], sp.arms], np.r_[0.0, sp.values], sp.shape)
+    beyond = SparseTarget(sp.rows, np.where(np.arange(sp.values.size) == 0, fb.n_arms, sp.arms), sp.values, sp.shape)
+    ragged = SparseTarget(sp.rows, sp.arms[:-1], sp.values, sp.shape)
+    for bad, match in [(swapped, "sorted by row, then arm, each pair once"), (twice, "each pair once"),
+                       (beyond, r"arms in \[0, 12\)"), (ragged, "one length")]:
+        with pytest.raises(EstimatorInputError, match=match):
+            IPS().estimate(fb, target=bad)
     for bad, error, match in [(bad_shape, EstimatorInputError, "shape"), (negative, EstimatorInputError, "non-negative"),
                               (short, EstimatorInputError, "sum to 1"), (moved, EstimatorSupportError, "outside the eligible set")]:
         with pytest.raises(error, match=match):
