@@ -26,7 +26,7 @@ def prefetched(items: Iterator[T]) -> Iterator[T]:
     """``items`` with the next one produced in a background thread while the caller works on this one.
 
     Errors raised while producing an item are raised here, in order; the source is only ever
-    advanced by one thread at a time.
+    advanced by one thread at a time, and closed when this generator ends or is closed.
     """
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ope-read") as pool:
@@ -70,4 +70,3 @@ def writes() -> Iterator[BackgroundWrites]:
         background = BackgroundWrites(pool)
         yield background
         background.wait()
-
