@@ -47,7 +47,7 @@ def _resolve(args: argparse.Namespace, default: Path) -> tuple[ExperimentConfig,
 
 def _track(cfg: ExperimentConfig, track: Callable[[], tuple[str, str]]) -> None:
     """Record in MLflow if enabled; a failure warns and keeps the local outputs."""
-    from ope.tracking import TrackingError, ui_command
+    from ope.report.tracking import TrackingError, ui_command
 
     if not cfg.tracking.enabled:
         return
@@ -60,10 +60,10 @@ def _track(cfg: ExperimentConfig, track: Callable[[], tuple[str, str]]) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ope.config import DEFAULT_CONFIG
-    from ope.report import write_outputs
-    from ope.runner import primary_estimator, run_experiment
-    from ope.summary_table import print_summary
-    from ope.tracking import track_run
+    from ope.report.outputs import write_outputs
+    from ope.evaluation.run import primary_estimator, run_experiment
+    from ope.report.console import print_summary
+    from ope.report.tracking import track_run
 
     start = time.perf_counter()
     cfg, run_name = _resolve(args, DEFAULT_CONFIG)
@@ -79,10 +79,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     from ope.config import DEFAULT_TUNE_CONFIG
-    from ope.summary_table import print_tune_table
-    from ope.tracking import track_tune
-    from ope.tune import run_tune
-    from ope.tune_report import write_tune_outputs
+    from ope.report.console import print_tune_table
+    from ope.report.tracking import track_tune
+    from ope.evaluation.tune import run_tune
+    from ope.report.tune_html import write_tune_outputs
 
     start = time.perf_counter()
     if args.streaming or args.engine == "ray":
@@ -100,8 +100,8 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from ope.catalog import load_catalog
-    from ope.validate import load_logs
+    from ope.data.catalog import load_catalog
+    from ope.data.validate import load_logs
 
     catalog = load_catalog(args.catalog)
     result = load_logs(args.logs, catalog, quarantine=args.quarantine)

@@ -11,7 +11,7 @@ from typing import Any
 import polars as pl
 
 from ope.errors import ConfigError
-from ope.predictors import PredictorConfig
+from ope.models.predictors import PredictorConfig
 
 __all__ = [
     "DataConfig",
@@ -41,8 +41,8 @@ class DataConfig:
     ``logs`` is a file, a directory of parquet files or a glob. With ``streaming`` (or when the
     in-memory run is estimated to need more than ``memory_budget_mb``) the log is read in batches of
     ``batch_rows`` rows and the outcome models and learning policies train on a uniform sample of at
-    most ``max_train_rows`` rows (`ope.streaming`; docs/large_logs.md). ``engine = "ray"`` streams
-    with the evaluation pass on a Ray cluster (``ray_address``, default a local one; `ope.engine_ray`).
+    most ``max_train_rows`` rows (`ope.evaluation.engines.local`; docs/large_logs.md). ``engine = "ray"`` streams
+    with the evaluation pass on a Ray cluster (``ray_address``, default a local one; `ope.evaluation.engines.ray`).
     """
 
     logs: Path

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
-    from ope.dataset import BanditDataset
+    from ope.data.dataset import BanditDataset
 
 __all__ = ["Pairs", "Policy", "PolicyError", "checked_q_hat", "probabilities_at", "spread", "uniform_over"]
 

@@ -11,7 +11,7 @@ import polars as pl
 from policies.base import FloatArray, Pairs, Policy, PolicyError, probabilities_at, uniform_over
 
 if TYPE_CHECKING:
-    from ope.dataset import BanditDataset
+    from ope.data.dataset import BanditDataset
 
 __all__ = ["DirectOfficial", "Cheapest", "Fastest", "PriceWeighted", "Uniform", "Mixture", "blended_price"]
 

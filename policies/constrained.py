@@ -27,7 +27,7 @@ from policies.lagrangian import LagrangianRule, lp_tie_split, tie_key, tie_sets
 from policies.routing_lp import IntArray, RoutingLP, stratified_rows
 
 if TYPE_CHECKING:
-    from ope.dataset import BanditDataset
+    from ope.data.dataset import BanditDataset
 
 __all__ = ["ConstrainedRouter"]
 

@@ -48,7 +48,7 @@ from policies.base import FloatArray, PolicyError, uniform_over
 from policies.stream import IntArray, RequestStream
 
 if TYPE_CHECKING:
-    from ope.dataset import BanditDataset
+    from ope.data.dataset import BanditDataset
 
 __all__ = ["MessPlus", "MessPlusOnline", "MessPlusState"]
 

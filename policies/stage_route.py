@@ -57,7 +57,7 @@ from policies.stage_lp import route_lp
 from policies.stream import IntArray, RequestStream
 
 if TYPE_CHECKING:
-    from ope.dataset import BanditDataset
+    from ope.data.dataset import BanditDataset
 
 __all__ = ["StageRoute", "StageRouteOnline", "StageState"]
 

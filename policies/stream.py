@@ -11,7 +11,7 @@ import numpy.typing as npt
 from policies.base import FloatArray, PolicyError, checked_q_hat
 
 if TYPE_CHECKING:
-    from ope.dataset import BanditDataset
+    from ope.data.dataset import BanditDataset
 
 __all__ = ["IntArray", "RequestStream", "time_order"]
 

@@ -1,4 +1,4 @@
-"""Reading ahead and writing behind a streamed run's batches (`ope.background`)."""
+"""Reading ahead and writing behind a streamed run's batches (`ope.evaluation.io_threads`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ope.background import prefetched, writes
+from ope.evaluation.io_threads import prefetched, writes
 
 
 def test_prefetched_gives_every_item_in_order_reading_at_most_one_ahead() -> None:

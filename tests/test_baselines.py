@@ -21,7 +21,7 @@ from estimators import (
     SparseTarget,
     SwitchDR,
 )
-from ope.dataset import BanditDataset
+from ope.data.dataset import BanditDataset
 from policies.base import Pairs, spread
 from policies.baselines import Cheapest, DirectOfficial, Fastest, Mixture, PriceWeighted, Uniform, blended_price
 

@@ -8,11 +8,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ope.catalog import load_catalog
-from ope.dataset import BanditDataset, derive_outcomes
+from ope.data.catalog import load_catalog
+from ope.data.dataset import BanditDataset, derive_outcomes
 from ope.errors import CatalogError, SchemaError
-from ope.schema import METRICS
-from ope.validate import validate_logs
+from ope.data.schema import METRICS
+from ope.data.validate import validate_logs
 from tests.conftest import tiny_catalog, tiny_logs
 
 

@@ -11,9 +11,9 @@ import pytest
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
-from ope.dataset import BanditDataset
-from ope.predictors import PredictorConfig, fit_outcome_models
-from ope.schema import METRICS
+from ope.data.dataset import BanditDataset
+from ope.models.predictors import PredictorConfig, fit_outcome_models
+from ope.data.schema import METRICS
 from ope.simulate import simulate
 from policies import DirectOfficial, Fastest, Mixture, PolicyError, PriceWeighted, Uniform
 from policies.constrained import ConstrainedRouter

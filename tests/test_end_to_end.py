@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 
 from ope.cli import main
-from ope.dataset import BanditDataset
-from ope.runner import ESTIMATE_COLUMNS
-from ope.schema import METRICS
+from ope.data.dataset import BanditDataset
+from ope.evaluation.run import ESTIMATE_COLUMNS
+from ope.data.schema import METRICS
 
 CONFIG = """
 [data]
@@ -210,7 +210,7 @@ def test_undefined_relative_change_is_null_in_json(simulated: tuple[Path, Path],
 
 def test_time_slices_breakdowns_and_shares(simulated: tuple[Path, Path], tmp_path: Path) -> None:
     from ope.config import load_config
-    from ope.runner import run_experiment
+    from ope.evaluation.run import run_experiment
 
     logs, catalog = simulated
     config = tmp_path / "c.toml"
@@ -301,7 +301,7 @@ def test_online_kinds_reject_epsilon(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_a_policy_without_overlap_is_reported_not_fatal(simulated: tuple[Path, Path], tmp_path: Path) -> None:
     """SNIPS has nothing to normalise by when a policy only plays arms the logger never played: a note, not a crash."""
-    from ope.dataset import BanditDataset
+    from ope.data.dataset import BanditDataset
 
     logs, catalog = simulated
     official = set(pl.read_csv(catalog).filter(pl.col("official"))["arm"])
@@ -322,7 +322,7 @@ def test_a_policy_without_overlap_is_reported_not_fatal(simulated: tuple[Path, P
 
 def test_deterministic_logging_gets_model_based_estimates_only(simulated: tuple[Path, Path], tmp_path: Path) -> None:
     """A log routed to the cheapest arm every time, without propensities: no IPS numbers, DM only, said loudly."""
-    from ope.dataset import BanditDataset
+    from ope.data.dataset import BanditDataset
     from policies import Cheapest
 
     logs, catalog = simulated
@@ -369,8 +369,8 @@ def test_log_where_nothing_carries_satisfaction_still_estimates_the_rest(simulat
 
 
 def test_a_model_too_few_rows_can_fit_predicts_its_mean_on_the_outcome_scale(simulated: tuple[Path, Path]) -> None:
-    from ope.dataset import BanditDataset
-    from ope.predictors import PredictorConfig, fit_outcome_models
+    from ope.data.dataset import BanditDataset
+    from ope.models.predictors import PredictorConfig, fit_outcome_models
 
     logs, catalog = simulated
     ds = BanditDataset.load(logs, catalog, sla_latency_ms=10_000)

@@ -20,16 +20,16 @@ import pytest
 
 from ope.cli import main
 from ope.config import ExperimentConfig, PolicyConfig, load_config
-from ope.dataset import BanditDataset
+from ope.data.dataset import BanditDataset
 from ope.errors import ConfigError, OPEError
-from ope.features import build_features
-from ope.history import US_PER_HOUR, history_block, row_values
-from ope.predictors import PredictorConfig, fit_outcome_models, predict_q_hat
-from ope.registry import build_policy
-from ope.report import write_outputs
-from ope.runner import RunResult, run_experiment
+from ope.models.features import build_features
+from ope.models.history import US_PER_HOUR, history_block, row_values
+from ope.models.predictors import PredictorConfig, fit_outcome_models, predict_q_hat
+from ope.evaluation.registry import build_policy
+from ope.report.outputs import write_outputs
+from ope.evaluation.run import RunResult, run_experiment
 from ope.simulate import write_partitioned
-from ope.wire import models_from_text, models_to_text, policy_from_json, policy_to_json
+from ope.models.wire import models_from_text, models_to_text, policy_from_json, policy_to_json
 from tests.test_streaming import CONSTRAINED, HEURISTIC, _assert_same_frame, _config, _without_propensities
 
 ROWS = 4_000
@@ -140,7 +140,7 @@ def test_only_policy_classes_are_rebuilt_from_text() -> None:
 
 
 def test_the_core_does_not_import_ray() -> None:
-    code = "import sys, ope.cli, ope.runner, ope.streaming, ope.report, ope.tune; print('ray' in sys.modules)"
+    code = "import sys, ope.cli, ope.evaluation.run, ope.evaluation.engines.local, ope.report.outputs, ope.evaluation.tune; print('ray' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 

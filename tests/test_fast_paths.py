@@ -14,11 +14,11 @@ from estimators import DR, IPS, SNIPS, BanditFeedback, BaseEstimator, DRos, Esti
 from estimators.base import Partial
 from estimators.batch import CELL_ROWS, Batch, Cells, Shared, prepare
 from estimators.reduction import CellSums, Sums, all_pairs
-from ope.catalog import Catalog, catalog_from_frame
-from ope.dataset import BanditDataset
-from ope.schema import CAPABILITY_PREFIX, NEED_PREFIX
-from ope.stream_batch import policy_target
-from ope.stream_groups import GroupEstimates, ShareSums
+from ope.data.catalog import Catalog, catalog_from_frame
+from ope.data.dataset import BanditDataset
+from ope.data.schema import CAPABILITY_PREFIX, NEED_PREFIX
+from ope.evaluation.batch import policy_target
+from ope.evaluation.groups import GroupEstimates, ShareSums
 from policies.base import Pairs
 from policies.baselines import Cheapest, Mixture, Uniform
 
@@ -128,7 +128,7 @@ def test_unknown_and_null_names_have_code_minus_one() -> None:
     np.testing.assert_array_equal(catalog.model_codes(pl.Series(["m2", "m3", None])), [1, -1, -1])
 
 
-# -- per-group sums of a streamed log (`ope.stream_groups`) -----------------------------------------------------------
+# -- per-group sums of a streamed log (`ope.evaluation.groups`) -----------------------------------------------------------
 
 def _dataset(simulated: tuple[Path, Path]) -> BanditDataset:
     logs, catalog = simulated
@@ -284,7 +284,7 @@ def test_cell_blocks_cover_every_cell_once_when_the_last_cell_is_longer_than_a_b
 
 def test_direct_official_routes_its_cheapest_fallback_with_what_it_learned_in_fit() -> None:
     """A batch of requests without an official arm is routed the same whatever else is in the batch (streaming, Ray)."""
-    from ope.validate import validate_logs
+    from ope.data.validate import validate_logs
     from policies.baselines import DirectOfficial
     from tests.conftest import tiny_catalog, tiny_logs
 

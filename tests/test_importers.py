@@ -8,14 +8,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ope.catalog import Catalog, load_catalog
+from ope.data.catalog import Catalog, load_catalog
 from ope.cli import main
 from ope.errors import ConfigError, SchemaError
 from ope.importers import MalformedRecordError, import_logs, load_router_config
 from ope.importers.common import status_from_error, status_from_finish, status_from_http
 from ope.importers.names import host_provider, model_key, provider_key
-from ope.schema import Status
-from ope.validate import load_logs
+from ope.data.schema import Status
+from ope.data.validate import load_logs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "importers"
 CATALOG = FIXTURES / "catalog.csv"

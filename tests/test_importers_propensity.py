@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from estimators import IPS, BanditFeedback
-from ope.catalog import catalog_from_frame
+from ope.data.catalog import catalog_from_frame
 from ope.importers import detect_deterministic_router, import_logs
 from ope.simulate import simulate
 from ope.simulate.generate import draw_logged_arms, log_frame

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ope.catalog import Catalog, load_catalog
+from ope.data.catalog import Catalog, load_catalog
 from ope.importers import ImportResult, MalformedRecordError, import_logs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "importers"

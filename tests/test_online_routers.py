@@ -12,8 +12,8 @@ import pytest
 from scipy.optimize import linprog
 
 from estimators import Replay
-from ope.dataset import BanditDataset
-from ope.schema import METRICS
+from ope.data.dataset import BanditDataset
+from ope.data.schema import METRICS
 from ope.simulate import default_spec, simulate
 from policies import DirectOfficial, PolicyError
 from policies.mess_plus import MessPlus, MessPlusState

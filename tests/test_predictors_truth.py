@@ -36,10 +36,10 @@ import numpy.typing as npt
 import pytest
 
 from estimators import DM, DR, IPS, SupportWarning
-from ope.dataset import BanditDataset
-from ope.predictors import PredictorConfig, fit_outcome_models
-from ope.propensity import fit_propensities
-from ope.schema import METRICS
+from ope.data.dataset import BanditDataset
+from ope.models.predictors import PredictorConfig, fit_outcome_models
+from ope.models.propensity import fit_propensities
+from ope.data.schema import METRICS
 from ope.simulate import simulate
 from policies import Cheapest, Mixture
 

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from estimators import DR, IPS, SupportWarning
-from ope.dataset import BanditDataset
-from ope.predictors import PredictorConfig, fit_outcome_models
+from ope.data.dataset import BanditDataset
+from ope.models.predictors import PredictorConfig, fit_outcome_models
 from ope.simulate import World, simulate
 from ope.simulate.clock import US_PER_DAY, to_us
 from ope.simulate.scenarios import qwen3_32b_spec

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ope.config import PROJECT_ROOT
-from ope.dataset import BanditDataset
+from ope.data.dataset import BanditDataset
 from ope.errors import ConfigError
 from ope.simulate import simulate, write_simulation
 from ope.simulate.scenarios import SCENARIOS, deepseek_v3_2_spec, qwen3_32b_spec, scenario_spec, write_scenario

@@ -1,4 +1,4 @@
-"""Streamed runs (`ope.streaming`) give the in-memory results: estimates, tables, actions, errors, quarantine."""
+"""Streamed runs (`ope.evaluation.engines.local`) give the in-memory results: estimates, tables, actions, errors, quarantine."""
 
 from __future__ import annotations
 
@@ -14,21 +14,23 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ope import stream_source, streaming
-from ope.catalog import load_catalog
+from ope.data import source as stream_source
+
+from ope.evaluation.engines import local as streaming
+from ope.data.catalog import load_catalog
 from ope.cli import main
 from ope.config import ExperimentConfig, load_config
-from ope.dataset import BanditDataset
+from ope.data.dataset import BanditDataset
 from ope.errors import ConfigError, OPEError, SchemaError
-from ope.features import build_features
-from ope.overlap import RoutingCounts, detect_deterministic_router
-from ope.readers import log_files, read_table
-from ope.runner import run_experiment
+from ope.models.features import build_features
+from ope.data.overlap import RoutingCounts, detect_deterministic_router
+from ope.data.readers import log_files, read_table
+from ope.evaluation.run import run_experiment
 from ope.simulate import PartitionedSimulation, write_partitioned
-from ope.stream_batch import evaluate_batch
-from ope.stream_models import HistoryWindow, TrainingSample
-from ope.stream_source import LogSource
-from ope.validate import load_logs
+from ope.evaluation.batch import evaluate_batch
+from ope.models.sample import HistoryWindow, TrainingSample
+from ope.data.source import LogSource
+from ope.data.validate import load_logs
 from policies import Cheapest
 
 ROWS = 6_000
@@ -267,7 +269,7 @@ def test_partitioned_simulation_is_time_ordered_reproducible_and_keeps_the_truth
 def test_quarantine_may_not_land_where_the_logs_are_read(partitioned: tuple[Path, Path], tmp_path: Path) -> None:
     """A quarantine file inside the logs folder, or matching the logs pattern, would be read back as logs next run."""
     from ope.errors import SchemaError
-    from ope.validate import check_quarantine
+    from ope.data.validate import check_quarantine
 
     logs, _ = partitioned
     folder = logs if logs.is_dir() else logs.parent
@@ -305,10 +307,10 @@ def test_streamed_run_estimates_propensities_as_in_memory(partitioned: tuple[Pat
 def test_batches_scored_by_models_are_evaluated_in_slices_with_the_same_sums(partitioned: tuple[Path, Path], tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch of 900 rows worked through in slices of 130 rows (q̂ memory bounded) gives the in-memory numbers."""
-    import ope.stream_batch
+    import ope.evaluation.batch
 
     logs, catalog = partitioned
-    monkeypatch.setattr(ope.stream_batch, "MODEL_CELLS", 130 * load_catalog(catalog).n_arms)
+    monkeypatch.setattr(ope.evaluation.batch, "MODEL_CELLS", 130 * load_catalog(catalog).n_arms)
     cfg = load_config(_config(tmp_path, logs, catalog, estimators=["IPS", "DR", "SwitchDR"], batch=900))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

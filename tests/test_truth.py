@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 from estimators import DR, IPS, SNIPS, BaseEstimator, SupportWarning
-from ope.dataset import BanditDataset
-from ope.schema import METRICS
+from ope.data.dataset import BanditDataset
+from ope.data.schema import METRICS
 from ope.simulate import simulate
 from policies import Cheapest, Mixture, Policy, PriceWeighted
 

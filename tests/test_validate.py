@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ope.catalog import load_catalog
+from ope.data.catalog import load_catalog
 from ope.errors import SchemaError
-from ope.validate import load_logs, validate_logs
+from ope.data.validate import load_logs, validate_logs
 from tests.conftest import tiny_logs
 
 Mutation = Callable[[pl.DataFrame], pl.DataFrame]

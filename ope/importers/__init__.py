@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ope.catalog import Catalog
+from ope.data.catalog import Catalog
 from ope.errors import ConfigError
 from ope.importers.build import ImportContext, ImportResult, write_import
 from ope.importers.burstgpt import import_burstgpt
@@ -23,7 +23,7 @@ from ope.importers.litellm import import_litellm
 from ope.importers.openrouter import import_openrouter
 from ope.importers.otel import import_otel
 from ope.importers.router_config import RouterConfig, load_router_config, reconstruct_propensities
-from ope.overlap import NO_OVERLAP, OverlapFinding, detect_deterministic_router
+from ope.data.overlap import NO_OVERLAP, OverlapFinding, detect_deterministic_router
 
 __all__ = [
     "FORMATS",

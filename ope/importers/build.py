@@ -3,7 +3,7 @@
 Every importer parses its format into the *stage* frame below (raw provider and model names,
 typed outcomes); this module does the rest once for all: names to catalog arms, costs from the
 catalog where the format has none, propensities from the router config, the full schema check of
-``ope.validate`` (rows that fail it are malformed records, never a broken output file), the
+``ope.data.validate`` (rows that fail it are malformed records, never a broken output file), the
 deterministic-router check and the report.
 """
 
@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ope.catalog import Catalog, catalog_from_frame
+from ope.data.catalog import Catalog, catalog_from_frame
 from ope.errors import ConfigError
 from ope.importers.common import ImportReport, Ledger, MalformedRecordError
 from ope.importers.names import NameMap
 from ope.importers.router_config import RouterConfig, reconstruct_propensities
-from ope.overlap import detect_deterministic_router
-from ope.schema import Status
-from ope.validate import validate_logs, write_table
+from ope.data.overlap import detect_deterministic_router
+from ope.data.schema import Status
+from ope.data.validate import validate_logs, write_table
 
 __all__ = ["STAGE_SCHEMA", "ImportContext", "ImportResult", "finalize", "stage_frame", "write_import"]
 

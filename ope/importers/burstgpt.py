@@ -16,11 +16,11 @@ from pathlib import Path
 
 import polars as pl
 
-from ope.catalog import Catalog
+from ope.data.catalog import Catalog
 from ope.errors import ConfigError, SchemaError
 from ope.importers.build import STAGE_SCHEMA, ImportContext, ImportResult, finalize
 from ope.importers.names import NameMap
-from ope.schema import Status
+from ope.data.schema import Status
 
 __all__ = ["REQUIRED", "import_burstgpt"]
 

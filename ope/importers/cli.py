@@ -14,7 +14,7 @@ __all__ = ["add_parser"]
 
 
 def _import(args: argparse.Namespace) -> int:
-    from ope.catalog import load_catalog
+    from ope.data.catalog import load_catalog
     from ope.errors import OPEError
     from ope.importers import import_logs, write_import
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ope.errors import SchemaError
-from ope.schema import Status
+from ope.data.schema import Status
 
 __all__ = [
     "Bad",

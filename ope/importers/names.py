@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from ope.catalog import Catalog
+from ope.data.catalog import Catalog
 
 __all__ = ["NameMap", "host_provider", "model_key", "provider_key"]
 

@@ -26,7 +26,7 @@ from ope.importers.common import (
     status_from_finish,
 )
 from ope.importers.names import host_provider
-from ope.schema import Status
+from ope.data.schema import Status
 
 __all__ = ["import_otel"]
 

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from ope.catalog import Catalog
+from ope.data.catalog import Catalog
 from ope.errors import ConfigError
 
 __all__ = [

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ope.errors import ConfigError
-from ope.schema import Status
+from ope.data.schema import Status
 from ope.simulate.clock import US_PER_HOUR, days_since, load_at, to_us
 from ope.simulate.contexts import Contexts
 from ope.simulate.endpoints import ArmTable, PriceSchedule, change_time_us

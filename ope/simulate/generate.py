@@ -28,7 +28,7 @@ __all__ = ["SimulatedLog", "draw_logged_arms", "log_frame", "simulate", "write_s
 class SimulatedLog:
     """A generated log, its catalog and the world that knows the truth about it.
 
-    ``logs`` has the columns of ``ope.schema.REQUIRED_COLUMNS`` plus ``sample_weight`` and the
+    ``logs`` has the columns of ``ope.data.schema.REQUIRED_COLUMNS`` plus ``sample_weight`` and the
     context columns ``tenant``, ``needs_tools`` and ``needs_json``; row i is ``world`` row i.
     """
 

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import ndtr
 
-from ope.schema import METRICS
+from ope.data.schema import METRICS
 from ope.simulate.conditions import Conditions
 
 __all__ = ["GH_NODES", "expected_pair_outcomes", "sla_probability"]
@@ -81,7 +81,7 @@ def sla_probability(
 def expected_pair_outcomes(
     cond: Conditions, failure_means: npt.NDArray[np.float64], sla_ms: float
 ) -> npt.NDArray[np.float64]:
-    """(P, M) exact expected metrics per eligible pair, M in ``ope.schema.METRICS`` order.
+    """(P, M) exact expected metrics per eligible pair, M in ``ope.data.schema.METRICS`` order.
 
     ``failure_means`` is the mean time (ms) to each failure, in ``FAILURE_STATUSES`` order.
     """

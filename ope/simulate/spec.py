@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ope.errors import ConfigError
-from ope.schema import Status
+from ope.data.schema import Status
 
 __all__ = [
     "FAILURE_STATUSES",

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ope.errors import OPEError, SupportError
-from ope.schema import METRICS
+from ope.data.schema import METRICS
 from ope.simulate.behavior import logging_probabilities
 from ope.simulate.conditions import Conditions, eligibility, pair_conditions
 from ope.simulate.contexts import Contexts
@@ -123,7 +123,7 @@ class World:
     def expected_outcomes(self, sla_latency_ms: float) -> npt.NDArray[np.float64]:
         """(n, K, M) exact expected metrics per logged context and arm, 0 where ineligible.
 
-        M follows ``ope.schema.METRICS``; ``sla_latency_ms`` defines ``sla_hit``.
+        M follows ``ope.data.schema.METRICS``; ``sla_latency_ms`` defines ``sla_hit``.
         """
         pairs = self.expected_pair_outcomes(sla_latency_ms)
         out = np.zeros((self.n, self.n_arms, len(METRICS)))

@@ -3,7 +3,7 @@
 A run writes, for every policy, ``request_id, arm, probability`` of each non-zero action
 probability (DESIGN §5): with the quickstart's 4 heuristic policies and ~5 eligible arms per
 request, 2·10⁷ rows per 10⁶ requests. This measures writing them as the run does
-(`ope.stream_batch.action_writer`, batches of 50,000 requests) and, in the same run, the same
+(`ope.evaluation.batch.action_writer`, batches of 50,000 requests) and, in the same run, the same
 tables with other parquet codecs, as ratios to the run's writer. Nothing asserts a time; the
 files are read back and checked.
 
@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ope.stream_batch import ACTION_SCHEMA, action_writer
+from ope.evaluation.batch import ACTION_SCHEMA, action_writer
 
 pytestmark = pytest.mark.benchmark
 

@@ -28,8 +28,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from ope.dataset import BanditDataset
-from ope.predictors import MODELS, OutcomeModels, PredictorConfig, fit_outcome_models
+from ope.data.dataset import BanditDataset
+from ope.models.predictors import MODELS, OutcomeModels, PredictorConfig, fit_outcome_models
 from ope.simulate import simulate
 
 pytestmark = pytest.mark.benchmark

@@ -34,7 +34,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ope.schema import METRICS
+from ope.data.schema import METRICS
 
 pytestmark = pytest.mark.benchmark
 

@@ -11,8 +11,8 @@ What is measured, on a simulated log written as time-ordered parquet partitions
 
 Both use normal intervals, the value and the paired difference and relative change against the
 baseline, per-day, per-model and per-task tables and the action files, streamed in batches of
-50,000 rows (the default ``batch_rows``), on one machine (``local``, `ope.streaming`) and on a local Ray cluster started by
-the run on every core (``ray``, `ope.engine_ray`). Each case runs in a fresh Python process; its
+50,000 rows (the default ``batch_rows``), on one machine (``local``, `ope.evaluation.engines.local`) and on a local Ray cluster started by
+the run on every core (``ray``, `ope.evaluation.engines.ray`). Each case runs in a fresh Python process; its
 wall time, the timing breakdown of `RunResult.timings` and its peak resident memory (VmHWM; for
 Ray, the driver's — workers are separate processes) go to ``benchmark.extra_info`` and a summary
 line. No test asserts a time; the only assertion is that
@@ -126,8 +126,8 @@ def worker(config: str, out: str) -> None:
     import warnings
 
     from ope.config import load_config
-    from ope.report import write_outputs
-    from ope.runner import run_experiment
+    from ope.report.outputs import write_outputs
+    from ope.evaluation.run import run_experiment
 
     warnings.simplefilter("ignore")
     t0 = time.perf_counter()

@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 
 from ope.config import to_toml
-from ope.plots import METRIC_LABELS, forest_plot, time_plot
-from ope.runner import RunResult
-from ope.schema import LOWER_IS_BETTER, METRICS
+from ope.report.plots import METRIC_LABELS, forest_plot, time_plot
+from ope.evaluation.run import RunResult
+from ope.data.schema import LOWER_IS_BETTER, METRICS
 
 __all__ = ["CSS", "esc", "num", "render", "table"]
 

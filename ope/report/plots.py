@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from ope.schema import LOWER_IS_BETTER  # noqa: E402
+from ope.data.schema import LOWER_IS_BETTER  # noqa: E402
 
 __all__ = ["METRIC_LABELS", "forest_plot", "pareto_plot", "time_plot"]
 

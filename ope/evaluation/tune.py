@@ -23,15 +23,15 @@ import polars as pl
 
 from estimators import EstimatorInputError, SupportWarning
 from estimators.batch import prepare
-from ope.breakdown import ESTIMATE_COLUMNS, estimate_rows
+from ope.evaluation.breakdown import ESTIMATE_COLUMNS, estimate_rows
 from ope.config import ExperimentConfig, PolicyConfig, TuneConfig
-from ope.dataset import BanditDataset
+from ope.data.dataset import BanditDataset
 from ope.errors import ConfigError
-from ope.overlap import detect_deterministic_router
-from ope.predictors import OutcomeModels, fit_outcome_models
+from ope.data.overlap import detect_deterministic_router
+from ope.models.predictors import OutcomeModels, fit_outcome_models
 from ope.progress import progress
-from ope.registry import build_policy
-from ope.runner import (
+from ope.evaluation.registry import build_policy
+from ope.evaluation.run import (
     blank_metric,
     build_estimators,
     build_inference,

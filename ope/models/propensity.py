@@ -14,9 +14,9 @@ import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 
-from ope.dataset import BanditDataset
-from ope.features import PairFeatures, build_features
-from ope.predictors import PredictorConfig, assign_folds
+from ope.data.dataset import BanditDataset
+from ope.models.features import PairFeatures, build_features
+from ope.models.predictors import PredictorConfig, assign_folds
 from ope.progress import progress
 
 __all__ = ["FLOOR", "PropensityModel", "fit_propensities", "predict_propensities"]

@@ -1,18 +1,18 @@
-"""`ope run --streaming`: the same run as `ope.runner.run_experiment`, in bounded memory, batch by batch.
+"""`ope run --streaming`: the same run as `ope.evaluation.run.run_experiment`, in bounded memory, batch by batch.
 
 Two passes over a parquet log (a file, a directory or a glob), each one batch of ``[data]
-batch_rows`` rows at a time (`ope.stream_source`):
+batch_rows`` rows at a time (`ope.data.source`):
 
-1. **Survey**: validate every batch (`ope.stream_validate`: the same error table and quarantine
+1. **Survey**: validate every batch (`ope.data.batch_checks`: the same error table and quarantine
    file as on the whole log), collect the facts the report shows, the log-wide vocabulary of
    categorical columns, and a uniform training sample of at most ``[data] max_train_rows`` rows
-   with their history features (`ope.stream_models`).
+   with their history features (`ope.models.sample`).
 2. Fit the outcome models and, for rows without a logged propensity, the propensity model
    (cross-fitted, folds from the row key) and the policies on the sample.
-3. **Evaluate**: validate each batch again and run `ope.stream_batch.evaluate_batch` on it
+3. **Evaluate**: validate each batch again and run `ope.evaluation.batch.evaluate_batch` on it
    (features, q̂, estimated propensities, action probabilities, partial sums of every estimator and
    of the per-period / per-group / per-provider tables); append the action files; finalize once.
-   ``evaluate`` swaps this pass for another engine's (`ope.engine_ray`).
+   ``evaluate`` swaps this pass for another engine's (`ope.evaluation.engines.ray`).
 
 Memory holds one batch, the training sample, the last history window and the partial sums,
 whatever the number of rows. The log must be in time order when outcome or propensity models are
@@ -40,18 +40,18 @@ import polars as pl
 from threadpoolctl import threadpool_limits
 
 from estimators import EstimatorInputError, SupportWarning
-from ope.background import prefetched, writes
-from ope.breakdown import missing_row
-from ope.catalog import Catalog, load_catalog
+from ope.evaluation.io_threads import prefetched, writes
+from ope.evaluation.breakdown import missing_row
+from ope.data.catalog import Catalog, load_catalog
 from ope.config import ExperimentConfig
-from ope.dataset import BanditDataset
+from ope.data.dataset import BanditDataset
 from ope.errors import ConfigError, OPEError, SchemaError
-from ope.overlap import RoutingCounts
+from ope.data.overlap import RoutingCounts
 from ope.progress import progress
-from ope.propensity import fit_propensities
-from ope.readers import PARQUET_SUFFIXES, is_multi_file, log_files
-from ope.registry import build_policy
-from ope.runner import (
+from ope.models.propensity import fit_propensities
+from ope.data.readers import PARQUET_SUFFIXES, is_multi_file, log_files
+from ope.evaluation.registry import build_policy
+from ope.evaluation.run import (
     ESTIMATE_COLUMNS,
     RunResult,
     blank_metric,
@@ -60,12 +60,12 @@ from ope.runner import (
     estimated_note,
     model_based_only,
 )
-from ope.schema import METRICS
-from ope.stream_batch import BatchContext, BatchPartials, action_writers, batch_dataset, evaluate_batch
-from ope.stream_models import HistoryWindow, TrainingSample, Vocabulary, batch_features, fit_on_sample
-from ope.stream_source import LogSource
-from ope.stream_validate import ProblemTally, QuarantineWriter, checked_batches
-from ope.validate import check_quarantine, raise_for_problems
+from ope.data.schema import METRICS
+from ope.evaluation.batch import BatchContext, BatchPartials, action_writers, batch_dataset, evaluate_batch
+from ope.models.sample import HistoryWindow, TrainingSample, Vocabulary, batch_features, fit_on_sample
+from ope.data.source import LogSource
+from ope.data.batch_checks import ProblemTally, QuarantineWriter, checked_batches
+from ope.data.validate import check_quarantine, raise_for_problems
 from policies import Policy
 
 __all__ = ["StreamInfo", "estimated_memory_mb", "run_streaming", "streaming_wanted"]
@@ -78,7 +78,7 @@ class StreamInfo:
 
     In a streamed `RunResult`, ``dataset`` is the training sample and ``probabilities`` hold no rows:
     the action probabilities of every logged request are in ``actions`` (one parquet file per
-    policy, moved into the run folder by `ope.report.write_outputs`).
+    policy, moved into the run folder by `ope.report.outputs.write_outputs`).
     """
 
     files: tuple[Path, ...]
@@ -166,7 +166,7 @@ def _survey(source: LogSource, catalog: Catalog, cfg: ExperimentConfig, needs_hi
             count_routing: bool = False) -> _Survey:
     """Pass 1: validation (raising or quarantining as in memory), facts, vocabulary, training sample
     (with its history features when outcome or propensity models will be fitted on it), and with
-    ``count_routing`` the routing counts that tell a deterministic logger (`ope.overlap`)."""
+    ``count_routing`` the routing counts that tell a deterministic logger (`ope.data.overlap`)."""
     data = cfg.data
     found = _Survey(source.repeated_ids(), Vocabulary(), TrainingSample(data.max_train_rows),
                     routing=RoutingCounts() if count_routing else None)
@@ -222,7 +222,7 @@ def _facts(found: _Survey, ds: BanditDataset) -> None:
 
 
 def _evaluate(source: LogSource, ctx: BatchContext, found: _Survey, actions: dict[str, Path], show_progress: bool) -> BatchPartials:
-    """Pass 3: `ope.stream_batch.evaluate_batch` on every batch, action files written as it goes.
+    """Pass 3: `ope.evaluation.batch.evaluate_batch` on every batch, action files written as it goes.
 
     BLAS runs on one thread: its products here are small and memory-bound, and on a machine whose
     cores are busy, OpenBLAS's spinning threads made a 10⁶-row run 5× slower (115 s against 21 s).
@@ -245,7 +245,7 @@ def _estimate_rows(cfg: ExperimentConfig, run: BatchPartials, names: list[str], 
     """Finalize every policy × estimator × kind, as `run_experiment` does."""
     estimators, inference = build_estimators(cfg), build_inference(cfg)
     alpha, rows, diagnostics = cfg.evaluation.alpha, [], {}
-    from ope.breakdown import estimate_rows
+    from ope.evaluation.breakdown import estimate_rows
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SupportWarning)
@@ -273,9 +273,9 @@ Evaluate = Callable[[LogSource, BatchContext, "_Survey", dict[str, Path], bool],
 
 
 def run_streaming(cfg: ExperimentConfig, *, show_progress: bool = True, evaluate: Evaluate | None = None) -> RunResult:
-    """The run of `ope.runner.run_experiment` on a log read in batches (module docstring).
+    """The run of `ope.evaluation.run.run_experiment` on a log read in batches (module docstring).
 
-    ``evaluate`` replaces the local evaluation pass (`ope.engine_ray` runs it on a Ray cluster).
+    ``evaluate`` replaces the local evaluation pass (`ope.evaluation.engines.ray` runs it on a Ray cluster).
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from ope.dataset import throughput
-from ope.schema import Status
+from ope.data.dataset import throughput
+from ope.data.schema import Status
 
 __all__ = ["FIXED_POINT", "US_PER_HOUR", "history_block", "row_values"]
 

@@ -17,12 +17,12 @@ import polars as pl
 
 from ope.config import to_toml
 from ope.errors import OPEError
-from ope.html import render
-from ope.model_store import save_models
-from ope.readers import log_files
-from ope.runner import RunResult, primary_estimator
-from ope.schema import METRICS
-from ope.stream_batch import action_table, action_writer
+from ope.report.html import render
+from ope.models.store import save_models
+from ope.data.readers import log_files
+from ope.evaluation.run import RunResult, primary_estimator
+from ope.data.schema import METRICS
+from ope.evaluation.batch import action_table, action_writer
 
 __all__ = ["action_files", "data_hash", "fresh_run_folder", "json_safe", "summary", "versions", "write_outputs"]
 

@@ -1,6 +1,6 @@
 """Validation of a log batch by batch, with the same error table and quarantine file as on the whole log.
 
-Every rule of `ope.validate` is per row except repeated request_ids, which `LogSource.repeated_ids`
+Every rule of `ope.data.validate` is per row except repeated request_ids, which `LogSource.repeated_ids`
 finds beforehand; the batches' problems are merged into one table (counts over the whole log,
 the first request_ids in log order, rules in the order they are checked) and the bad rows are
 appended to the quarantine file batch by batch.
@@ -14,10 +14,10 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from ope.catalog import Catalog
-from ope.readers import table_format
-from ope.stream_source import LogSource
-from ope.validate import SHOW_IDS, BatchCheck, Problem, check_batch
+from ope.data.catalog import Catalog
+from ope.data.readers import table_format
+from ope.data.source import LogSource
+from ope.data.validate import SHOW_IDS, BatchCheck, Problem, check_batch
 
 __all__ = ["ProblemTally", "QuarantineWriter", "checked_batches"]
 

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from ope.runner import RunResult
+from ope.evaluation.run import RunResult
 
 if TYPE_CHECKING:
-    from ope.tune import TuneResult
+    from ope.evaluation.tune import TuneResult
 
 __all__ = ["print_estimates", "print_summary", "print_tune_table"]
 

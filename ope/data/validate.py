@@ -15,10 +15,10 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from ope.catalog import Catalog
+from ope.data.catalog import Catalog
 from ope.errors import SchemaError
-from ope.readers import is_multi_file, parse_timestamps, read_table, table_format
-from ope.schema import DTYPE_KINDS, NEED_PREFIX, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, Status
+from ope.data.readers import is_multi_file, parse_timestamps, read_table, table_format
+from ope.data.schema import DTYPE_KINDS, NEED_PREFIX, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, Status
 
 __all__ = ["BatchCheck", "Problem", "ValidatedLogs", "check_batch", "load_logs", "problem_message", "raise_for_problems",
            "validate_logs"]
@@ -167,7 +167,7 @@ class BatchCheck:
 
 
 def check_batch(raw: pl.DataFrame, catalog: Catalog, *, earlier_ids: pl.Series | None = None) -> BatchCheck:
-    """The rules of `validate_logs` on one batch of a larger log (`ope.streaming`).
+    """The rules of `validate_logs` on one batch of a larger log (`ope.evaluation.engines.local`).
 
     Every rule is per row except duplicate request_ids: ``earlier_ids`` are ids already seen in
     earlier batches (only those that repeat somewhere need be passed), so a repeat is flagged

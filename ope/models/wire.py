@@ -16,9 +16,9 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from ope.features import PairFeatures
-from ope.predictors import OutcomeModels, PredictorConfig
-from ope.propensity import PropensityModel
+from ope.models.features import PairFeatures
+from ope.models.predictors import OutcomeModels, PredictorConfig
+from ope.models.propensity import PropensityModel
 from policies import Mixture, Policy
 
 __all__ = ["models_from_text", "models_to_text", "policy_from_json", "policy_to_json", "propensity_from_text",

@@ -1,13 +1,13 @@
 """`ope run --engine ray`: the streamed run with its evaluation pass on a Ray cluster.
 
-The driver runs pass 1 of `ope.streaming` (validation, facts, training sample) and fits the models
+The driver runs pass 1 of `ope.evaluation.engines.local` (validation, facts, training sample) and fits the models
 and policies as in a local streamed run. The evaluation pass then runs as Ray Data tasks:
 ``ray.data.read_parquet(files)`` → ``map_batches`` on Arrow batches: each task rebuilds the fitted
-policies and models once per worker process (sent as JSON and LightGBM model strings, `ope.wire`)
-and calls `ope.stream_batch.evaluate_batch`; the driver merges the partial sums in log order and
+policies and models once per worker process (sent as JSON and LightGBM model strings, `ope.models.wire`)
+and calls `ope.evaluation.batch.evaluate_batch`; the driver merges the partial sums in log order and
 writes the action files. A batch's history features need every row of the ``history_hours``
 before it, so a task re-reads that window from the files (row-group statistics skip the rest);
-window sums are exact (`ope.history`). Every number equals the single-machine run up to the
+window sums are exact (`ope.models.history`). Every number equals the single-machine run up to the
 rounding of summing in other batch boundaries (checked to 1e-9); the driver and the workers need
 the same polars version, whose hash of request_id gives the row keys (folds, bootstrap).
 
@@ -32,16 +32,16 @@ import pyarrow as pa
 
 from estimators import SupportWarning
 from ope.config import ExperimentConfig
-from ope.dataset import BanditDataset
+from ope.data.dataset import BanditDataset
 from ope.errors import OPEError
-from ope.history import US_PER_HOUR, history_block, row_values
+from ope.models.history import US_PER_HOUR, history_block, row_values
 from ope.progress import progress
-from ope.runner import RunResult
-from ope.stream_batch import BatchContext, BatchPartials, action_writers, evaluate_batch
-from ope.stream_source import LogSource
-from ope.streaming import run_streaming
-from ope.validate import check_batch
-from ope.wire import (
+from ope.evaluation.run import RunResult
+from ope.evaluation.batch import BatchContext, BatchPartials, action_writers, evaluate_batch
+from ope.data.source import LogSource
+from ope.evaluation.engines.local import run_streaming
+from ope.data.validate import check_batch
+from ope.models.wire import (
     models_from_text,
     models_to_text,
     policy_from_json,
@@ -95,7 +95,7 @@ class _Worker:
         """History block of the batch's rows from the valid rows of their window, re-read from the log.
 
         The window is validated (the rows pass 1 set aside must not count) but not built into a
-        dataset: the history needs only each row's time, arm and `ope.history.row_values`.
+        dataset: the history needs only each row's time, arm and `ope.models.history.row_values`.
         """
         ts = ds.logs["ts"].dt.epoch("us").to_numpy()
         start, stop = _instant(int(ts.min()) - self.width, self.ts_type), _instant(int(ts.max()), self.ts_type)

@@ -1,6 +1,6 @@
 """Per-period and per-group estimates and provider shares of a streamed log, as mergeable sums.
 
-The in-memory `ope.breakdown` estimates each period, model and task on its rows; here every batch
+The in-memory `ope.evaluation.breakdown` estimates each period, model and task on its rows; here every batch
 adds its rows of each group to that group's partial sums (one `Partial` per group and policy, the
 headline estimator, normal intervals), so the tables equal the in-memory ones.
 """
@@ -17,8 +17,8 @@ import polars as pl
 from estimators import BanditFeedback, BaseEstimator, EstimatorInputError, Normal, SparseTarget, SupportWarning
 from estimators.base import Partial
 from estimators.batch import Batch, Cells
-from ope.breakdown import ESTIMATE_COLUMNS, GROUP_SCHEMA, MIN_GROUP_ROWS, MIN_PERIOD_ROWS, estimate_rows, group_rows
-from ope.dataset import BanditDataset
+from ope.evaluation.breakdown import ESTIMATE_COLUMNS, GROUP_SCHEMA, MIN_GROUP_ROWS, MIN_PERIOD_ROWS, estimate_rows, group_rows
+from ope.data.dataset import BanditDataset
 
 __all__ = ["GroupEstimates", "ShareSums"]
 
@@ -85,7 +85,7 @@ class GroupEstimates:
         return out
 
     def slices(self, names: list[str]) -> pl.DataFrame:
-        """The table of `ope.breakdown.time_slices`."""
+        """The table of `ope.evaluation.breakdown.time_slices`."""
         rows = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SupportWarning)
@@ -99,7 +99,7 @@ class GroupEstimates:
         return pl.DataFrame(schema={"period": pl.Datetime("us", "UTC"), **{c: pl.Float64 for c in ESTIMATE_COLUMNS}})
 
     def breakdowns(self, names: list[str]) -> pl.DataFrame:
-        """The table of `ope.breakdown.breakdowns` (groups by falling row count, then name)."""
+        """The table of `ope.evaluation.breakdown.breakdowns` (groups by falling row count, then name)."""
         rows: list[dict[str, Any]] = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SupportWarning)
@@ -112,7 +112,7 @@ class GroupEstimates:
 
 
 class ShareSums:
-    """Sample-weighted traffic per arm, logged and under each policy (`ope.breakdown.provider_shares`)."""
+    """Sample-weighted traffic per arm, logged and under each policy (`ope.evaluation.breakdown.provider_shares`)."""
 
     def __init__(self, n_arms: int, names: list[str]) -> None:
         self.total = 0.0

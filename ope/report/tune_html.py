@@ -10,10 +10,10 @@ from typing import Any
 import polars as pl
 
 from ope.config import to_toml
-from ope.html import CSS, esc, num, table
-from ope.plots import METRIC_LABELS, pareto_plot
-from ope.report import action_files, data_hash, fresh_run_folder, json_safe, versions
-from ope.tune import TuneResult
+from ope.report.html import CSS, esc, num, table
+from ope.report.plots import METRIC_LABELS, pareto_plot
+from ope.report.outputs import action_files, data_hash, fresh_run_folder, json_safe, versions
+from ope.evaluation.tune import TuneResult
 
 __all__ = ["tune_summary", "write_tune_outputs"]
 

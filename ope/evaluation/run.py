@@ -26,21 +26,21 @@ from estimators import (
 )
 from estimators.batch import Shared
 from estimators.inference import Inference
-from ope.breakdown import ESTIMATE_COLUMNS, breakdowns, estimate_rows, missing_row, provider_shares, time_slices
+from ope.evaluation.breakdown import ESTIMATE_COLUMNS, breakdowns, estimate_rows, missing_row, provider_shares, time_slices
 from ope.config import ExperimentConfig
-from ope.dataset import BanditDataset
+from ope.data.dataset import BanditDataset
 from ope.errors import ConfigError
-from ope.overlap import OverlapFinding, detect_deterministic_router
-from ope.predictors import OutcomeModels, fit_outcome_models
+from ope.data.overlap import OverlapFinding, detect_deterministic_router
+from ope.models.predictors import OutcomeModels, fit_outcome_models
 from ope.progress import progress
-from ope.propensity import PropensityModel, fit_propensities
-from ope.registry import build_policy
-from ope.schema import METRICS
+from ope.models.propensity import PropensityModel, fit_propensities
+from ope.evaluation.registry import build_policy
+from ope.data.schema import METRICS
 from policies import Policy
 from policies.stream import time_order
 
 if TYPE_CHECKING:
-    from ope.streaming import StreamInfo
+    from ope.evaluation.engines.local import StreamInfo
 
 __all__ = ["ESTIMATE_COLUMNS", "RunResult", "build_estimators", "blank_metric", "build_inference", "estimated_note", "load_for_run", "model_based_only",
            "primary_estimator", "run_experiment"]
@@ -66,7 +66,7 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     outcome_models: OutcomeModels | None = None
     propensity_model: PropensityModel | None = None
-    #: set by a streamed run (`ope.streaming`): then ``dataset`` is the training sample, ``probabilities`` hold no rows
+    #: set by a streamed run (`ope.evaluation.engines.local`): then ``dataset`` is the training sample, ``probabilities`` hold no rows
     stream: StreamInfo | None = None
 
     @property
@@ -137,7 +137,7 @@ def estimated_note(missing: int, rows: int, model: PropensityModel) -> str:
 
 def model_based_only(cfg: ExperimentConfig, finding: OverlapFinding, notes: list[str]) -> ExperimentConfig:
     """The config with only model-based estimators when the log was routed deterministically (no overlap to weight by:
-    ``finding`` of `ope.overlap` on the whole log)."""
+    ``finding`` of `ope.data.overlap` on the whole log)."""
     if not finding.deterministic:
         return cfg
     dropped = [e for e in cfg.evaluation.estimators if e != "DM"]
@@ -177,10 +177,10 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
     """Load, fit the policies, evaluate every policy with every estimator, and compare to the baseline.
 
     With ``[data] streaming``, or a parquet log too large for ``[data] memory_budget_mb``, the log is
-    read in batches (`ope.streaming.run_streaming`); with ``[data] engine = "ray"`` the batches are
-    evaluated on a Ray cluster (`ope.engine_ray`).
+    read in batches (`ope.evaluation.engines.local.run_streaming`); with ``[data] engine = "ray"`` the batches are
+    evaluated on a Ray cluster (`ope.evaluation.engines.ray`).
     """
-    from ope.streaming import run_streaming, streaming_wanted
+    from ope.evaluation.engines.local import run_streaming, streaming_wanted
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -191,7 +191,7 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> RunR
         msg = f"{cfg.source}: baseline '{cfg.evaluation.baseline}' is not among the policies {list(policies)}."
         raise ConfigError(msg)
     if cfg.data.engine == "ray":
-        from ope.engine_ray import run_on_ray
+        from ope.evaluation.engines.ray import run_on_ray
 
         return run_on_ray(cfg, address=cfg.data.ray_address, show_progress=show_progress)
     if streaming_wanted(cfg):

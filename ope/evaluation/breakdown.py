@@ -12,8 +12,8 @@ import numpy.typing as npt
 import polars as pl
 
 from estimators import BanditFeedback, BaseEstimator, Estimate, EstimatorInputError, SupportWarning
-from ope.dataset import BanditDataset
-from ope.schema import METRICS
+from ope.data.dataset import BanditDataset
+from ope.data.schema import METRICS
 
 __all__ = ["ESTIMATE_COLUMNS", "GROUP_SCHEMA", "group_rows", "missing_row", "estimate_rows", "time_slices", "breakdowns", "provider_shares", "MIN_GROUP_ROWS"]
 

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from ope.config import TrackingConfig
-from ope.runner import RunResult
+from ope.evaluation.run import RunResult
 
 if TYPE_CHECKING:
-    from ope.tune import TuneResult
+    from ope.evaluation.tune import TuneResult
 
 __all__ = ["TrackingError", "metric_key", "track_run", "track_tune", "ui_command"]
 

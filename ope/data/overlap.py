@@ -103,7 +103,7 @@ class RoutingCounts:
     """Requests per routing context (``by`` columns, time bucket, candidate set) and served arm.
 
     The evidence `detect_deterministic_router` weighs, as sums that add up over batches of a log
-    (`ope.streaming`): the finding of the merged counts is the whole log's.
+    (`ope.evaluation.engines.local`): the finding of the merged counts is the whole log's.
     """
 
     def __init__(self, *, by: tuple[str, ...] = ("model", "task"), time_bucket: str | None = "1h") -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 import lightgbm as lgb
 
-from ope.predictors import MODELS, OutcomeModels
-from ope.propensity import PropensityModel
+from ope.models.predictors import MODELS, OutcomeModels
+from ope.models.propensity import PropensityModel
 
 __all__ = ["save_models", "load_models", "MANIFEST"]
 

@@ -10,10 +10,10 @@ import numpy.typing as npt
 import polars as pl
 
 from estimators import BanditFeedback
-from ope.catalog import Catalog, catalog_from_frame, load_catalog
+from ope.data.catalog import Catalog, catalog_from_frame, load_catalog
 from ope.errors import SchemaError
-from ope.schema import METRICS, REQUIRED_COLUMNS, Status
-from ope.validate import ValidatedLogs, load_logs, validate_logs
+from ope.data.schema import METRICS, REQUIRED_COLUMNS, Status
+from ope.data.validate import ValidatedLogs, load_logs, validate_logs
 
 __all__ = ["BanditDataset", "derive_outcomes"]
 

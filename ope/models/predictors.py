@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import log_loss, mean_absolute_error, roc_auc_score
 
-from ope.dataset import BanditDataset
-from ope.features import PairFeatures, build_features
+from ope.data.dataset import BanditDataset
+from ope.models.features import PairFeatures, build_features
 from ope.progress import progress
 
 __all__ = ["MODELS", "OutcomeModels", "PredictorConfig", "assign_folds", "fit_outcome_models", "predict_q_hat"]

@@ -3,12 +3,12 @@
 * **Training sample**: a uniform sample of at most ``max_train_rows`` valid rows, the rows with the
   smallest priority hash(row key); it does not depend on how the log is cut into batches, keeps
   log order, and each row keeps its sample weight (the models train weighted, as in memory).
-* **Features** are those of `ope.features` on each batch, with two things made log-wide: the codes
+* **Features** are those of `ope.models.features` on each batch, with two things made log-wide: the codes
   of categorical request columns come from the vocabulary of the whole log (`Vocabulary`), and the
   recent-history block comes from `HistoryWindow`, which carries the last ``history_hours`` of
-  rows from batch to batch; its window sums are exact (`ope.history`), so every value is bit for
+  rows from batch to batch; its window sums are exact (`ope.models.history`), so every value is bit for
   bit the one computed on the whole log (a log in time order is required).
-* **q̂**: the models are cross-fitted on the sample (`ope.predictors.fit_outcome_models`), and a
+* **q̂**: the models are cross-fitted on the sample (`ope.models.predictors.fit_outcome_models`), and a
   row of any batch is scored by the fold model of its own fold (row key mod folds), which never saw
   it; with a sample that holds the whole log, every q̂ equals the in-memory one.
 """
@@ -22,11 +22,11 @@ import numpy.typing as npt
 import polars as pl
 
 from estimators.resample import hash_keys
-from ope.dataset import BanditDataset
-from ope.features import PairFeatures, build_features
-from ope.history import US_PER_HOUR, history_block, row_values
-from ope.predictors import OutcomeModels, PredictorConfig, fit_outcome_models
-from ope.schema import REQUIRED_COLUMNS
+from ope.data.dataset import BanditDataset
+from ope.models.features import PairFeatures, build_features
+from ope.models.history import US_PER_HOUR, history_block, row_values
+from ope.models.predictors import OutcomeModels, PredictorConfig, fit_outcome_models
+from ope.data.schema import REQUIRED_COLUMNS
 
 __all__ = ["HistoryWindow", "TrainingSample", "Vocabulary", "batch_features", "fit_on_sample"]
 
@@ -43,7 +43,7 @@ class Vocabulary:
 
     @staticmethod
     def columns(logs: pl.DataFrame) -> list[str]:
-        """String context columns (those `ope.features` codes as categories)."""
+        """String context columns (those `ope.models.features` codes as categories)."""
         skip = (set(REQUIRED_COLUMNS) - {"model", "task"}) | {"sample_weight", "eligible_arms", "request_id"}
         return [c for c, d in logs.schema.items() if c not in skip and (d == pl.String or isinstance(d, (pl.Categorical, pl.Enum)))]
 
@@ -53,15 +53,15 @@ class Vocabulary:
             self.values.setdefault(column, set()).update(logs[column].cast(pl.String).drop_nulls().unique().to_list())
 
     def codes(self, column: str, values: pl.Series) -> FloatArray:
-        """Codes of ``values`` in the log-wide sorted vocabulary (NaN for null), as `ope.features` numbers them."""
+        """Codes of ``values`` in the log-wide sorted vocabulary (NaN for null), as `ope.models.features` numbers them."""
         lookup = {v: float(i) for i, v in enumerate(sorted(self.values.get(column, ())))}
         return values.cast(pl.String).replace_strict(lookup, default=None, return_dtype=pl.Float64).fill_null(np.nan).to_numpy()
 
 
 class HistoryWindow:
-    """The history block of `ope.features` (n, K, 3) for consecutive batches of a time-ordered log.
+    """The history block of `ope.models.features` (n, K, 3) for consecutive batches of a time-ordered log.
 
-    It carries the rows of the last ``window_hours`` (time, arm and `ope.history.row_values`) from
+    It carries the rows of the last ``window_hours`` (time, arm and `ope.models.history.row_values`) from
     batch to batch; window sums are exact integers, so every value equals the whole log's.
     """
 
@@ -84,7 +84,7 @@ class HistoryWindow:
 
 
 def batch_features(ds: BanditDataset, vocab: Vocabulary, history: FloatArray, window_hours: float) -> PairFeatures:
-    """`ope.features.build_features` of a batch with log-wide category codes and the streamed history."""
+    """`ope.models.features.build_features` of a batch with log-wide category codes and the streamed history."""
     feats = build_features(ds, window_hours=window_hours, history=history)
     request = feats.request.copy()
     for c in feats.categorical:

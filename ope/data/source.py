@@ -1,6 +1,6 @@
 """A parquet log read lazily in batches: its files, its size, and the ids that repeat in it.
 
-Batches come from one polars scan over every file (`ope.readers.log_files` order: a file, the
+Batches come from one polars scan over every file (`ope.data.readers.log_files` order: a file, the
 sorted parquet files of a directory, or a glob's sorted matches), rows in file order, each batch
 ``batch_rows`` rows (the last one shorter), so memory holds one batch at a time.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from ope.errors import SchemaError
-from ope.readers import PARQUET_SUFFIXES, log_files
+from ope.data.readers import PARQUET_SUFFIXES, log_files
 
 __all__ = ["LogSource", "HASH_SEED"]
 

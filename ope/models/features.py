@@ -14,9 +14,9 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from ope.dataset import BanditDataset
-from ope.history import US_PER_HOUR, history_block, row_values
-from ope.schema import CAPABILITY_PREFIX
+from ope.data.dataset import BanditDataset
+from ope.models.history import US_PER_HOUR, history_block, row_values
+from ope.data.schema import CAPABILITY_PREFIX
 
 __all__ = ["PairFeatures", "build_features"]
 

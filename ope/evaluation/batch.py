@@ -1,7 +1,7 @@
 """The work of one batch of a streamed or distributed run, and the partial sums it adds to.
 
-`evaluate_batch` is the per-batch function of both engines: the local stream (`ope.streaming`)
-calls it on each batch in turn, and Ray (`ope.engine_ray`) calls it in worker tasks on Arrow
+`evaluate_batch` is the per-batch function of both engines: the local stream (`ope.evaluation.engines.local`)
+calls it on each batch in turn, and Ray (`ope.evaluation.engines.ray`) calls it in worker tasks on Arrow
 batches and merges the `BatchPartials` on the driver. Given the same rows it returns the same sums
 wherever it runs: q̂ of each row comes from its own fold's model, and every estimate is a sum.
 """
@@ -24,15 +24,15 @@ import pyarrow.parquet as pq
 from estimators import BaseEstimator, EstimatorInputError, SparseTarget
 from estimators.base import Partial
 from estimators.batch import Shared
-from ope.catalog import Catalog
+from ope.data.catalog import Catalog
 from ope.config import ExperimentConfig
-from ope.dataset import BanditDataset
-from ope.predictors import OutcomeModels, predict_q_hat
-from ope.propensity import PropensityModel, predict_propensities
-from ope.runner import build_estimators, build_inference, primary_estimator
-from ope.stream_groups import GroupEstimates, ShareSums
-from ope.stream_models import Vocabulary, batch_features
-from ope.validate import ValidatedLogs
+from ope.data.dataset import BanditDataset
+from ope.models.predictors import OutcomeModels, predict_q_hat
+from ope.models.propensity import PropensityModel, predict_propensities
+from ope.evaluation.run import build_estimators, build_inference, primary_estimator
+from ope.evaluation.groups import GroupEstimates, ShareSums
+from ope.models.sample import Vocabulary, batch_features
+from ope.data.validate import ValidatedLogs
 from policies import Policy
 from policies.base import Pairs
 

@@ -10,8 +10,8 @@ import numpy.typing as npt
 import polars as pl
 
 from ope.errors import CatalogError
-from ope.readers import parse_timestamps, read_table
-from ope.schema import CAPABILITY_PREFIX, CATALOG_COLUMNS, DTYPE_KINDS, NEED_PREFIX
+from ope.data.readers import parse_timestamps, read_table
+from ope.data.schema import CAPABILITY_PREFIX, CATALOG_COLUMNS, DTYPE_KINDS, NEED_PREFIX
 
 __all__ = ["Catalog", "load_catalog", "catalog_from_frame"]
 
