@@ -1,11 +1,18 @@
-"""Errors raised by estimators; subclasses of ValueError so plain callers can catch them."""
+"""Errors raised by estimators, and the root of every error llm-ope raises on purpose (re-exported as `ope.OPEError`).
+
+All are ValueErrors, so plain callers can catch them too.
+"""
 
 from __future__ import annotations
 
-__all__ = ["EstimatorInputError", "EstimatorSupportError"]
+__all__ = ["EstimatorInputError", "EstimatorSupportError", "OPEError"]
 
 
-class EstimatorInputError(ValueError):
+class OPEError(ValueError):
+    """Base class of every error llm-ope raises on purpose: estimators, policies, and the ``ope`` package."""
+
+
+class EstimatorInputError(OPEError):
     """Arrays handed to an estimator break its contract (shape, range, normalisation)."""
 
 

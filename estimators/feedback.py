@@ -63,48 +63,14 @@ class BanditFeedback:
         n = actions.shape[0]
         if n == 0:
             raise EstimatorInputError("BanditFeedback needs at least one row. Got 0 rows.")
-        rewards = np.asarray(self.rewards, dtype=np.float64)
-        scalar = rewards.ndim == 1
-        rewards2 = rewards[:, None] if scalar else rewards
-        if rewards2.ndim != 2 or rewards2.shape[0] != n:
-            msg = f"rewards must have shape (n,) or (n, M) with n = {n}. Got {rewards.shape}."
-            raise EstimatorInputError(msg)
-        if np.isinf(rewards2).any():
-            raise EstimatorInputError("rewards must be finite or NaN (missing). Got inf.")
-        p = _vector("propensities", self.propensities, n)
-        bad = ~((p > 0) & (p <= 1))
-        if bad.any():
-            first = np.flatnonzero(bad)[:5].tolist()
-            msg = (
-                f"propensities must be in (0, 1]. {int(bad.sum())} rows are not "
-                f"(first rows {first}: {p[first].tolist()})."
-            )
-            raise EstimatorInputError(msg)
+        rewards, scalar = _rewards(self.rewards, n)
+        p = _propensities(self.propensities, n)
         sw = None
         if self.sample_weight is not None:
             sw = _vector("sample_weight", self.sample_weight, n)
             if not (np.isfinite(sw) & (sw > 0)).all():
                 raise EstimatorInputError("sample_weight must be finite and > 0 on every row.")
-        k = self.n_arms
-        elig = None
-        if self.eligible is not None:
-            elig = np.asarray(self.eligible, dtype=bool)
-            if elig.ndim != 2 or elig.shape[0] != n:
-                msg = f"eligible must have shape (n, K) with n = {n}. Got {elig.shape}."
-                raise EstimatorInputError(msg)
-            k = elig.shape[1] if k is None else k
-        k = int(actions.max()) + 1 if k is None else int(k)
-        if actions.min() < 0 or actions.max() >= k:
-            msg = f"actions must be arm indices in [0, {k}). Got values in [{actions.min()}, {actions.max()}]."
-            raise EstimatorInputError(msg)
-        if elig is not None:
-            if elig.shape[1] != k:
-                raise EstimatorInputError(f"eligible has {elig.shape[1]} arms but n_arms is {k}.")
-            off = ~elig[np.arange(n), actions]
-            if off.any():
-                first = np.flatnonzero(off)[:5].tolist()
-                msg = f"{int(off.sum())} logged actions are outside their row's eligible set (first rows {first})."
-                raise EstimatorInputError(msg)
+        elig, k = _eligible(self.eligible, actions, self.n_arms)
         lp = None
         if self.logging_probabilities is not None:
             lp = np.asarray(self.logging_probabilities, dtype=np.float64)
@@ -115,7 +81,7 @@ class BanditFeedback:
             raise EstimatorInputError(f"keys must have shape ({n},). Got {keys.shape}.")
         for name, value in [
             ("actions", actions.astype(np.int64, copy=False)),
-            ("rewards", rewards2),
+            ("rewards", rewards),
             ("propensities", p),
             ("eligible", elig),
             ("sample_weight", sw),
@@ -191,3 +157,46 @@ def _vector(name: str, values: npt.ArrayLike, n: int) -> FloatArray:
         msg = f"{name} must not contain NaN. {int(np.isnan(arr).sum())} rows do (first rows {rows})."
         raise EstimatorInputError(msg)
     return arr
+
+
+def _rewards(values: npt.ArrayLike, n: int) -> tuple[FloatArray, bool]:
+    """Rewards as (n, M), and whether they were given as (n,)."""
+    rewards = np.asarray(values, dtype=np.float64)
+    scalar = rewards.ndim == 1
+    rewards2 = rewards[:, None] if scalar else rewards
+    if rewards2.ndim != 2 or rewards2.shape[0] != n:
+        raise EstimatorInputError(f"rewards must have shape (n,) or (n, M) with n = {n}. Got {rewards.shape}.")
+    if np.isinf(rewards2).any():
+        raise EstimatorInputError("rewards must be finite or NaN (missing). Got inf.")
+    return rewards2, scalar
+
+
+def _propensities(values: npt.ArrayLike, n: int) -> FloatArray:
+    """Propensities checked to lie in (0, 1]."""
+    p = _vector("propensities", values, n)
+    bad = ~((p > 0) & (p <= 1))
+    if bad.any():
+        first = np.flatnonzero(bad)[:5].tolist()
+        raise EstimatorInputError(f"propensities must be in (0, 1]. {int(bad.sum())} rows are not (first rows {first}: {p[first].tolist()}).")
+    return p
+
+
+def _eligible(values: npt.ArrayLike | None, actions: npt.NDArray[np.integer], n_arms: int | None) -> tuple[npt.NDArray[np.bool_] | None, int]:
+    """The eligibility matrix (or None) and the number of arms, with every logged action an eligible arm index."""
+    n, k, elig = actions.shape[0], n_arms, None
+    if values is not None:
+        elig = np.asarray(values, dtype=bool)
+        if elig.ndim != 2 or elig.shape[0] != n:
+            raise EstimatorInputError(f"eligible must have shape (n, K) with n = {n}. Got {elig.shape}.")
+        k = elig.shape[1] if k is None else k
+    k = int(actions.max()) + 1 if k is None else int(k)
+    if actions.min() < 0 or actions.max() >= k:
+        raise EstimatorInputError(f"actions must be arm indices in [0, {k}). Got values in [{actions.min()}, {actions.max()}].")
+    if elig is not None:
+        if elig.shape[1] != k:
+            raise EstimatorInputError(f"eligible has {elig.shape[1]} arms but n_arms is {k}.")
+        off = ~elig[np.arange(n), actions]
+        if off.any():
+            first = np.flatnonzero(off)[:5].tolist()
+            raise EstimatorInputError(f"{int(off.sum())} logged actions are outside their row's eligible set (first rows {first}).")
+    return elig, k

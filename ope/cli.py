@@ -60,9 +60,10 @@ def _track(cfg: ExperimentConfig, track: Callable[[], tuple[str, str]]) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ope.config import DEFAULT_CONFIG
-    from ope.report.outputs import write_outputs
-    from ope.evaluation.run import primary_estimator, run_experiment
+    from ope.evaluation.plan import primary_estimator
+    from ope.evaluation.run import run_experiment
     from ope.report.console import print_summary
+    from ope.report.outputs import write_outputs
     from ope.report.tracking import track_run
 
     start = time.perf_counter()
@@ -79,9 +80,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     from ope.config import DEFAULT_TUNE_CONFIG
+    from ope.evaluation.tune import run_tune
     from ope.report.console import print_tune_table
     from ope.report.tracking import track_tune
-    from ope.evaluation.tune import run_tune
     from ope.report.tune_html import write_tune_outputs
 
     start = time.perf_counter()
@@ -139,13 +140,16 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--streaming", action="store_true", help="read the log in batches, in bounded memory (docs/large_logs.md)")
-    p.add_argument("--engine", choices=("local", "ray"), help="where a streamed run evaluates its batches (ray: pip install 'llm-ope[ray]')")
+    p.add_argument("--engine", choices=("memory", "local", "ray"), help="where batches run: memory (the whole log at once), local (streamed batches), ray (pip install 'llm-ope[ray]'); default: memory unless the log is too big")
     p.add_argument("--ray-address", help="Ray cluster to join with --engine ray (e.g. ray://head:10001; default: RAY_ADDRESS or a local one)")
 
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
+    from ope import __version__
+
     p = argparse.ArgumentParser(prog="ope", description="Offline counterfactual evaluation of LLM routing policies.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="evaluate the policies of a config on request logs and write a report")
     run.add_argument("config", nargs="?", help="TOML config (default: configs/quickstart.toml on the bundled sample)")

@@ -41,8 +41,10 @@ class DataConfig:
     ``logs`` is a file, a directory of parquet files or a glob. With ``streaming`` (or when the
     in-memory run is estimated to need more than ``memory_budget_mb``) the log is read in batches of
     ``batch_rows`` rows and the outcome models and learning policies train on a uniform sample of at
-    most ``max_train_rows`` rows (`ope.evaluation.engines.local`; docs/large_logs.md). ``engine = "ray"`` streams
-    with the evaluation pass on a Ray cluster (``ray_address``, default a local one; `ope.evaluation.engines.ray`).
+    most ``max_train_rows`` rows (`ope.evaluation.engines.local`; docs/large_logs.md). ``engine`` picks where
+    batches run: "auto" (in memory, or streamed as above), "memory" (the whole log as one batch), "local"
+    (streamed on this machine) or "ray" (streamed, evaluated on a Ray cluster: ``ray_address``, default a
+    local one; `ope.evaluation.engines.ray`).
     """
 
     logs: Path
@@ -52,12 +54,12 @@ class DataConfig:
     memory_budget_mb: float = 4096.0
     batch_rows: int = 50_000
     max_train_rows: int = 100_000
-    engine: str = "local"
+    engine: str = "auto"
     ray_address: str | None = None
 
     def __post_init__(self) -> None:
-        if self.engine not in ("local", "ray"):
-            raise ValueError(f"[data] engine must be 'local' or 'ray'. Got {self.engine!r}.")
+        if self.engine not in ("auto", "memory", "local", "ray"):
+            raise ValueError(f"[data] engine must be 'auto', 'memory', 'local' or 'ray'. Got {self.engine!r}.")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

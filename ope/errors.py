@@ -1,12 +1,16 @@
-"""The one place llm-ope's exceptions live, so callers can catch them precisely."""
+"""Every exception llm-ope raises on purpose, in one hierarchy under `OPEError` (a ValueError).
+
+`OPEError` is defined with the estimators (the package every other imports) and re-exported here
+with the policies' and estimators' own errors, so ``except ope.OPEError`` catches them all.
+"""
 
 from __future__ import annotations
 
-__all__ = ["OPEError", "SchemaError", "ConfigError", "SupportError", "CatalogError"]
+from estimators._errors import EstimatorInputError, EstimatorSupportError, OPEError
+from policies.base import PolicyError
 
-
-class OPEError(ValueError):
-    """Base class of every error llm-ope raises on purpose."""
+__all__ = ["CatalogError", "ConfigError", "EstimatorInputError", "EstimatorSupportError", "OPEError", "PolicyError", "SchemaError",
+           "SupportError"]
 
 
 class SchemaError(OPEError):

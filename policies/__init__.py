@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from policies.base import Policy, PolicyError, spread, uniform_over
+from policies.base import BasePolicy, Pairs, PairwisePolicy, Policy, PolicyError, spread, uniform_over
 from policies.baselines import Cheapest, DirectOfficial, Fastest, Mixture, PriceWeighted, Uniform, blended_price
 from policies.lagrangian import LagrangianRule
 from policies.mess_plus import MessPlus
 from policies.stage_route import StageRoute
 
 __all__ = [
+    "BasePolicy",
+    "PairwisePolicy",
+    "Pairs",
     "Cheapest",
     "ConstrainedRouter",
     "DirectOfficial",

@@ -7,36 +7,147 @@ has ~5 eligible arms of 58, and a streamed run never needs the (n, K) matrix.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+from estimators._errors import OPEError
+
 if TYPE_CHECKING:
+    from estimators import OnlinePolicy
     from ope.data.dataset import BanditDataset
 
-__all__ = ["Pairs", "Policy", "PolicyError", "checked_q_hat", "probabilities_at", "spread", "uniform_over"]
+__all__ = ["policy_from_json", "policy_to_json", "settings_of", "BasePolicy", "PairwisePolicy", "Pairs", "Policy", "PolicyError", "checked_q_hat", "spread", "uniform_over"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
-class PolicyError(ValueError):
+class PolicyError(OPEError):
     """A policy cannot act as asked (no official endpoint, infeasible constraints, ...)."""
 
 
 @runtime_checkable
 class Policy(Protocol):
-    """A routing policy. ``fit`` learns from logs where the policy learns; it returns self."""
+    """A routing policy: what every run calls, and the capabilities it declares as class attributes.
+
+    ``needs_q_hat``: it routes on the outcome models' predictions q̂ (n, K, M), passed to ``fit`` and
+    ``action_probabilities``; the others ignore ``q_hat``. ``learns``: ``fit`` learns from the logged
+    rows (so a streamed run that fits on a sample says so). ``online``: it learns in arrival order
+    (a run scores it by replay too, through ``online_learner``). ``pairwise``: ``pair_probabilities``
+    computes π at the eligible pairs alone, never building the (n, K) matrix. ``n_fallback_``: requests
+    its last ``action_probabilities`` routed by its fallback (``fallback_rule`` says how).
+    """
 
     name: str
+    needs_q_hat: ClassVar[bool]
+    learns: ClassVar[bool]
+    online: ClassVar[bool]
+    pairwise: ClassVar[bool]
+    n_fallback_: int
 
-    def fit(self, dataset: BanditDataset) -> Policy: ...
+    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> Policy:
+        """Learn from the logged requests where the policy learns; return self."""
+        ...
 
-    def action_probabilities(self, dataset: BanditDataset) -> FloatArray:
+    def action_probabilities(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> FloatArray:
         """π(a|x) for every logged context, shape (n, K), rows sum to 1, zero outside eligible."""
         ...
+
+    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
+        """π at the eligible pairs ``pairs`` (m,)."""
+        ...
+
+    @property
+    def fallback_rule(self) -> str:
+        """How requests it cannot serve as designed are routed (for the run's note)."""
+        ...
+
+    def to_json(self) -> str:
+        """The fitted policy as JSON (a classmethod ``from_json`` rebuilds it)."""
+        ...
+
+
+class BasePolicy:
+    """Defaults of the `Policy` contract: a heuristic that does not learn, whose pair probabilities are read
+    off its (n, K) matrix. Subclasses override what they do differently."""
+
+    needs_q_hat: ClassVar[bool] = False
+    learns: ClassVar[bool] = False
+    online: ClassVar[bool] = False
+    pairwise: ClassVar[bool] = False
+    n_fallback_: int = 0
+
+    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> Self:
+        """Nothing to learn."""
+        return self
+
+    def action_probabilities(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> FloatArray:
+        raise NotImplementedError
+
+    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
+        """π at the eligible pairs, read off the (n, K) matrix (a ``pairwise`` policy computes them directly)."""
+        return np.asarray(self.action_probabilities(dataset, q_hat), dtype=np.float64)[pairs.rows, pairs.arms]
+
+    @property
+    def fallback_rule(self) -> str:
+        """How requests it cannot serve as designed are routed."""
+        return "uniform over the eligible arms"
+
+    def online_learner(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> OnlinePolicy:
+        """A learner for `estimators.Replay` (``online`` policies only)."""
+        raise PolicyError(f"Policy {type(self).__name__} does not learn online.")
+
+    def to_json(self) -> str:
+        """Settings and learned state (attributes ending in ``_``) as JSON; `from_json` rebuilds a policy that routes identically."""
+        fitted = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
+        return json.dumps({"settings": {k: getattr(self, k) for k in settings_of(type(self))}, "fitted": fitted})
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        """The policy `to_json` wrote."""
+        data = json.loads(text)
+        policy = cls(**data["settings"])
+        for key, value in data["fitted"].items():
+            setattr(policy, key, value)
+        return policy
+
+
+class PairwisePolicy(BasePolicy):
+    """A policy computed at the eligible pairs alone; its (n, K) matrix is those values scattered."""
+
+    pairwise: ClassVar[bool] = True
+
+    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
+        raise NotImplementedError
+
+    def action_probabilities(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> FloatArray:
+        pairs = Pairs.of(dataset.eligible)
+        return pairs.dense(self.pair_probabilities(dataset, pairs, q_hat))
+
+
+def policy_to_json(policy: Policy) -> str:
+    """Any fitted policy as JSON text, with its class (`policy_from_json` rebuilds it)."""
+    return json.dumps({"class": f"{type(policy).__module__}:{type(policy).__qualname__}", "json": policy.to_json()})
+
+
+def policy_from_json(text: str) -> Policy:
+    """The policy `policy_to_json` wrote; only classes of this package are rebuilt."""
+    data = json.loads(text)
+    module, _, qualname = data["class"].partition(":")
+    if not module.startswith("policies."):
+        raise ValueError(f"Refusing to rebuild a policy of class {data['class']!r}: only classes from policies. are allowed.")
+    return getattr(importlib.import_module(module), qualname).from_json(data["json"])  # type: ignore[no-any-return]
+
+
+def settings_of(cls: type) -> tuple[str, ...]:
+    """A policy class's settings: its dataclass fields set at construction (learned state ends in ``_`` and is not one)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init)
 
 
 def uniform_over(mask: npt.NDArray[np.bool_]) -> FloatArray:
@@ -96,14 +207,6 @@ class Pairs:
         out = np.zeros((self.n, self.n_arms))
         out[self.rows, self.arms] = values
         return out
-
-
-def probabilities_at(policy: Policy, dataset: BanditDataset, pairs: Pairs, *args: Any) -> FloatArray:
-    """π at the eligible pairs (m,): from the policy's ``pair_probabilities`` when it has one, else read off its (n, K) matrix."""
-    at_pairs = getattr(policy, "pair_probabilities", None)
-    if at_pairs is not None:
-        return np.asarray(at_pairs(dataset, pairs, *args), dtype=np.float64)
-    return np.asarray(policy.action_probabilities(dataset, *args), dtype=np.float64)[pairs.rows, pairs.arms]
 
 
 def spread(scores: FloatArray, eligible: npt.NDArray[np.bool_], *, rtol: float = 1e-9) -> FloatArray:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import polars as pl
 
-from policies.base import FloatArray, Pairs, Policy, PolicyError, probabilities_at, uniform_over
+from policies.base import (
+    BasePolicy,
+    FloatArray,
+    Pairs,
+    PairwisePolicy,
+    Policy,
+    PolicyError,
+    policy_from_json,
+    policy_to_json,
+    uniform_over,
+)
 
 if TYPE_CHECKING:
     from ope.data.dataset import BanditDataset
@@ -21,32 +32,21 @@ def blended_price(price_in: FloatArray, price_out: FloatArray) -> FloatArray:
     return (3.0 * price_in + price_out) / 4.0
 
 
-class _AtPairs:
-    """A policy computed at the eligible pairs alone; its (n, K) matrix is those values scattered."""
-
-    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs) -> FloatArray:
-        raise NotImplementedError
-
-    def action_probabilities(self, dataset: BanditDataset) -> FloatArray:
-        pairs = Pairs.of(dataset.eligible)
-        return pairs.dense(self.pair_probabilities(dataset, pairs))
-
-
 @dataclass(kw_only=True)
-class Uniform(_AtPairs):
+class Uniform(PairwisePolicy):
     """Uniform over each request's eligible arms."""
 
     name: str = "uniform"
 
-    def fit(self, dataset: BanditDataset) -> Uniform:
+    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> Uniform:
         return self
 
-    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs) -> FloatArray:
+    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
         return pairs.uniform(np.ones(pairs.rows.size, dtype=bool))
 
 
 @dataclass(kw_only=True)
-class DirectOfficial(_AtPairs):
+class DirectOfficial(PairwisePolicy):
     """Always the model maker's own endpoint (the baseline reports compare against).
 
     ``fallback`` decides what happens to requests whose model has no eligible official arm:
@@ -59,18 +59,22 @@ class DirectOfficial(_AtPairs):
     n_fallback_: int = field(default=0, init=False)
     fallback_output_: dict[str, float] | None = field(default=None, init=False)
 
+    @property
+    def fallback_rule(self) -> str:
+        return self.fallback
+
     def __post_init__(self) -> None:
         if self.fallback not in ("error", "uniform", "cheapest"):
             msg = f"The 'fallback' setting of direct_official must be 'error', 'uniform' or 'cheapest'. Got {self.fallback!r} instead."
             raise ValueError(msg)
 
-    def fit(self, dataset: BanditDataset) -> DirectOfficial:
+    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> DirectOfficial:
         """Learn the cheapest fallback's expected output lengths on the training rows (not on each evaluated batch)."""
         if self.fallback == "cheapest":
             self.fallback_output_ = Cheapest().fit(dataset).expected_output_
         return self
 
-    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs) -> FloatArray:
+    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
         official = dataset.catalog.arms_frame["official"].to_numpy().astype(bool)[pairs.arms]
         pi = pairs.uniform(official)
         missing = pairs.row_sum(official.astype(np.float64)) == 0
@@ -84,7 +88,7 @@ class DirectOfficial(_AtPairs):
                 f"(models {models}). Set fallback = 'uniform' or 'cheapest' to route them anyway."
             )
             raise PolicyError(msg)
-        other: _AtPairs = Uniform()
+        other: PairwisePolicy = Uniform()
         if self.fallback == "cheapest":
             cheapest = Cheapest()
             cheapest.expected_output_ = self.fallback_output_ if self.fallback_output_ is not None else cheapest.fit(dataset).expected_output_
@@ -93,23 +97,24 @@ class DirectOfficial(_AtPairs):
 
 
 @dataclass(kw_only=True)
-class Cheapest(_AtPairs):
+class Cheapest(PairwisePolicy):
     """The eligible arm with the lowest list price for the request's tokens.
 
     Output tokens are not known before serving: each task's median output on ok rows (learned
     in ``fit``) stands in for them.
     """
 
+    learns: ClassVar[bool] = True
     name: str = "cheapest"
     expected_output_: dict[str, float] = field(default_factory=dict, init=False)
 
-    def fit(self, dataset: BanditDataset) -> Cheapest:
+    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> Cheapest:
         ok = dataset.logs.filter(pl.col("status") == "ok")
         med = ok.group_by("task").agg(pl.col("output_tokens").median())
         self.expected_output_ = dict(med.iter_rows())
         return self
 
-    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs) -> FloatArray:
+    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
         default = float(np.median(list(self.expected_output_.values()))) if self.expected_output_ else 0.0
         out = dataset.logs["task"].replace_strict(self.expected_output_, default=default, return_dtype=pl.Float64)
         tokens_in, tokens_out = dataset.logs["input_tokens"].to_numpy()[pairs.rows], out.to_numpy()[pairs.rows]
@@ -118,32 +123,33 @@ class Cheapest(_AtPairs):
 
 
 @dataclass(kw_only=True)
-class Fastest(_AtPairs):
+class Fastest(PairwisePolicy):
     """The eligible arm with the lowest median end-to-end latency on ok rows in the logs."""
 
+    learns: ClassVar[bool] = True
     name: str = "fastest"
     median_latency_: dict[str, float] = field(default_factory=dict, init=False)
 
-    def fit(self, dataset: BanditDataset) -> Fastest:
+    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> Fastest:
         ok = dataset.logs.filter(pl.col("status") == "ok")
         self.median_latency_ = dict(ok.group_by("arm").agg(pl.col("latency_ms").median()).iter_rows())
         return self
 
-    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs) -> FloatArray:
+    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
         latency = np.array([self.median_latency_.get(a, np.inf) for a in dataset.arms])
         return pairs.lowest(latency[pairs.arms])
 
 
 @dataclass(kw_only=True)
-class PriceWeighted(_AtPairs):
+class PriceWeighted(PairwisePolicy):
     """Load balancing with weights ∝ 1 / price², as OpenRouter documents for its default routing."""
 
     name: str = "price_weighted"
 
-    def fit(self, dataset: BanditDataset) -> PriceWeighted:
+    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> PriceWeighted:
         return self
 
-    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs) -> FloatArray:
+    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
         price = blended_price(dataset.price_in[pairs.rows, pairs.arms], dataset.price_out[pairs.rows, pairs.arms])
         free = price <= 0
         with np.errstate(divide="ignore"):
@@ -154,8 +160,11 @@ class PriceWeighted(_AtPairs):
 
 
 @dataclass(kw_only=True)
-class Mixture:
-    """(1 − ε) · policy + ε · uniform over eligible arms: keeps every eligible arm evaluable."""
+class Mixture(BasePolicy):
+    """(1 − ε) · policy + ε · uniform over eligible arms: keeps every eligible arm evaluable.
+
+    Its capabilities are the inner policy's (an ε-mixture of an online router is not offered: see the registry).
+    """
 
     policy: Policy
     epsilon: float
@@ -167,13 +176,41 @@ class Mixture:
             raise ValueError(msg)
         self.name = self.name or f"{self.policy.name}+eps{self.epsilon:g}"
 
-    def fit(self, dataset: BanditDataset) -> Mixture:
-        self.policy.fit(dataset)
+    @property  # type: ignore[misc]
+    def needs_q_hat(self) -> bool:  # type: ignore[override]
+        return self.policy.needs_q_hat
+
+    @property  # type: ignore[misc]
+    def learns(self) -> bool:  # type: ignore[override]
+        return self.policy.learns
+
+    @property  # type: ignore[misc]
+    def pairwise(self) -> bool:  # type: ignore[override]
+        return self.policy.pairwise
+
+    @property  # type: ignore[misc]
+    def n_fallback_(self) -> int:  # type: ignore[override]
+        return self.policy.n_fallback_
+
+    @property
+    def fallback_rule(self) -> str:
+        return self.policy.fallback_rule
+
+    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> Mixture:
+        self.policy.fit(dataset, q_hat)
         return self
 
-    def action_probabilities(self, dataset: BanditDataset) -> FloatArray:
-        return (1 - self.epsilon) * self.policy.action_probabilities(dataset) + self.epsilon * uniform_over(dataset.eligible)
+    def to_json(self) -> str:
+        return json.dumps({"name": self.name, "epsilon": self.epsilon, "policy": policy_to_json(self.policy)})
 
-    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs) -> FloatArray:
-        base = probabilities_at(self.policy, dataset, pairs)
+    @classmethod
+    def from_json(cls, text: str) -> Mixture:
+        data = json.loads(text)
+        return cls(policy=policy_from_json(data["policy"]), epsilon=data["epsilon"], name=data["name"])
+
+    def action_probabilities(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> FloatArray:
+        return (1 - self.epsilon) * self.policy.action_probabilities(dataset, q_hat) + self.epsilon * uniform_over(dataset.eligible)
+
+    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
+        base = self.policy.pair_probabilities(dataset, pairs, q_hat)
         return (1 - self.epsilon) * base + self.epsilon * pairs.uniform(np.ones(pairs.rows.size, dtype=bool))

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import cvxpy as cp
 import numpy as np
 
-from policies.base import FloatArray, PolicyError, checked_q_hat, uniform_over
+from policies.base import BasePolicy, FloatArray, PolicyError, checked_q_hat, settings_of, uniform_over
 from policies.lagrangian import LagrangianRule, lp_tie_split, tie_key, tie_sets
 from policies.routing_lp import IntArray, RoutingLP, stratified_rows
 
@@ -33,8 +33,6 @@ __all__ = ["ConstrainedRouter"]
 
 #: the rule may miss a target on the fitted requests by this share of the target's scale before it warns
 RULE_TOLERANCE = 1e-3
-_SETTINGS = ("name", "objective", "min_satisfaction", "min_sla_hit", "max_cost_usd", "max_share", "exploration",
-             "solver", "max_rows", "seed")
 #: setting → (label, sense, metric); sense −1 is a floor (value ≥ target), +1 a cap (value ≤ target)
 _MEAN_TARGETS = {
     "min_satisfaction": ("mean satisfaction", -1.0, "satisfaction"),
@@ -60,7 +58,7 @@ class _Target:
 
 
 @dataclass(kw_only=True)
-class ConstrainedRouter:
+class ConstrainedRouter(BasePolicy):
     """Cost-minimising (or throughput-maximising) routing under mean targets, deployed as a Lagrangian rule.
 
     Targets left None are not imposed. ``max_share`` caps each named provider's share of requests;
@@ -89,6 +87,7 @@ class ConstrainedRouter:
     max_rows: int | None = 100_000
     seed: int = 0
     needs_q_hat: ClassVar[bool] = True
+    learns: ClassVar[bool] = True
     rule_: LagrangianRule | None = field(default=None, init=False, repr=False)
     multipliers_: dict[str, float] = field(default_factory=dict, init=False, repr=False)
     lp_values_: dict[str, float] = field(default_factory=dict, init=False, repr=False)
@@ -172,7 +171,7 @@ class ConstrainedRouter:
         """Settings, rule and shadow prices as JSON; `from_json` gives a router that routes identically."""
         if self.rule_ is None:
             raise PolicyError(f"ConstrainedRouter '{self.name}' is not fitted: there is no rule to write.")
-        data = {"kind": "constrained", "format": 1, "settings": {k: getattr(self, k) for k in _SETTINGS},
+        data = {"kind": "constrained", "format": 1, "settings": {k: getattr(self, k) for k in settings_of(type(self))},
                 "rule": self.rule_.to_dict(), "multipliers": self.multipliers_, "fitted_values": self.fitted_values_}
         return json.dumps(data, sort_keys=True, indent=1)
 

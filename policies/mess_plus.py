@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from policies.base import FloatArray, PolicyError, uniform_over
+from policies.base import BasePolicy, FloatArray, PolicyError, settings_of, uniform_over
 from policies.stream import IntArray, RequestStream
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class MessPlusState:
 
 
 @dataclass(kw_only=True)
-class MessPlus:
+class MessPlus(BasePolicy):
     """Cheapest routing that keeps mean satisfaction ≥ ``min_satisfaction`` through a virtual queue.
 
     ``V`` weighs cost against the queue (larger: cheaper, slower to react); ``c`` scales the
@@ -77,6 +77,8 @@ class MessPlus:
     V: float = 1.0
     c: float = 0.1
     needs_q_hat: ClassVar[bool] = True
+    learns: ClassVar[bool] = True
+    online: ClassVar[bool] = True
     start_: MessPlusState | None = field(default=None, init=False, repr=False)
     state_: MessPlusState | None = field(default=None, init=False, repr=False)
     values_: dict[str, float] = field(default_factory=dict, init=False, repr=False)
@@ -115,7 +117,7 @@ class MessPlus:
             return self._cache[2].copy()
         return self._rollout(RequestStream.of(dataset, q_hat, f"MessPlus '{self.name}'"))[0]
 
-    def online(self, dataset: BanditDataset, q_hat: FloatArray | None = None, *,
+    def online_learner(self, dataset: BanditDataset, q_hat: FloatArray | None = None, *,
                order: IntArray | None = None) -> MessPlusOnline:
         """A learner for `estimators.Replay`: its row t is dataset row ``order[t]`` (default: time order)."""
         stream = RequestStream.of(dataset, q_hat, f"MessPlus '{self.name}'", order)
@@ -131,7 +133,7 @@ class MessPlus:
 
     def to_json(self) -> str:
         """Settings, start and final state, predicted means; `from_json` routes identically."""
-        data = {"kind": "mess_plus", "format": 1, "settings": {k: getattr(self, k) for k in _SETTINGS},
+        data = {"kind": "mess_plus", "format": 1, "settings": {k: getattr(self, k) for k in settings_of(type(self))},
                 "start": _state_dict(self.start_), "state": _state_dict(self.state_), "values": self.values_}
         return json.dumps(data, sort_keys=True, indent=1)
 
@@ -186,7 +188,6 @@ class MessPlus:
         return pi, MessPlusState(queue, state.steps + stream.n, state.cost_unit, state.weight_unit)
 
 
-_SETTINGS = ("name", "min_satisfaction", "V", "c")
 
 
 def _state_dict(state: MessPlusState | None) -> dict[str, float] | None:

@@ -46,14 +46,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from policies.base import FloatArray, PolicyError
+from policies.base import BasePolicy, FloatArray, PolicyError, settings_of
 from policies.stage_lp import route_lp
+from policies.stage_state import StageState
 from policies.stream import IntArray, RequestStream
 
 if TYPE_CHECKING:
@@ -63,64 +64,10 @@ __all__ = ["StageRoute", "StageRouteOnline", "StageState"]
 
 REWARDS = ("satisfaction", "success", "sla_hit", "throughput_tps")
 _RATES = ("satisfaction", "success", "sla_hit")
-_SETTINGS = ("name", "max_cost_usd", "max_deployed", "stage_hours", "refresh_minutes", "capacity", "reward", "confidence", "prior_weight", "pacing", "seed")
-
-
-@dataclass(slots=True)
-class StageState:
-    """What the router has learned, per arm (K,), plus the spend account and scales.
-
-    ``served`` weighted requests served; ``residual`` Σ w (reward − q̂); ``cost_seen`` / ``cost_pred``
-    Σ w observed / predicted cost of those requests; ``seen_w``, ``seen_r``, ``seen_c`` Σ w, Σ w q̂_r,
-    Σ w q̂_cost over served requests on which the arm was eligible (for deployment); ``spend`` and
-    ``traffic`` Σ w cost and Σ w over everything served; ``last_traffic`` Σ w in the last stage;
-    ``level`` Σ w m_t, m_t a served request's mean q̂ cost over its eligible arms.
-    """
-
-    served: FloatArray
-    residual: FloatArray
-    cost_seen: FloatArray
-    cost_pred: FloatArray
-    seen_w: FloatArray
-    seen_r: FloatArray
-    seen_c: FloatArray
-    spend: float
-    traffic: float
-    last_traffic: float
-    level: float
-    reward_scale: float
-    cost_unit: float
-    weight_unit: float
-
-    @classmethod
-    def fresh(cls, k: int, reward_scale: float, cost_unit: float, weight_unit: float) -> StageState:
-        return cls(*(np.zeros(k) for _ in range(7)), 0.0, 0.0, 0.0, 0.0, reward_scale, cost_unit, weight_unit)
-
-    def width(self, confidence: float, prior: float) -> FloatArray:
-        """Optimism width per arm: confidence · sqrt(ln(e + N) / (prior + n_a))."""
-        return confidence * np.sqrt(np.log(math.e + self.served.sum()) / (prior + self.served))
-
-    def corrections(self, prior: float) -> tuple[FloatArray, FloatArray]:
-        """δ_a (additive reward correction) and ρ_a (cost ratio), shrunk toward none by ``prior`` requests."""
-        unit = prior * self.cost_unit
-        return self.residual / (prior + self.served), (self.cost_seen + unit) / (self.cost_pred + unit)
-
-    def copy(self) -> StageState:
-        return StageState(**{k: v.copy() if isinstance(v, np.ndarray) else v for k, v in asdict(self).items()})
-
-    def to_dict(self, arms: tuple[str, ...]) -> dict[str, object]:
-        out: dict[str, object] = {}
-        for key, value in asdict(self).items():
-            out[key] = dict(zip(arms, map(float, value), strict=True)) if isinstance(value, np.ndarray) else value
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object], arms: tuple[str, ...]) -> StageState:
-        return cls(**{k: np.array([v[a] for a in arms]) if isinstance(v, dict) else v for k, v in data.items()})  # type: ignore[arg-type]
 
 
 @dataclass(kw_only=True)
-class StageRoute:
+class StageRoute(BasePolicy):
     """Stage-wise deployment of up to ``max_deployed`` arms per model, per-query budget LP routing.
 
     ``max_cost_usd`` the budget per request (None: no budget), ``capacity`` the largest share of
@@ -143,6 +90,8 @@ class StageRoute:
     pacing: bool = True
     seed: int = 0
     needs_q_hat: ClassVar[bool] = True
+    learns: ClassVar[bool] = True
+    online: ClassVar[bool] = True
     start_: StageState | None = field(default=None, init=False, repr=False)
     state_: StageState | None = field(default=None, init=False, repr=False)
     values_: dict[str, float] = field(default_factory=dict, init=False, repr=False)
@@ -200,7 +149,11 @@ class StageRoute:
         engine.state.last_traffic = engine.state.traffic - engine.stage_start_traffic  # the last stage is over
         return pi, engine
 
-    def online(self, dataset: BanditDataset, q_hat: FloatArray | None = None, *,
+    @property
+    def fallback_rule(self) -> str:
+        return "every eligible arm, when none of the deployed arms serves the request"
+
+    def online_learner(self, dataset: BanditDataset, q_hat: FloatArray | None = None, *,
                order: IntArray | None = None) -> StageRouteOnline:
         """A learner for `estimators.Replay`: its row t is dataset row ``order[t]`` (default: time order)."""
         return StageRouteOnline(self._engine(dataset, q_hat, order))
@@ -218,7 +171,7 @@ class StageRoute:
         def state(s: StageState | None) -> dict[str, object] | None:
             return None if s is None else s.to_dict(self._arms)
 
-        data = {"kind": "stage_route", "format": 1, "settings": {k: getattr(self, k) for k in _SETTINGS},
+        data = {"kind": "stage_route", "format": 1, "settings": {k: getattr(self, k) for k in settings_of(type(self))},
                 "arms": list(self._arms), "start": state(self.start_), "state": state(self.state_), "values": self.values_}
         return json.dumps(data, sort_keys=True, indent=1)
 

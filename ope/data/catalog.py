@@ -9,9 +9,9 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from ope.errors import CatalogError
 from ope.data.readers import parse_timestamps, read_table
 from ope.data.schema import CAPABILITY_PREFIX, CATALOG_COLUMNS, DTYPE_KINDS, NEED_PREFIX
+from ope.errors import CatalogError
 
 __all__ = ["Catalog", "load_catalog", "catalog_from_frame"]
 

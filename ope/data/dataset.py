@@ -11,9 +11,9 @@ import polars as pl
 
 from estimators import BanditFeedback
 from ope.data.catalog import Catalog, catalog_from_frame, load_catalog
-from ope.errors import SchemaError
 from ope.data.schema import METRICS, REQUIRED_COLUMNS, Status
 from ope.data.validate import ValidatedLogs, load_logs, validate_logs
+from ope.errors import SchemaError
 
 __all__ = ["BanditDataset", "derive_outcomes"]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ope.errors import SchemaError
 from ope.data.readers import PARQUET_SUFFIXES, log_files
+from ope.errors import SchemaError
 
 __all__ = ["LogSource", "HASH_SEED"]
 

@@ -16,9 +16,9 @@ import numpy.typing as npt
 import polars as pl
 
 from ope.data.catalog import Catalog
-from ope.errors import SchemaError
 from ope.data.readers import is_multi_file, parse_timestamps, read_table, table_format
 from ope.data.schema import DTYPE_KINDS, NEED_PREFIX, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, Status
+from ope.errors import SchemaError
 
 __all__ = ["BatchCheck", "Problem", "ValidatedLogs", "check_batch", "load_logs", "problem_message", "raise_for_problems",
            "validate_logs"]

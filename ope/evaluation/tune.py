@@ -11,6 +11,7 @@ setting with the lowest estimated cost, or none, said plainly.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 import warnings
@@ -21,25 +22,19 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from estimators import EstimatorInputError, SupportWarning
-from estimators.batch import prepare
-from ope.evaluation.breakdown import ESTIMATE_COLUMNS, estimate_rows
+from estimators import SupportWarning
 from ope.config import ExperimentConfig, PolicyConfig, TuneConfig
 from ope.data.dataset import BanditDataset
 from ope.errors import ConfigError
-from ope.data.overlap import detect_deterministic_router
-from ope.models.predictors import OutcomeModels, fit_outcome_models
+from ope.evaluation.batch import BatchContext, BatchRows, evaluate_batch, policy_target
+from ope.evaluation.engines.memory import MemoryEngine
+from ope.evaluation.fit import fit_run
+from ope.evaluation.plan import Plan
+from ope.evaluation.registry import build_policies, build_policy
+from ope.evaluation.tables import ESTIMATE_COLUMNS, blank_metric, estimate_table
+from ope.models.predictors import OutcomeModels
 from ope.progress import progress
-from ope.evaluation.registry import build_policy
-from ope.evaluation.run import (
-    blank_metric,
-    build_estimators,
-    build_inference,
-    load_for_run,
-    model_based_only,
-    primary_estimator,
-)
-from policies import Policy, PolicyError
+from policies import Pairs, Policy, PolicyError
 
 __all__ = ["TARGETS", "TunePoint", "TuneResult", "run_tune", "split_by_time"]
 
@@ -164,68 +159,90 @@ def run_tune(cfg: ExperimentConfig, *, show_progress: bool = True) -> TuneResult
     """Fit on the training window, sweep the grid, judge every setting on the hold-out window."""
     if cfg.tune is None:
         raise ConfigError(f"{cfg.source}: `ope tune` needs a [tune] section (see configs/tune.toml).")
-    tune, timings, t0 = cfg.tune, {}, time.perf_counter()
-    inference = build_inference(cfg)
+    tune, t0 = cfg.tune, time.perf_counter()
     grid = _grid(tune)
-    # each setting checks T one-sided bounds of a two-sided interval: G·T·α'/2 ≤ α (Bonferroni over the search)
-    alpha = 2 * cfg.evaluation.alpha / (len(grid) * len(_targets(tune))) if tune.simultaneous else cfg.evaluation.alpha
     base_cfg = next(p for p in cfg.policies if p.name == tune.policy)
-    baseline_cfg = next((p for p in cfg.policies if p.name == cfg.evaluation.baseline), None)
-    if baseline_cfg is None:
-        raise ConfigError(f"{cfg.source}: baseline '{cfg.evaluation.baseline}' is not among the policies.")
-    dataset, fb, propensity_model, notes = load_for_run(cfg, show_progress=show_progress)
-    feedback = dataset.has_satisfaction_feedback()
-    if tune.min_satisfaction is not None and not feedback:
+    baseline_name = cfg.evaluation.baseline
+    baseline = build_policies(cfg.policies, baseline_name, cfg.source)[baseline_name]
+    engine = MemoryEngine()
+    plan = Plan.of(cfg)
+    data = engine.load(plan, {}, show_progress=show_progress)
+    if tune.min_satisfaction is not None and not data.facts.feedback:
         raise ConfigError(f"{cfg.source}: [tune] min_satisfaction is set, but no successful request in the log has a "
                           "satisfaction value: drop the target or bring logs with feedback.")
-    if propensity_model is not None:
-        cfg = model_based_only(cfg, detect_deterministic_router(dataset.logs, dataset.eligible), notes)
-    estimator = next(e for e in build_estimators(cfg) if e.name == primary_estimator(cfg.evaluation.estimators))
-    train, split_at = split_by_time(dataset, tune.train_fraction)
-    hold = ~train
-    models = fit_outcome_models(dataset, cfg.predictors, train=train, show_progress=show_progress)
-    timings["models"] = time.perf_counter() - t0
-    train_ds, hold_ds = dataset.subset(train), dataset.subset(hold)
-    q_train, q_hold, fb_hold = models.q_hat[train], models.q_hat[hold], fb.subset(hold)
+    train, split_at = split_by_time(data.dataset, tune.train_fraction)
+    # the baseline, like the router, learns from the training window only
+    fitted = fit_run(plan, {baseline_name: baseline}, data, train=train, needs_models=True, show_progress=show_progress)
+    assert fitted.models is not None
+    timings = {"models": time.perf_counter() - t0}
+    # each setting checks T one-sided bounds of a two-sided interval: G·T·α'/2 ≤ α (Bonferroni over the search)
+    alpha = 2 * cfg.evaluation.alpha / (len(grid) * len(_targets(tune))) if tune.simultaneous else cfg.evaluation.alpha
+    judged = _judging_plan(fitted.plan, alpha)
+    whole = fitted.whole_log(data)
+    hold = BatchRows(whole.dataset.subset(~train), whole.feedback.subset(~train), fitted.models.q_hat[~train])
+    train_ds, q_train = data.dataset.subset(train), fitted.models.q_hat[train]
+    points, routers = _fit_settings(grid, tune, base_cfg, train_ds, q_train, hold, show_progress)
+    estimates, failed = _evaluate_settings(judged, baseline, routers, hold, data.facts.feedback)
+    points = [_judged(p, estimates, failed, tune, judged) for p in points]
+    safe = [i for i, p in enumerate(points) if p.status == "safe"]
+    recommended = min(safe, key=lambda i: (points[i].value("cost_usd"), i)) if safe else None
+    timings["sweep"] = time.perf_counter() - t0 - timings["models"]
+    notes = fitted.notes + [f"Training window: {int(train.sum())} requests before {split_at}; hold-out window: {int((~train).sum())} "
+                            "requests from then on. Outcome models were cross-fitted on the training window only."]
+    return TuneResult(fitted.plan.config, tune, data.dataset, train, split_at, judged.headline.name, alpha, points,
+                      estimates.filter(pl.col("policy") == baseline_name), recommended, tuple(notes), timings, fitted.models)
 
-    def evaluate(name: str, pi: npt.NDArray[np.float64], paired: bool) -> pl.DataFrame:
-        batch = prepare(fb_hold, target=pi, baseline=base_pi if paired else None, q_hat=q_hold)
-        part = estimator.accumulate(batch, n_boot=inference.n_boot, seed=inference.seed)
-        kinds = ("value", "difference", "relative") if paired else ("value",)
-        frame = pl.DataFrame([r for kind in kinds for r in estimate_rows(
-            name, estimator.finalize(part, inference=inference, alpha=alpha, kind=kind), kind)]).select(ESTIMATE_COLUMNS)
-        return frame if feedback else blank_metric(frame, "satisfaction")
 
-    baseline = build_policy(baseline_cfg)
-    learns_on_q = getattr(baseline, "needs_q_hat", False)
-    points = []
+def _judging_plan(plan: Plan, alpha: float) -> Plan:
+    """The headline estimator alone, at the sweep's level."""
+    cfg = plan.config
+    cfg = dataclasses.replace(cfg, evaluation=dataclasses.replace(cfg.evaluation, alpha=alpha))
+    return Plan(cfg, (plan.headline,), plan.inference)
+
+
+def _fit_settings(grid: list[dict[str, float]], tune: TuneConfig, base_cfg: PolicyConfig, train_ds: BanditDataset,
+                  q_train: npt.NDArray[np.float64], hold: BatchRows, show_progress: bool) -> tuple[list[TunePoint], dict[str, Policy]]:
+    """The router fitted at every setting on the training window: infeasible points, and the fitted routers by name."""
+    points, routers = [], {}
+    pairs = Pairs.of(hold.dataset.eligible)
     with warnings.catch_warnings(), progress("sweeping settings", total=len(grid), enabled=show_progress) as bar:
-        warnings.simplefilter("ignore", SupportWarning)   # kept in the estimates' ess and the report
         warnings.simplefilter("ignore", RuntimeWarning)   # a rule missing a target on the training window: judged below
-        baseline.fit(*((train_ds, q_train) if learns_on_q else (train_ds,)))  # learns, like the router, from the training window
-        base_pi = baseline.action_probabilities(*((hold_ds, q_hold) if learns_on_q else (hold_ds,)))
-        baseline_estimates = evaluate(baseline_cfg.name, base_pi, paired=False)
         for settings in grid:
             label = _label(settings)
             policy_cfg = PolicyConfig(name=f"{tune.policy}[{label}]", kind="constrained", params={**base_cfg.params, **settings})
             try:
-                policy = build_policy(policy_cfg).fit(train_ds, q_train)  # type: ignore[call-arg]
-                pi = policy.action_probabilities(hold_ds, q_hold)  # type: ignore[call-arg]
+                policy = build_policy(policy_cfg).fit(train_ds, q_train)
+                policy_target(policy, hold.dataset, pairs, hold.q_hat)  # a rule that cannot route the hold-out window
             except (PolicyError, ConfigError) as exc:
                 points.append(TunePoint(label, settings, "infeasible", (str(exc).splitlines()[-1],)))
             else:
-                try:
-                    estimates = evaluate(policy_cfg.name, pi, paired=True)
-                except EstimatorInputError as exc:  # e.g. no overlap with the hold-out log: cannot be shown safe
-                    points.append(TunePoint(label, settings, "unsafe", (f"{estimator.name} cannot estimate it: {exc}",)))
-                else:
-                    misses = _judge(estimates, tune)
-                    points.append(TunePoint(label, settings, "unsafe" if misses else "safe", misses, estimates, policy))
+                routers[policy_cfg.name] = policy
+                points.append(TunePoint(label, settings, "fitted", (), policy=policy))
             bar.update(1)
-    safe = [i for i, p in enumerate(points) if p.status == "safe"]
-    recommended = min(safe, key=lambda i: (points[i].value("cost_usd"), i)) if safe else None
-    timings["sweep"] = time.perf_counter() - t0 - timings["models"]
-    notes.append(f"Training window: {int(train.sum())} requests before {split_at}; hold-out window: {int(hold.sum())} requests "
-                 "from then on. Outcome models were cross-fitted on the training window only.")
-    return TuneResult(cfg, tune, dataset, train, split_at, estimator.name, alpha, points,
-                      baseline_estimates, recommended, tuple(notes), timings, models)
+    return points, routers
+
+
+def _evaluate_settings(plan: Plan, baseline: Policy, routers: dict[str, Policy], hold: BatchRows,
+                       feedback: bool) -> tuple[pl.DataFrame, dict[tuple[str, str], str]]:
+    """The baseline and every fitted setting on the hold-out window, in one pass of the run's per-batch evaluation."""
+    policies = {plan.baseline: baseline, **routers}
+    ctx = BatchContext(plan, hold.dataset.catalog, policies, None, None, feedback, groups=False)
+    sums = ctx.empty()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SupportWarning)  # kept in the estimates' ess and the report
+        evaluate_batch(ctx, hold, sums)
+    estimates, _ = estimate_table(plan, sums.parts, sums.failed, ctx.names, [])
+    return (estimates if feedback else blank_metric(estimates, "satisfaction")), sums.failed
+
+
+def _judged(point: TunePoint, estimates: pl.DataFrame, failed: dict[tuple[str, str], str], tune: TuneConfig, plan: Plan) -> TunePoint:
+    """A fitted point with its hold-out estimates and verdict."""
+    if point.policy is None:
+        return point
+    name, estimator = point.policy.name, plan.headline.name
+    if (name, estimator) in failed:  # e.g. no overlap with the hold-out log: cannot be shown safe
+        return dataclasses.replace(point, status="unsafe", reasons=(f"{estimator} cannot estimate it: {failed[(name, estimator)]}",),
+                                   policy=point.policy)
+    mine = estimates.filter(pl.col("policy") == name)
+    misses = _judge(mine, tune)
+    return dataclasses.replace(point, status="unsafe" if misses else "safe", reasons=misses, estimates=mine)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ope.data.catalog import Catalog
+from ope.data.overlap import NO_OVERLAP, OverlapFinding, detect_deterministic_router
 from ope.errors import ConfigError
 from ope.importers.build import ImportContext, ImportResult, write_import
 from ope.importers.burstgpt import import_burstgpt
@@ -23,7 +24,6 @@ from ope.importers.litellm import import_litellm
 from ope.importers.openrouter import import_openrouter
 from ope.importers.otel import import_otel
 from ope.importers.router_config import RouterConfig, load_router_config, reconstruct_propensities
-from ope.data.overlap import NO_OVERLAP, OverlapFinding, detect_deterministic_router
 
 __all__ = [
     "FORMATS",

@@ -17,13 +17,13 @@ import numpy as np
 import polars as pl
 
 from ope.data.catalog import Catalog, catalog_from_frame
+from ope.data.overlap import detect_deterministic_router
+from ope.data.schema import Status
+from ope.data.validate import validate_logs, write_table
 from ope.errors import ConfigError
 from ope.importers.common import ImportReport, Ledger, MalformedRecordError
 from ope.importers.names import NameMap
 from ope.importers.router_config import RouterConfig, reconstruct_propensities
-from ope.data.overlap import detect_deterministic_router
-from ope.data.schema import Status
-from ope.data.validate import validate_logs, write_table
 
 __all__ = ["STAGE_SCHEMA", "ImportContext", "ImportResult", "finalize", "stage_frame", "write_import"]
 

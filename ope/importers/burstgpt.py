@@ -17,10 +17,10 @@ from pathlib import Path
 import polars as pl
 
 from ope.data.catalog import Catalog
+from ope.data.schema import Status
 from ope.errors import ConfigError, SchemaError
 from ope.importers.build import STAGE_SCHEMA, ImportContext, ImportResult, finalize
 from ope.importers.names import NameMap
-from ope.data.schema import Status
 
 __all__ = ["REQUIRED", "import_burstgpt"]
 
@@ -83,6 +83,19 @@ def _reasons() -> pl.Expr:
     return expr.alias("_reason")
 
 
+def _arm_of_model(good: pl.DataFrame, ctx: ImportContext) -> dict[str, str | None]:
+    """The catalog arm that served each BurstGPT model name (None: no catalog model of that name)."""
+    assert ctx.catalog is not None
+    names = NameMap(ctx.catalog, providers={}, models=ctx.config.model_aliases)
+    arms = _arms(ctx.catalog, ctx)
+    model_of = {m: names.model(m) for m in good["Model"].unique().to_list()}
+    ambiguous = sorted(f"{m!r} (catalog model {c!r})" for m, c in model_of.items() if c and c not in arms)
+    if ambiguous:
+        raise ConfigError(f"BurstGPT models {', '.join(ambiguous)} have several catalog arms and none is the only official "
+                          "one: say which served the trace under [burstgpt] arms in the router config.")
+    return {m: arms.get(c) if c else None for m, c in model_of.items()}
+
+
 def import_burstgpt(path: str | Path, ctx: ImportContext) -> ImportResult:
     """Import a BurstGPT trace as a deterministic-router workload on the catalog's arms."""
     path = Path(path)
@@ -103,14 +116,7 @@ def import_burstgpt(path: str | Path, ctx: ImportContext) -> ImportResult:
         record = {k: v for k, v in row.items() if not k.startswith("_")}
         ctx.ledger.bad(row["_reason"], f"line {row['_line']}", record)
     good = frame.filter(pl.col("_reason").is_null())
-    names = NameMap(ctx.catalog, providers={}, models=ctx.config.model_aliases)
-    arms = _arms(ctx.catalog, ctx)
-    model_of = {m: names.model(m) for m in good["Model"].unique().to_list()}
-    ambiguous = sorted(f"{m!r} (catalog model {c!r})" for m, c in model_of.items() if c and c not in arms)
-    if ambiguous:
-        raise ConfigError(f"BurstGPT models {', '.join(ambiguous)} have several catalog arms and none is the only official "
-                          "one: say which served the trace under [burstgpt] arms in the router config.")
-    arm_of = {m: arms.get(c) if c else None for m, c in model_of.items()}
+    arm_of = _arm_of_model(good, ctx)
     failed = pl.col("_out") == 0
     tps = settings.assumed_tokens_per_s
     latency = (pl.col("_elapsed") * 1000.0 if has_elapsed

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ope.errors import SchemaError
 from ope.data.schema import Status
+from ope.errors import SchemaError
 
 __all__ = [
     "Bad",

@@ -18,10 +18,10 @@ from typing import Any
 
 import polars as pl
 
+from ope.data.schema import Status
 from ope.errors import SchemaError
 from ope.importers.build import ImportContext, ImportResult, finalize, stage_frame
 from ope.importers.common import Bad, get_float, get_int, get_str, get_time_us, json_records, status_from_error
-from ope.data.schema import Status
 
 __all__ = ["import_litellm"]
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ope.data.schema import Status
 from ope.errors import SchemaError
 from ope.importers.build import ImportContext, ImportResult, finalize, stage_frame
 from ope.importers.common import (
@@ -26,7 +27,6 @@ from ope.importers.common import (
     status_from_finish,
 )
 from ope.importers.names import host_provider
-from ope.data.schema import Status
 
 __all__ = ["import_otel"]
 

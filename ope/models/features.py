@@ -15,8 +15,8 @@ import numpy.typing as npt
 import polars as pl
 
 from ope.data.dataset import BanditDataset
-from ope.models.history import US_PER_HOUR, history_block, row_values
 from ope.data.schema import CAPABILITY_PREFIX
+from ope.models.history import US_PER_HOUR, history_block, row_values
 
 __all__ = ["PairFeatures", "build_features"]
 
@@ -38,6 +38,16 @@ class PairFeatures:
     history: FloatArray
     names: tuple[str, ...]
     categorical: tuple[int, ...]
+
+    @classmethod
+    def names_only(cls, names: tuple[str, ...], categorical: tuple[int, ...]) -> PairFeatures:
+        """Blocks of no rows: what fitted models keep of their training features (the column names)."""
+        empty = np.zeros((0, 0))
+        return cls(empty, empty, empty, empty, np.zeros((0, 0, 0)), tuple(names), tuple(categorical))
+
+    def empty(self) -> PairFeatures:
+        """These features without their rows (`names_only`)."""
+        return PairFeatures.names_only(self.names, self.categorical)
 
     def pairs(self, rows: npt.NDArray[np.int64], arms: npt.NDArray[np.int64]) -> FloatArray:
         """Feature matrix (P, F) for the pairs (rows[p], arms[p]).

@@ -15,6 +15,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
+from scipy.special import expit
 from sklearn.metrics import log_loss, mean_absolute_error, roc_auc_score
 
 from ope.data.dataset import BanditDataset
@@ -133,7 +134,8 @@ def _train(x: FloatArray, y: FloatArray, w: FloatArray, kind: str, feats: PairFe
 
 
 def _sigmoid(z: FloatArray) -> FloatArray:
-    return 1.0 / (1.0 + np.exp(-z))
+    """The logistic function, without overflow for large negative scores (scipy's expit)."""
+    return expit(z)  # type: ignore[no-any-return]
 
 
 def _correction(kind: str, raw: FloatArray, y: FloatArray, w: FloatArray) -> float:
@@ -232,70 +234,97 @@ def fit_outcome_models(ds: BanditDataset, cfg: PredictorConfig | None = None, *,
     else:
         folds = np.full(ds.n, -1, dtype=np.int64)
         folds[train] = assign_folds(ds.subset(train), cfg.folds, time_blocked=cfg.time_blocked)
-    hold_rows, hold_arms = np.nonzero(ds.eligible & (folds < 0)[:, None])
-    x_hold = feats.pairs(hold_rows, hold_arms) if hold_rows.size else None
-    hold_preds: dict[str, FloatArray] = {m: np.zeros(hold_rows.size) for m in MODELS}
     labels = _labels(ds)
-    failed_cost = _failed_cost(ds, folds >= 0)
-    boosters: dict[str, list[lgb.Booster]] = {m: [] for m in MODELS}
-    logged = feats.pairs(np.arange(ds.n), ds.actions)
-    oof = {m: np.full(ds.n, np.nan) for m in MODELS}        # raw out-of-fold scores on the logged arm
-    pair_raw: list[dict[str, FloatArray]] = []
-    pair_index: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
     least = max(2, cfg.min_child_samples)  # fewer rows than one leaf needs: LightGBM could only learn the mean
     fitted = {name: all(((folds != f) & (folds >= 0) & usable).sum() >= least for f in range(cfg.folds))
               for name, (_, usable) in labels.items()}
     constant = {name: _constant(MODELS[name][0], y, usable & (folds >= 0), ds.sample_weight)
                 for name, (y, usable) in labels.items() if not fitted[name]}
+    fits = _fit_folds(ds, feats, folds, labels, fitted, cfg, show_progress)
+    failed_cost = _failed_cost(ds, folds >= 0)
+    q_hat, corrections, held = _corrected(ds, fits, folds, labels, constant, failed_cost, cfg.folds)
+    quality = {name: _quality(MODELS[name][0], *(np.concatenate(p) for p in zip(*held[name], strict=True)))
+               for name in MODELS if fitted[name]}
+    extra = {"not_fitted": sorted(constant), "constants": constant} if constant else {}
+    return OutcomeModels(q_hat, folds, feats, fits.boosters, corrections, quality, failed_cost, cfg, extra)
+
+
+Labels = dict[str, tuple[FloatArray, npt.NDArray[np.bool_]]]
+
+
+@dataclass
+class _FoldFits:
+    """Pass 1 of the cross-fit: every fold's boosters, their raw scores on the fold's eligible pairs (and the
+    hold-out pairs), and the raw out-of-fold scores on each row's logged arm."""
+
+    boosters: dict[str, list[lgb.Booster]]
+    pair_index: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]
+    pair_raw: list[dict[str, FloatArray]]
+    oof: dict[str, FloatArray]
+    hold: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
+
+
+def _fit_folds(ds: BanditDataset, feats: PairFeatures, folds: npt.NDArray[np.int64], labels: Labels, fitted: dict[str, bool],
+               cfg: PredictorConfig, show_progress: bool) -> _FoldFits:
+    """Fit every model on each fold's complement and score the fold's pairs, its logged arms and the hold-out pairs."""
+    hold_rows, hold_arms = np.nonzero(ds.eligible & (folds < 0)[:, None])
+    x_hold = feats.pairs(hold_rows, hold_arms) if hold_rows.size else None
+    logged = feats.pairs(np.arange(ds.n), ds.actions)
+    fits = _FoldFits({m: [] for m in MODELS}, [], [], {m: np.full(ds.n, np.nan) for m in MODELS}, (hold_rows, hold_arms))
     with progress("fitting outcome models", total=cfg.folds * len(MODELS), enabled=show_progress) as bar:
         for f in range(cfg.folds):
             fit_rows, test = (folds != f) & (folds >= 0), np.flatnonzero(folds == f)
             rows, arms = np.nonzero(ds.eligible[test])
             rows = test[rows]
             x_pairs = feats.pairs(rows, arms)
-            pair_index.append((rows, arms))
-            pair_raw.append({})
+            fits.pair_index.append((rows, arms))
+            fits.pair_raw.append({})
             for name, (kind, _) in MODELS.items():
-                y, usable = labels[name]
+                bar.update(1)
                 if not fitted[name]:
-                    bar.update(1)
                     continue
+                y, usable = labels[name]
                 use = fit_rows & usable
                 booster = _train(logged[use], y[use], ds.sample_weight[use], kind, feats, cfg)
-                boosters[name].append(booster)
-                pair_raw[f][name] = booster.predict(x_pairs, raw_score=True, num_threads=cfg.predict_threads)
-                oof[name][test] = booster.predict(logged[test], raw_score=True, num_threads=cfg.predict_threads)
+                fits.boosters[name].append(booster)
+                fits.pair_raw[f][name] = booster.predict(x_pairs, raw_score=True, num_threads=cfg.predict_threads)
+                fits.oof[name][test] = booster.predict(logged[test], raw_score=True, num_threads=cfg.predict_threads)
                 if x_hold is not None:
-                    pair_raw[f][f"hold:{name}"] = booster.predict(x_hold, raw_score=True, num_threads=cfg.predict_threads)
-                bar.update(1)
+                    fits.pair_raw[f][f"hold:{name}"] = booster.predict(x_hold, raw_score=True, num_threads=cfg.predict_threads)
+    return fits
+
+
+def _corrected(ds: BanditDataset, fits: _FoldFits, folds: npt.NDArray[np.int64], labels: Labels, constant: dict[str, float],
+               failed_cost: FloatArray, n_folds: int) -> tuple[FloatArray, dict[str, list[float]], dict[str, list[Any]]]:
+    """Pass 2: each fold's mean correction from the other folds' out-of-fold scores, q̂ on every eligible pair
+    (hold-out pairs: the mean of the fold models), and each fold's held-out (truth, prediction, weight)."""
     q_hat = np.zeros((ds.n, ds.catalog.n_arms, len(ds.metrics)))
+    hold_rows, hold_arms = fits.hold
+    hold_preds: dict[str, FloatArray] = {m: np.zeros(hold_rows.size) for m in MODELS}
     corrections: dict[str, list[float]] = {m: [] for m in MODELS}
-    held: dict[str, list[tuple[FloatArray, FloatArray, FloatArray]]] = {m: [] for m in MODELS}
-    for f in range(cfg.folds):
-        rows, arms = pair_index[f]
+    held: dict[str, list[Any]] = {m: [] for m in MODELS}
+    for f in range(n_folds):
+        rows, arms = fits.pair_index[f]
         preds = {}
         for name, (kind, _) in MODELS.items():
             y, usable = labels[name]
-            if not fitted[name]:
+            if name in constant:
                 preds[name] = np.full(rows.size, constant[name])
                 continue
             others = usable & (folds != f) & (folds >= 0)
-            c = _correction(kind, oof[name][others], y[others], ds.sample_weight[others])
+            c = _correction(kind, fits.oof[name][others], y[others], ds.sample_weight[others])
             corrections[name].append(c)
-            preds[name] = _apply(kind, pair_raw[f][name], c)
-            if x_hold is not None:
-                hold_preds[name] += _apply(kind, pair_raw[f][f"hold:{name}"], c) / cfg.folds
+            preds[name] = _apply(kind, fits.pair_raw[f][name], c)
+            if hold_rows.size:
+                hold_preds[name] += _apply(kind, fits.pair_raw[f][f"hold:{name}"], c) / n_folds
             mine = usable & (folds == f)
             truth = np.expm1(y[mine]) if kind == "log" else y[mine]
-            held[name].append((truth, _apply(kind, oof[name][mine], c), ds.sample_weight[mine]))
+            held[name].append((truth, _apply(kind, fits.oof[name][mine], c), ds.sample_weight[mine]))
         q_hat[rows, arms] = _assemble(preds, ds, rows, arms, failed_cost)
-    if x_hold is not None:
+    if hold_rows.size:
         hold_preds |= {name: np.full(hold_rows.size, c) for name, c in constant.items()}
         q_hat[hold_rows, hold_arms] = _assemble(hold_preds, ds, hold_rows, hold_arms, failed_cost)
-    quality = {name: _quality(MODELS[name][0], *(np.concatenate(p) for p in zip(*held[name], strict=True)))
-               for name in MODELS if fitted[name]}
-    extra = {"not_fitted": sorted(constant), "constants": constant} if constant else {}
-    return OutcomeModels(q_hat, folds, feats, boosters, corrections, quality, failed_cost, cfg, extra)
+    return q_hat, corrections, held
 
 
 def predict_q_hat(models: OutcomeModels, ds: BanditDataset, feats: PairFeatures) -> FloatArray:

@@ -23,10 +23,10 @@ import polars as pl
 
 from estimators.resample import hash_keys
 from ope.data.dataset import BanditDataset
+from ope.data.schema import REQUIRED_COLUMNS
 from ope.models.features import PairFeatures, build_features
 from ope.models.history import US_PER_HOUR, history_block, row_values
 from ope.models.predictors import OutcomeModels, PredictorConfig, fit_outcome_models
-from ope.data.schema import REQUIRED_COLUMNS
 
 __all__ = ["HistoryWindow", "TrainingSample", "Vocabulary", "batch_features", "fit_on_sample"]
 

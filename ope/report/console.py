@@ -41,7 +41,7 @@ def print_estimates(est: pl.DataFrame, names: list[str], title: str) -> None:
 def print_summary(result: RunResult, estimator: str) -> None:
     """Per policy: the estimator's value and, for non-baselines, the relative change vs the baseline; then warnings."""
     est = result.estimates.filter(pl.col("estimator") == estimator)
-    print_estimates(est, list(result.probabilities), f"{estimator} estimates, change vs {result.config.evaluation.baseline} in parentheses")
+    print_estimates(est, result.names, f"{estimator} estimates, change vs {result.config.evaluation.baseline} in parentheses")
     notes = result.warnings
     for note in notes[:6]:
         print(f"warning: {note}")

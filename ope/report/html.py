@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 
 from ope.config import to_toml
-from ope.report.plots import METRIC_LABELS, forest_plot, time_plot
-from ope.evaluation.run import RunResult
 from ope.data.schema import LOWER_IS_BETTER, METRICS
+from ope.evaluation.run import RunResult
+from ope.report.plots import METRIC_LABELS, forest_plot, time_plot
 
 __all__ = ["CSS", "esc", "num", "render", "table"]
 

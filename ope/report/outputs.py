@@ -12,19 +12,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from ope.config import to_toml
-from ope.errors import OPEError
-from ope.report.html import render
-from ope.models.store import save_models
 from ope.data.readers import log_files
-from ope.evaluation.run import RunResult, primary_estimator
 from ope.data.schema import METRICS
-from ope.evaluation.batch import action_table, action_writer
+from ope.errors import OPEError
+from ope.evaluation.plan import primary_estimator
+from ope.evaluation.run import RunResult
+from ope.models.serialization import save_models
+from ope.report.html import render
 
-__all__ = ["action_files", "data_hash", "fresh_run_folder", "json_safe", "summary", "versions", "write_outputs"]
+__all__ = ["data_hash", "fresh_run_folder", "json_safe", "summary", "versions", "write_outputs"]
 
 PACKAGES = ("llm-ope", "numpy", "polars", "cvxpy", "scikit-learn", "lightgbm", "mlflow")
 
@@ -61,44 +60,18 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def action_files(names: list[str]) -> dict[str, str]:
-    """A distinct, filesystem-safe file name for every policy's actions."""
-    out: dict[str, str] = {}
-    for i, name in enumerate(names):
-        clean = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._") or f"policy{i}"
-        stem, k = clean, 2
-        while stem in out.values():
-            stem, k = f"{clean}-{k}", k + 1
-        out[name] = stem
-    return out
-
-
-def _actions(result: RunResult, out: Path) -> dict[str, str]:
-    (out / "actions").mkdir(parents=True, exist_ok=True)
-    files = action_files(list(result.probabilities))
-    if result.stream is not None:  # written batch by batch during the run
-        result.stream.move_actions({name: out / "actions" / f"{stem}.parquet" for name, stem in files.items()})
-        return files
-    for name, pi in result.probabilities.items():
-        with action_writer(out / "actions" / f"{files[name]}.parquet") as writer:
-            writer.write_table(action_table(result.dataset.logs["request_id"], result.dataset.arms, pi))
-    return files
-
-
 def summary(result: RunResult, run_name: str) -> dict[str, Any]:
     """The machine-readable summary of a run."""
     cfg = result.config
     est = result.estimates
     primary = primary_estimator(cfg.evaluation.estimators)
     headline: dict[str, Any] = {}
-    for name in result.probabilities:
+    for name in result.names:
         sub = est.filter((pl.col("policy") == name) & (pl.col("estimator") == primary))
         headline[name] = {
             kind: {r["metric"]: {k: r[k] for k in ("value", "stderr", "ci_low", "ci_high")} for r in sub.filter(pl.col("kind") == kind).iter_rows(named=True)}
             for kind in ("value", "difference", "relative")
         }
-    ds = result.dataset
-    sat = int((~np.isnan(ds.outcomes[:, METRICS.index("satisfaction")])).sum())
     return {
         "run_name": run_name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -118,14 +91,8 @@ def summary(result: RunResult, run_name: str) -> dict[str, Any]:
             "logs": str(cfg.data.logs),
             "catalog": str(cfg.data.catalog),
             "sha256": {"logs": data_hash(cfg.data.logs), "catalog": data_hash(cfg.data.catalog)},
-            "rows": ds.n,
-            "quarantined_rows": ds.n_quarantined,
-            "rows_with_satisfaction": sat,
-            "start": ds.logs["ts"].min().isoformat(),  # type: ignore[union-attr]
-            "end": ds.logs["ts"].max().isoformat(),  # type: ignore[union-attr]
-            "arms": list(ds.arms),
-            "models": ds.logs["model"].value_counts(sort=True).to_dicts(),
-        } | ({} if result.stream is None else result.stream.data_facts()),
+            **result.facts.to_dict(),
+        } | ({} if result.streamed is None else {"streamed": result.streamed}),
         "policies": headline,
         "diagnostics": result.diagnostics,
         "warnings": result.warnings,
@@ -150,17 +117,18 @@ def write_outputs(result: RunResult, out_dir: Path, run_name: str, *, overwrite:
     out = fresh_run_folder(out_dir, run_name, overwrite=overwrite)
     paths = {"estimates": out / "estimates.csv", "summary": out / "summary.json", "report": out / "report.html"}
     result.estimates.write_csv(paths["estimates"])
-    files = _actions(result, out)
+    moved = result.actions.move_to(out / "actions")
+    files = {name: path.stem for name, path in moved.items()}
     info = summary(result, run_name)
-    info["actions"] = {name: f"actions/{stem}.parquet" for name, stem in files.items()}
+    info["actions"] = {name: f"actions/{path.name}" for name, path in moved.items()}
     paths["summary"].write_text(json.dumps(json_safe(info), indent=2, default=str, allow_nan=False))
     (out / "config.toml").write_text(to_toml(result.config))
     paths["config"] = out / "config.toml"
-    fitted = {name: p for name, p in result.policies.items() if hasattr(p, "to_json")}
+    fitted = {name: p for name, p in result.policies.items() if p.learns}
     if fitted:
         (out / "policies").mkdir()
         for name, policy in fitted.items():
-            (out / "policies" / f"{files[name]}.json").write_text(policy.to_json())  # type: ignore[attr-defined]
+            (out / "policies" / f"{files[name]}.json").write_text(policy.to_json())
         paths["policies"] = out / "policies"
     if result.outcome_models is not None or result.propensity_model is not None:
         paths["models"] = save_models(out / "models", result.outcome_models, result.propensity_model)

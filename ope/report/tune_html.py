@@ -10,10 +10,11 @@ from typing import Any
 import polars as pl
 
 from ope.config import to_toml
-from ope.report.html import CSS, esc, num, table
-from ope.report.plots import METRIC_LABELS, pareto_plot
-from ope.report.outputs import action_files, data_hash, fresh_run_folder, json_safe, versions
+from ope.evaluation.actions import file_stems
 from ope.evaluation.tune import TuneResult
+from ope.report.html import CSS, esc, num, table
+from ope.report.outputs import data_hash, fresh_run_folder, json_safe, versions
+from ope.report.plots import METRIC_LABELS, pareto_plot
 
 __all__ = ["tune_summary", "write_tune_outputs"]
 
@@ -48,7 +49,7 @@ def tune_summary(result: TuneResult, run_name: str) -> dict[str, Any]:
         "baseline_values": _metrics(result.baseline),
         "points": [{
             "label": p.label, "settings": p.settings, "status": p.status, "reasons": list(p.reasons), "pareto": i in pareto,
-            "fitted_values": getattr(p.policy, "fitted_values_", None),
+            "fitted_values": None if p.policy is None else p.policy.fitted_values_,
             **({"value": _metrics(p.estimates), "difference": _metrics(p.estimates, "difference"),
                 "relative": _metrics(p.estimates, "relative")} if p.estimates is not None else {}),
         } for i, p in enumerate(result.points)],
@@ -145,7 +146,7 @@ def write_tune_outputs(result: TuneResult, out_dir: Path, run_name: str, *, over
              "config": out / "config.toml", "policies": out / "policies"}
     result.frame().write_csv(paths["estimates"])
     summary = tune_summary(result, run_name)
-    files = action_files([p.label for p in result.points])
+    files = file_stems([p.label for p in result.points])
     for p in result.points:
         if p.policy is not None:
             (out / "policies" / f"{files[p.label]}.json").write_text(p.policy.to_json())  # type: ignore[attr-defined]

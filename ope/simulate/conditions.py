@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ope.errors import ConfigError
 from ope.data.schema import Status
+from ope.errors import ConfigError
 from ope.simulate.clock import US_PER_HOUR, days_since, load_at, to_us
 from ope.simulate.contexts import Contexts
 from ope.simulate.endpoints import ArmTable, PriceSchedule, change_time_us

@@ -11,8 +11,8 @@ import datetime as dt
 from collections import Counter
 from dataclasses import dataclass
 
-from ope.errors import ConfigError
 from ope.data.schema import Status
+from ope.errors import ConfigError
 
 __all__ = [
     "FAILURE_STATUSES",

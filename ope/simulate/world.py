@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ope.errors import OPEError, SupportError
 from ope.data.schema import METRICS
+from ope.errors import OPEError, SupportError
 from ope.simulate.behavior import logging_probabilities
 from ope.simulate.conditions import Conditions, eligibility, pair_conditions
 from ope.simulate.contexts import Contexts

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ope.evaluation.batch import ACTION_SCHEMA, action_writer
+from ope.evaluation.actions import ACTION_SCHEMA, action_writer
 
 pytestmark = pytest.mark.benchmark
 

@@ -3,7 +3,7 @@
 The driver runs pass 1 of `ope.evaluation.engines.local` (validation, facts, training sample) and fits the models
 and policies as in a local streamed run. The evaluation pass then runs as Ray Data tasks:
 ``ray.data.read_parquet(files)`` → ``map_batches`` on Arrow batches: each task rebuilds the fitted
-policies and models once per worker process (sent as JSON and LightGBM model strings, `ope.models.wire`)
+policies and models once per worker process (sent as JSON and LightGBM model strings, `ope.models.serialization`)
 and calls `ope.evaluation.batch.evaluate_batch`; the driver merges the partial sums in log order and
 writes the action files. A batch's history features need every row of the ``history_hours``
 before it, so a task re-reads that window from the files (row-group statistics skip the rest);
@@ -22,8 +22,6 @@ import os
 import pickle
 import uuid
 import warnings
-from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,26 +29,22 @@ import polars as pl
 import pyarrow as pa
 
 from estimators import SupportWarning
-from ope.config import ExperimentConfig
 from ope.data.dataset import BanditDataset
-from ope.errors import OPEError
-from ope.models.history import US_PER_HOUR, history_block, row_values
-from ope.progress import progress
-from ope.evaluation.run import RunResult
-from ope.evaluation.batch import BatchContext, BatchPartials, action_writers, evaluate_batch
 from ope.data.source import LogSource
-from ope.evaluation.engines.local import run_streaming
 from ope.data.validate import check_batch
-from ope.models.wire import (
-    models_from_text,
-    models_to_text,
-    policy_from_json,
-    policy_to_json,
-    propensity_from_text,
-    propensity_to_text,
-)
+from ope.errors import OPEError
+from ope.evaluation.actions import ActionFiles, action_writers
+from ope.evaluation.batch import BatchContext, BatchPartials, evaluate_log_batch
+from ope.evaluation.engines.local import LocalEngine
+from ope.evaluation.fit import Fitted, TrainingData
+from ope.evaluation.plan import Plan
+from ope.models.history import US_PER_HOUR, history_block, row_values
+from ope.models.serialization import models_from_text, models_to_text
+from ope.progress import progress
+from policies import Policy
+from policies.base import policy_from_json, policy_to_json
 
-__all__ = ["run_on_ray"]
+__all__ = ["RayEngine"]
 
 #: object-store memory the run's batches may hold in flight: bounds the driver's memory, whatever the log's size
 OBJECT_STORE_BYTES = 512 * 2**20
@@ -60,15 +54,44 @@ LOCAL_OBJECT_STORE_BYTES = 512 * 2**20
 INSTALL_HINT = 'Ray is not installed: pip install "llm-ope[ray]" (or pip install "ray[data]").'
 
 
-def run_on_ray(cfg: ExperimentConfig, *, address: str | None = None, show_progress: bool = True) -> RunResult:
-    """The streamed run of ``cfg`` with its evaluation pass on Ray (``address``: an existing cluster;
-    None joins the one ``RAY_ADDRESS`` names or starts a local one)."""
-    try:
-        import ray  # noqa: F401
-    except ImportError as exc:
-        raise OPEError(INSTALL_HINT) from exc
-    _ts_type(LogSource.open(cfg.data.logs))  # refuse early, before pass 1 and the fit
-    return run_streaming(cfg, show_progress=show_progress, evaluate=partial(_evaluate, address=address))
+class RayEngine(LocalEngine):
+    """The local engine's survey and fit on the driver; its evaluation pass as Ray Data tasks (module docstring)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None) -> None:
+        super().__init__()
+        self.address = address
+
+    def check(self, plan: Plan, policies: dict[str, Policy]) -> None:
+        """Ray is installed, the log's ts is a parquet timestamp, and the local engine's checks."""
+        try:
+            import ray  # noqa: F401
+        except ImportError as exc:
+            raise OPEError(INSTALL_HINT) from exc
+        super().check(plan, policies)
+        _ts_type(LogSource.open(plan.config.data.logs))  # refuse early, before pass 1 and the fit
+
+    def evaluate(self, ctx: BatchContext, fitted: Fitted, data: TrainingData, actions: ActionFiles, *,
+                 show_progress: bool = True) -> BatchPartials:
+        """The evaluation pass as Ray Data tasks; partial sums merged and action files written in log order."""
+        import ray
+
+        assert self.source is not None and self.found is not None
+        source, found = self.source, self.found
+        if found.repeated.len():
+            raise OPEError(f"{source.label}: {found.repeated.len()} request_ids occur more than once (e.g. {found.repeated[0]!r}). "
+                           "The Ray engine needs unique request_ids; quarantine and drop the repeats, or run without --engine ray.")
+        started = not ray.is_initialized()
+        if started:
+            local = self.address is None and not os.environ.get("RAY_ADDRESS")  # a cluster of our own: keep its object store small
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     **({"object_store_memory": LOCAL_OBJECT_STORE_BYTES} if local else {}))
+        try:
+            return _run_tasks(source, ctx, found.facts.rows, actions, show_progress)
+        finally:
+            if started:
+                ray.shutdown()
 
 
 #: batch contexts already built in this worker process, by payload id (Ray reuses worker processes)
@@ -81,13 +104,12 @@ class _Worker:
     def __init__(self, payload: dict[str, Any]) -> None:
         self.files = payload["files"]
         policies = {name: policy_from_json(text) for name, text in payload["policies"].items()}
-        models = None if payload["models"] is None else models_from_text(payload["models"])
+        models, propensity = models_from_text(payload["models"])
         if models is not None:  # one thread per task: Ray runs a task per CPU
             models.config = dataclasses.replace(models.config, predict_threads=1)
         cfg = payload["cfg"]
-        cfg = dataclasses.replace(cfg, predictors=dataclasses.replace(cfg.predictors, predict_threads=1))
-        propensity = None if payload["propensity"] is None else propensity_from_text(payload["propensity"])
-        self.ctx = BatchContext(cfg, payload["catalog"], policies, models, payload["vocab"], payload["feedback"], propensity)
+        plan = Plan.of(dataclasses.replace(cfg, predictors=dataclasses.replace(cfg.predictors, predict_threads=1)))
+        self.ctx = BatchContext(plan, payload["catalog"], policies, models, payload["vocab"], payload["feedback"], propensity)
         self.width = int(self.ctx.cfg.predictors.history_hours * US_PER_HOUR)
         self.ts_type = payload["ts_type"]
 
@@ -117,7 +139,7 @@ class _Worker:
             history = self.history(ds) if self.ctx.needs_history else None
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SupportWarning)
-                actions = evaluate_batch(self.ctx, ds, history, into)
+                actions = evaluate_log_batch(self.ctx, ds, history, into)
         return {"payload": [pickle.dumps((into, actions), protocol=pickle.HIGHEST_PROTOCOL)]}
 
 
@@ -150,31 +172,10 @@ def _ts_type(source: LogSource) -> pl.Datetime:
 def _payload(source: LogSource, ctx: BatchContext) -> dict[str, Any]:
     return {"ts_type": _ts_type(source), "files": [str(f.resolve()) for f in source.files], "cfg": ctx.cfg, "catalog": ctx.catalog, "vocab": ctx.vocab,
             "feedback": ctx.feedback, "policies": {name: policy_to_json(p) for name, p in ctx.policies.items()},
-            "models": None if ctx.models is None else models_to_text(ctx.models),
-            "propensity": None if ctx.propensity is None else propensity_to_text(ctx.propensity)}
+            "models": models_to_text(ctx.models, ctx.propensity)}
 
 
-def _evaluate(source: LogSource, ctx: BatchContext, found: Any, actions: dict[str, Path], show_progress: bool, *,
-              address: str | None) -> BatchPartials:
-    """The evaluation pass as Ray Data tasks; partial sums merged and action files written in log order."""
-    import ray
-
-    if found.repeated.len():
-        raise OPEError(f"{source.label}: {found.repeated.len()} request_ids occur more than once (e.g. {found.repeated[0]!r}). "
-                       "The Ray engine needs unique request_ids; quarantine and drop the repeats, or run without --engine ray.")
-    started = not ray.is_initialized()
-    if started:
-        local = address is None and not os.environ.get("RAY_ADDRESS")  # a cluster of our own: keep its object store small
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 **({"object_store_memory": LOCAL_OBJECT_STORE_BYTES} if local else {}))
-    try:
-        return _run_tasks(source, ctx, found, actions, show_progress)
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def _run_tasks(source: LogSource, ctx: BatchContext, found: Any, actions: dict[str, Path], show_progress: bool) -> BatchPartials:
+def _run_tasks(source: LogSource, ctx: BatchContext, rows: int, actions: ActionFiles, show_progress: bool) -> BatchPartials:
     import ray
 
     data_context = ray.data.DataContext.get_current()
@@ -187,7 +188,7 @@ def _run_tasks(source: LogSource, ctx: BatchContext, found: Any, actions: dict[s
         _batch_task, fn_kwargs={"key": key, "payload": [ray.put(_payload(source, ctx))]}, batch_size=ctx.cfg.data.batch_rows,
         batch_format="pyarrow")
     total = ctx.empty()
-    with action_writers(actions) as writers, \
+    with action_writers(actions.paths) as writers, \
             progress("evaluating batches on Ray", total=math.ceil(source.n_rows / ctx.cfg.data.batch_rows), enabled=show_progress) as bar:
         for row in dataset.iter_rows():
             part, tables = pickle.loads(row["payload"])  # our own tasks wrote it
@@ -195,6 +196,6 @@ def _run_tasks(source: LogSource, ctx: BatchContext, found: Any, actions: dict[s
             for name, table in tables.items():
                 writers[name].write_table(table)
             bar.update(1)
-    if total.rows != found.rows:
-        raise OPEError(f"The Ray tasks evaluated {total.rows:,} rows but pass 1 found {found.rows:,} valid rows in {source.label}.")
+    if total.rows != rows:
+        raise OPEError(f"The Ray tasks evaluated {total.rows:,} rows but pass 1 found {rows:,} valid rows in {source.label}.")
     return total

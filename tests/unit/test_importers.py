@@ -8,16 +8,16 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ope.data.catalog import Catalog, load_catalog
 from ope.cli import main
+from ope.data.catalog import Catalog, load_catalog
+from ope.data.schema import Status
+from ope.data.validate import load_logs
 from ope.errors import ConfigError, SchemaError
 from ope.importers import MalformedRecordError, import_logs, load_router_config
 from ope.importers.common import status_from_error, status_from_finish, status_from_http
 from ope.importers.names import host_provider, model_key, provider_key
-from ope.data.schema import Status
-from ope.data.validate import load_logs
 
-FIXTURES = Path(__file__).parent / "fixtures" / "importers"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "importers"
 CATALOG = FIXTURES / "catalog.csv"
 
 #: format, input, router config, extra CLI args, rows read, written, malformed, skipped
@@ -280,7 +280,7 @@ def test_name_normalisation() -> None:
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_example_configs_run_on_the_imported_fixture(tmp_path: Path, case: tuple) -> None:  # type: ignore[type-arg]
     logs = _import(tmp_path, case)
-    config = Path(__file__).parents[1] / "configs" / f"import_{case[0]}.toml"
+    config = Path(__file__).parents[2] / "configs" / f"import_{case[0]}.toml"
     code = main(["run", str(config), "--logs", str(logs), "--catalog", str(CATALOG), "--no-tracking", "--quiet",
                  "--out", str(tmp_path / "reports"), "--run-name", "example"])
     assert code == 0

@@ -11,14 +11,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ope.evaluation.breakdown import ESTIMATE_COLUMNS
 from ope.cli import main
 from ope.config import TuneConfig, load_config
 from ope.data.dataset import BanditDataset, derive_outcomes
-from ope.errors import ConfigError
-from ope.models.predictors import PredictorConfig, fit_outcome_models
 from ope.data.schema import METRICS
+from ope.errors import ConfigError
+from ope.evaluation.tables import ESTIMATE_COLUMNS
 from ope.evaluation.tune import TunePoint, TuneResult, _judge, split_by_time
+from ope.models.predictors import PredictorConfig, fit_outcome_models
 
 TUNE_CONFIG = """
 [data]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from ope.data.catalog import Catalog, load_catalog
 from ope.importers import ImportResult, MalformedRecordError, import_logs
 
-FIXTURES = Path(__file__).parent / "fixtures" / "importers"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "importers"
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 json_values = st.one_of(

@@ -22,15 +22,18 @@ from ope.cli import main
 from ope.config import ExperimentConfig, PolicyConfig, load_config
 from ope.data.dataset import BanditDataset
 from ope.errors import ConfigError, OPEError
+from ope.evaluation.registry import build_policy
+from ope.evaluation.run import RunResult, run_experiment
 from ope.models.features import build_features
 from ope.models.history import US_PER_HOUR, history_block, row_values
 from ope.models.predictors import PredictorConfig, fit_outcome_models, predict_q_hat
-from ope.evaluation.registry import build_policy
+from ope.models.serialization import models_from_text, models_to_text
 from ope.report.outputs import write_outputs
-from ope.evaluation.run import RunResult, run_experiment
 from ope.simulate import write_partitioned
-from ope.models.wire import models_from_text, models_to_text, policy_from_json, policy_to_json
-from tests.test_streaming import CONSTRAINED, HEURISTIC, _assert_same_frame, _config, _without_propensities
+from policies.base import policy_from_json, policy_to_json
+from tests.integration.test_streaming import CONSTRAINED, HEURISTIC, _assert_same_frame, _config, _without_propensities
+
+pytestmark = pytest.mark.slow  # a Ray cluster per test: run in CI, skipped by -m "not slow"
 
 ROWS = 4_000
 
@@ -98,7 +101,7 @@ def test_unknown_engine_is_refused(tmp_path: Path, partitioned: tuple[Path, Path
     logs, catalog = partitioned
     config = _config(tmp_path, logs, catalog, estimators=["IPS"])
     config.write_text(config.read_text().replace("[evaluation]", 'engine = "spark"\n[evaluation]'))
-    with pytest.raises(ConfigError, match="engine must be 'local' or 'ray'"):
+    with pytest.raises(ConfigError, match="engine must be 'auto', 'memory', 'local' or 'ray'"):
         load_config(config)
 
 
@@ -120,14 +123,14 @@ def test_policies_and_models_travel_as_text_and_predict_identically(partitioned:
     ds = BanditDataset.load(logs, catalog, sla_latency_ms=10_000)
     models = fit_outcome_models(ds, PredictorConfig(folds=2, n_estimators=10, num_leaves=7))
     feats = build_features(ds, window_hours=6.0)
-    copy = models_from_text(models_to_text(models))
+    copy, _ = models_from_text(models_to_text(models, None))
     np.testing.assert_array_equal(predict_q_hat(copy, ds, feats), predict_q_hat(models, ds, feats))
     specs = [PolicyConfig(name="d", kind="direct_official", params={"fallback": "cheapest"}), PolicyConfig(name="c", kind="cheapest", params={"epsilon": 0.05}),
              PolicyConfig(name="f", kind="fastest", params={}), PolicyConfig(name="p", kind="price_weighted", params={}),
              PolicyConfig(name="r", kind="constrained", params={"objective": "cost", "min_sla_hit": 0.3, "exploration": 0.05})]
     for spec in specs:
         policy = build_policy(spec)
-        args = (ds, models.q_hat) if getattr(policy, "needs_q_hat", False) else (ds,)
+        args = (ds, models.q_hat)
         policy.fit(*args)
         copy_policy = policy_from_json(policy_to_json(policy))
         assert copy_policy.name == spec.name

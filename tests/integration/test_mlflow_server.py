@@ -18,6 +18,8 @@ import pytest
 
 from ope.cli import main
 
+pytestmark = pytest.mark.slow  # a live MLflow server: run in CI, skipped by -m "not slow"
+
 CONFIG = """
 [data]
 logs = "{logs}"

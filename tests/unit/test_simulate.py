@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import ndtr
 
-from ope.errors import ConfigError, OPEError, SupportError
 from ope.data.schema import METRICS, REQUIRED_COLUMNS
+from ope.errors import ConfigError, OPEError, SupportError
 from ope.simulate import SimulatedLog, World, default_spec, simulate, write_simulation
 from ope.simulate.clock import to_us
 from ope.simulate.endpoints import arm_table, change_time_us

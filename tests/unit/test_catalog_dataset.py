@@ -10,9 +10,9 @@ import pytest
 
 from ope.data.catalog import load_catalog
 from ope.data.dataset import BanditDataset, derive_outcomes
-from ope.errors import CatalogError, SchemaError
 from ope.data.schema import METRICS
 from ope.data.validate import validate_logs
+from ope.errors import CatalogError, SchemaError
 from tests.conftest import tiny_catalog, tiny_logs
 
 

@@ -18,7 +18,7 @@ from ope.data.catalog import Catalog, catalog_from_frame
 from ope.data.dataset import BanditDataset
 from ope.data.schema import CAPABILITY_PREFIX, NEED_PREFIX
 from ope.evaluation.batch import policy_target
-from ope.evaluation.groups import GroupEstimates, ShareSums
+from ope.evaluation.tables import GroupEstimates, ShareSums
 from policies.base import Pairs
 from policies.baselines import Cheapest, Mixture, Uniform
 
@@ -128,7 +128,7 @@ def test_unknown_and_null_names_have_code_minus_one() -> None:
     np.testing.assert_array_equal(catalog.model_codes(pl.Series(["m2", "m3", None])), [1, -1, -1])
 
 
-# -- per-group sums of a streamed log (`ope.evaluation.groups`) -----------------------------------------------------------
+# -- per-group sums of a streamed log (`ope.evaluation.tables`) -----------------------------------------------------------
 
 def _dataset(simulated: tuple[Path, Path]) -> BanditDataset:
     logs, catalog = simulated
@@ -222,7 +222,7 @@ def test_two_halves_merged_equal_one_whole(simulated: tuple[Path, Path]) -> None
         _assert_partials_equal(merged_groups.parts[key], whole_groups.parts[key], rtol=1e-12)
     assert merged_groups.slices(names).equals(whole_groups.slices(names))
     assert merged_groups.breakdowns(names).equals(whole_groups.breakdowns(names))
-    assert merged_shares.frame(ds).equals(whole_shares.frame(ds))
+    assert merged_shares.frame(ds.catalog).equals(whole_shares.frame(ds.catalog))
     one = GroupEstimates(SNIPS(), "6h", 0.05)
     one.add(ds, ds.to_feedback(), _probabilities(ds), _value_batches(ds.to_feedback(), _probabilities(ds), None))
     got, want = merged_groups.breakdowns(names), one.breakdowns(names)

@@ -37,9 +37,9 @@ import pytest
 
 from estimators import DM, DR, IPS, SupportWarning
 from ope.data.dataset import BanditDataset
+from ope.data.schema import METRICS
 from ope.models.predictors import PredictorConfig, fit_outcome_models
 from ope.models.propensity import fit_propensities
-from ope.data.schema import METRICS
 from ope.simulate import simulate
 from policies import Cheapest, Mixture
 

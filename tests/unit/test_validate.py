@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 
 from ope.data.catalog import load_catalog
-from ope.errors import SchemaError
 from ope.data.validate import load_logs, validate_logs
+from ope.errors import SchemaError
 from tests.conftest import tiny_logs
 
 Mutation = Callable[[pl.DataFrame], pl.DataFrame]

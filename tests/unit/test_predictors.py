@@ -11,12 +11,12 @@ import pytest
 
 from ope.data.catalog import catalog_from_frame
 from ope.data.dataset import BanditDataset
+from ope.data.validate import validate_logs
 from ope.models.features import build_features
-from ope.models.store import load_models, save_models
 from ope.models.predictors import PredictorConfig, assign_folds, fit_outcome_models
 from ope.models.propensity import fit_propensities
+from ope.models.serialization import load_models, save_models
 from ope.simulate import simulate
-from ope.data.validate import validate_logs
 from tests.conftest import tiny_catalog, tiny_logs
 
 FAST = PredictorConfig(folds=3, n_estimators=40, learning_rate=0.15, min_child_samples=10)

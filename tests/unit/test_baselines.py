@@ -22,7 +22,7 @@ from estimators import (
     SwitchDR,
 )
 from ope.data.dataset import BanditDataset
-from policies.base import Pairs, spread
+from policies.base import BasePolicy, Pairs, spread
 from policies.baselines import Cheapest, DirectOfficial, Fastest, Mixture, PriceWeighted, Uniform, blended_price
 
 
@@ -95,15 +95,12 @@ def test_spread_splits_ties_evenly_among_the_lowest_eligible_scores() -> None:
     np.testing.assert_array_equal(spread(scores, eligible), want)
 
 
-class _MatrixOnly:
+class _MatrixOnly(BasePolicy):
     """A policy that gives only its (n, K) matrix: all mass on each request's last eligible arm."""
 
     name = "matrix_only"
 
-    def fit(self, dataset: BanditDataset) -> _MatrixOnly:
-        return self
-
-    def action_probabilities(self, dataset: BanditDataset) -> np.ndarray:
+    def action_probabilities(self, dataset: BanditDataset, q_hat: np.ndarray | None = None) -> np.ndarray:
         last = dataset.eligible.shape[1] - 1 - np.argmax(dataset.eligible[:, ::-1], axis=1)
         out = np.zeros(dataset.eligible.shape)
         out[np.arange(dataset.n), last] = 1.0

@@ -12,8 +12,8 @@ import scipy.sparse as sp
 from scipy.optimize import linprog
 
 from ope.data.dataset import BanditDataset
-from ope.models.predictors import PredictorConfig, fit_outcome_models
 from ope.data.schema import METRICS
+from ope.models.predictors import PredictorConfig, fit_outcome_models
 from ope.simulate import simulate
 from policies import DirectOfficial, Fastest, Mixture, PolicyError, PriceWeighted, Uniform
 from policies.constrained import ConstrainedRouter

@@ -85,7 +85,7 @@ def test_exploration_schedule() -> None:
 def test_queue_and_choices_online_by_hand(tiny: tuple[BanditDataset, np.ndarray]) -> None:
     """Cost unit 3 mUSD (mean eligible cost), V = 1: scores cheap 1/3 − .6Q, fast 5/3 − .8Q, maker 1 − .9Q."""
     ds, q = tiny
-    learner = MessPlus(min_satisfaction=0.8, V=1.0, c=0.0).online(ds, q)
+    learner = MessPlus(min_satisfaction=0.8, V=1.0, c=0.0).online_learner(ds, q)
     cheap, maker = np.array([1.0, 0, 0, 0]), np.array([0, 0, 1.0, 0])
     reward = np.full(len(METRICS), np.nan)
     steps = [(0.5, cheap, 0.3), (0.2, cheap, 0.9), (np.nan, cheap, 1.1), (0.0, cheap, 1.9), (0.0, cheap, 2.7),
@@ -96,14 +96,14 @@ def test_queue_and_choices_online_by_hand(tiny: tuple[BanditDataset, np.ndarray]
         learner.update(t, int(np.argmax(choice)), reward)
         assert learner.state.queue == pytest.approx(queue, abs=1e-12)
     assert learner.state.steps == len(steps)
-    fresh = MessPlus(min_satisfaction=0.8, c=0.0).online(ds, q)
+    fresh = MessPlus(min_satisfaction=0.8, c=0.0).online_learner(ds, q)
     fresh.update(0, 2, np.where(np.arange(len(METRICS)) == SAT, 1.0, 0.0))
     assert fresh.state.queue == 0.0  # max(0, 0 + .8 − 1)
 
 
 def test_exploration_mixes_uniform_over_eligible(tiny: tuple[BanditDataset, np.ndarray]) -> None:
     ds, q = tiny
-    learner = MessPlus(min_satisfaction=0.8, c=1.0).online(ds, q)
+    learner = MessPlus(min_satisfaction=0.8, c=1.0).online_learner(ds, q)
     np.testing.assert_allclose(learner.probabilities(0, ds.eligible[0]), [1 / 3, 1 / 3, 1 / 3, 0])
     learner.update(0, 0, q[0, 0])
     p = 2 ** -0.2
@@ -269,7 +269,7 @@ def test_stage_route_deploys_at_most_max_deployed_per_model(s: Sim) -> None:
 def test_replay_interval_contains_the_rollout_truth(uniform_log: Sim, router: Any) -> None:
     s = uniform_log
     truth = s.truth(router.fit(s.ds, s.q).action_probabilities(s.ds, s.q))
-    res = Replay(scale=float(s.ds.eligible.sum(axis=1).max())).estimate(s.sorted_feedback(), router.online(s.ds, s.q))
+    res = Replay(scale=float(s.ds.eligible.sum(axis=1).max())).estimate(s.sorted_feedback(), router.online_learner(s.ds, s.q))
     assert res.n_overflow == 0 and res.n_accepted > 1000
     for metric, slack in (("satisfaction", 0.01), ("cost_usd", 0.1 * truth["cost_usd"])):
         j = METRICS.index(metric)
@@ -277,7 +277,7 @@ def test_replay_interval_contains_the_rollout_truth(uniform_log: Sim, router: An
 
 
 def test_online_stage_route_needs_time_order(s: Sim) -> None:
-    learner = StageRoute().online(s.ds, s.q)
+    learner = StageRoute().online_learner(s.ds, s.q)
     order = time_order(s.ds)
     last = int(np.flatnonzero(order == order[-1])[0])
     learner.probabilities(last, s.ds.eligible[order[-1]])
@@ -319,6 +319,6 @@ def test_usage_errors(s: Sim, cls: type) -> None:
     with pytest.raises(PolicyError, match="not fitted"):
         cls().resumed()
     with pytest.raises(PolicyError, match="'order' must be a permutation"):
-        cls().online(s.ds, s.q, order=np.zeros(s.ds.n, dtype=np.int64))
+        cls().online_learner(s.ds, s.q, order=np.zeros(s.ds.n, dtype=np.int64))
     with pytest.raises(PolicyError, match="Not a"):
         cls.from_json('{"kind": "cheapest"}')

@@ -11,8 +11,8 @@ import pytest
 
 from ope.cli import main
 from ope.data.dataset import BanditDataset
-from ope.evaluation.run import ESTIMATE_COLUMNS
 from ope.data.schema import METRICS
+from ope.evaluation.tables import ESTIMATE_COLUMNS
 
 CONFIG = """
 [data]
@@ -218,9 +218,9 @@ def test_time_slices_breakdowns_and_shares(simulated: tuple[Path, Path], tmp_pat
     result = run_experiment(load_config(config), show_progress=False)
     slices = result.slices
     assert slices["period"].n_unique() == 8  # 2 days in 6-hour periods
-    assert set(slices["policy"]) == set(result.probabilities)
+    assert set(slices["policy"]) == set(result.names)
     # the per-period values of the logging policy are the observed per-period means (IPS weights are 1)
-    ds = result.dataset
+    ds = result.training  # in memory: the whole log
     period = ds.logs["ts"].dt.truncate("6h")
     first = period.min()
     mask = (period == first).to_numpy()

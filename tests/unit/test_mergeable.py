@@ -8,6 +8,8 @@ import pytest
 from estimators import ESTIMATORS, BanditFeedback, Bootstrap, EmpiricalBernstein, Normal
 from estimators.base import BaseEstimator
 
+pytestmark = pytest.mark.slow  # Hypothesis over every estimator × interval: run in CI
+
 
 def _log(rng: np.random.Generator, n: int = 100_000, k: int = 8, m: int = 3):
     logger = rng.dirichlet(np.ones(k) * 2, size=n)

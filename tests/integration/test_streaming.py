@@ -14,23 +14,22 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ope.data import source as stream_source
-
-from ope.evaluation.engines import local as streaming
-from ope.data.catalog import load_catalog
 from ope.cli import main
 from ope.config import ExperimentConfig, load_config
+from ope.data import source as stream_source
+from ope.data.catalog import load_catalog
 from ope.data.dataset import BanditDataset
-from ope.errors import ConfigError, OPEError, SchemaError
-from ope.models.features import build_features
 from ope.data.overlap import RoutingCounts, detect_deterministic_router
 from ope.data.readers import log_files, read_table
-from ope.evaluation.run import run_experiment
-from ope.simulate import PartitionedSimulation, write_partitioned
-from ope.evaluation.batch import evaluate_batch
-from ope.models.sample import HistoryWindow, TrainingSample
 from ope.data.source import LogSource
 from ope.data.validate import load_logs
+from ope.errors import ConfigError, OPEError, SchemaError
+from ope.evaluation.batch import evaluate_log_batch
+from ope.evaluation.engines import local as streaming
+from ope.evaluation.run import run_experiment
+from ope.models.features import build_features
+from ope.models.sample import HistoryWindow, TrainingSample
+from ope.simulate import PartitionedSimulation, write_partitioned
 from policies import Cheapest
 
 ROWS = 6_000
@@ -137,7 +136,7 @@ def test_streamed_tables_equal_the_in_memory_ones(partitioned: tuple[Path, Path]
         warnings.simplefilter("ignore")
         whole = run_experiment(cfg, show_progress=False)
         streamed = run_experiment(_streaming(cfg), show_progress=False)
-    assert whole.stream is None and streamed.stream is not None
+    assert whole.engine == "memory" and streamed.engine == "local"
     _assert_same_frame(whole.slices, streamed.slices, ["period", "policy", "metric"])
     _assert_same_frame(whole.breakdowns, streamed.breakdowns, ["by", "group", "policy", "metric"])
     _assert_same_frame(whole.shares, streamed.shares, ["provider"])
@@ -153,7 +152,7 @@ def test_a_log_beyond_the_memory_budget_streams_on_its_own(partitioned: tuple[Pa
     small = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, memory_budget_mb=1.0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert run_experiment(small, show_progress=False).stream is not None
+        assert run_experiment(small, show_progress=False).engine == "local"
 
 
 def test_history_features_across_batches_equal_the_whole_log(partitioned: tuple[Path, Path]) -> None:
@@ -268,8 +267,8 @@ def test_partitioned_simulation_is_time_ordered_reproducible_and_keeps_the_truth
 
 def test_quarantine_may_not_land_where_the_logs_are_read(partitioned: tuple[Path, Path], tmp_path: Path) -> None:
     """A quarantine file inside the logs folder, or matching the logs pattern, would be read back as logs next run."""
-    from ope.errors import SchemaError
     from ope.data.validate import check_quarantine
+    from ope.errors import SchemaError
 
     logs, _ = partitioned
     folder = logs if logs.is_dir() else logs.parent
@@ -343,12 +342,12 @@ def test_a_run_that_fails_midway_leaves_no_action_files_behind(partitioned: tupl
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("disk full")
-        return evaluate_batch(*args)  # type: ignore[arg-type]
+        return evaluate_log_batch(*args)  # type: ignore[arg-type]
 
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    monkeypatch.setattr(streaming, "evaluate_batch", failing)
+    monkeypatch.setattr(streaming, "evaluate_log_batch", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         run_experiment(config, show_progress=False)
     assert len(calls) == 3 and list(scratch.iterdir()) == []
@@ -385,7 +384,7 @@ def test_a_deterministic_logger_is_found_on_every_row_when_models_train_on_a_sam
         warnings.simplefilter("ignore")
         whole = run_experiment(cfg, show_progress=False)
         streamed = run_experiment(_streaming(cfg), show_progress=False)
-    assert streamed.stream is not None and streamed.stream.train_rows == 2_000 < streamed.stream.rows
+    assert streamed.training.n == 2_000 < streamed.facts.rows
     verdict = [n for n in whole.notes if n.startswith("no overlap")]
     assert len(verdict) == 1 and [n for n in streamed.notes if n.startswith("no overlap")] == verdict
     assert set(streamed.estimates["estimator"]) == set(whole.estimates["estimator"]) == {"DM"}

@@ -1,0 +1,105 @@
+"""Fit what a run evaluates with: propensities where the log has none, outcome models, and the policies —
+on the whole log (in memory) or on a training sample (streamed), by the same steps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from ope.data.dataset import BanditDataset
+from ope.data.facts import DataFacts
+from ope.data.overlap import OverlapFinding
+from ope.evaluation.batch import BatchRows
+from ope.evaluation.plan import Plan, estimated_note
+from ope.models.features import PairFeatures, build_features
+from ope.models.predictors import OutcomeModels, fit_outcome_models
+from ope.models.propensity import PropensityModel, fit_propensities
+from ope.models.sample import Vocabulary
+from ope.progress import progress
+from policies import Policy
+
+__all__ = ["Fitted", "TrainingData", "drop_training_rows", "fit_run"]
+
+
+@dataclass
+class TrainingData:
+    """What an engine's load step hands to the fit.
+
+    ``dataset`` is the rows models and policies learn from: the whole log (``whole_log``) or a uniform
+    sample of it. ``features`` are its feature blocks when they must come from the whole log (a sample's
+    history and vocabulary); None builds them from ``dataset``. ``routing`` tells, on every row of the
+    log, whether it was routed deterministically (asked only when propensities are estimated).
+    """
+
+    dataset: BanditDataset
+    facts: DataFacts
+    routing: Callable[[], OverlapFinding]
+    whole_log: bool
+    features: PairFeatures | None = None
+    vocab: Vocabulary | None = None
+
+
+@dataclass
+class Fitted:
+    """The plan as the data settled it, the fitted policies and models, and the notes the fit wrote."""
+
+    plan: Plan
+    policies: dict[str, Policy]
+    models: OutcomeModels | None = None
+    propensity: PropensityModel | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def whole_log(self, data: TrainingData) -> BatchRows:
+        """The training rows as one batch: feedback with the cross-fitted propensities, and out-of-fold q̂."""
+        p_hat = None if self.propensity is None else self.propensity.propensities
+        return BatchRows(data.dataset, data.dataset.to_feedback(p_hat, fill_satisfaction=not data.facts.feedback),
+                         None if self.models is None else self.models.q_hat)
+
+
+def fit_run(plan: Plan, policies: dict[str, Policy], data: TrainingData, *, train: npt.NDArray[np.bool_] | None = None,
+            needs_models: bool = False, show_progress: bool = True) -> Fitted:
+    """Propensities (where missing, with the deterministic-logger check), outcome models (where an estimator or
+    policy needs them, or ``needs_models``), then every policy, on ``data.dataset``.
+
+    With ``train`` (a row mask, `ope tune`), outcome models and policies learn from those rows only, and the
+    other rows are scored by the mean of the fold models, which never saw them.
+    """
+    cfg, ds = plan.config, data.dataset
+    fitted = Fitted(plan, policies)
+    estimated = data.facts.missing_propensity > 0
+    needs_models = needs_models or plan.needs_q_hat or any(p.needs_q_hat for p in policies.values())
+    feats = data.features
+    if feats is None and (estimated or needs_models):
+        feats = build_features(ds, window_hours=cfg.predictors.history_hours)
+    if estimated:
+        fitted.propensity = fit_propensities(ds, cfg.predictors, show_progress=show_progress, features=feats)
+        fitted.notes.append(estimated_note(data.facts.missing_propensity, data.facts.rows, fitted.propensity))
+        # logged propensities are the logger's own word; estimated ones need overlap, judged on every row
+        fitted.plan = plan.model_based_only(data.routing(), fitted.notes)
+        needs_models = needs_models or fitted.plan.needs_q_hat
+    if needs_models:
+        fitted.models = fit_outcome_models(ds, cfg.predictors, train=train, features=feats, show_progress=show_progress)
+    q_hat = None if fitted.models is None else fitted.models.q_hat
+    if train is not None:
+        ds, q_hat = ds.subset(train), None if q_hat is None else q_hat[train]
+    with progress("fitting policies", total=len(policies), enabled=show_progress) as bar:
+        for policy in policies.values():
+            policy.fit(ds, q_hat)
+            bar.update(1)
+    return fitted
+
+
+def drop_training_rows(fitted: Fitted) -> None:
+    """Free the training sample's q̂ and features once the fit is done (a streamed run keeps only what the report saves)."""
+    if fitted.models is not None:
+        models = fitted.models
+        models.q_hat = models.q_hat[:0]
+        models.features = models.features.empty()
+    if fitted.propensity is not None:
+        model = fitted.propensity
+        model.probabilities, model.propensities = model.probabilities[:0], model.propensities[:0]
+        model.features = model.features.empty()
+

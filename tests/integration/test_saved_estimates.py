@@ -1,0 +1,36 @@
+"""Not one number changes: the quickstart's and both examples' estimates.csv equal those saved before the
+one-evaluation-path redesign (tests/fixtures/estimates/, written by ``ope run --no-tracking``), to 1e-9."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ope.cli import main
+from ope.config import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow  # three whole runs with outcome models (about 40 s)
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "estimates"
+KEYS = ["policy", "metric", "estimator", "kind"]
+NUMBERS = ["value", "stderr", "ci_low", "ci_high", "n", "ess"]
+
+
+def assert_same_estimates(got: pl.DataFrame, want: pl.DataFrame, rtol: float = 1e-9) -> None:
+    """The same rows in the same order, every number equal to ``rtol`` (NaN where the other is NaN)."""
+    assert got.select(KEYS).equals(want.select(KEYS))
+    for column in NUMBERS:
+        a, b = got[column].to_numpy().astype(float), want[column].to_numpy().astype(float)
+        same = np.isclose(a, b, rtol=rtol, atol=0.0) | (np.isnan(a) & np.isnan(b))
+        assert same.all(), (column, got.filter(~pl.Series(same)).select(*KEYS, column).head(), want.filter(~pl.Series(same))[column].head())
+
+
+@pytest.mark.parametrize("config", ["quickstart", "examples/qwen3_32b", "examples/deepseek_v3_2"])
+def test_estimates_equal_the_saved_ones(config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(PROJECT_ROOT)  # the configs' relative paths
+    name = Path(config).name
+    assert main(["run", f"configs/{config}.toml", "--out", str(tmp_path), "--run-name", name, "--quiet", "--no-tracking"]) == 0
+    assert_same_estimates(pl.read_csv(tmp_path / name / "estimates.csv"), pl.read_csv(FIXTURES / f"{name}.csv"))
