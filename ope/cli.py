@@ -22,10 +22,10 @@ __all__ = ["main"]
 
 def _resolve(args: argparse.Namespace, default: Path) -> tuple[ExperimentConfig, str]:
     """The config with command-line overrides applied, and a fresh run name (refusing to clobber a run folder)."""
-    from ope.config import PROJECT_ROOT, load_config
+    from ope.config import BUNDLED, load_config
 
     path = Path(args.config) if args.config else default
-    cfg = load_config(path, base=None if args.config else PROJECT_ROOT)
+    cfg = load_config(path, base=None if args.config else BUNDLED)
     data = dataclasses.replace(
         cfg.data,
         **{k: Path(v) for k, v in (("logs", args.logs), ("catalog", args.catalog), ("quarantine", args.quarantine)) if v},

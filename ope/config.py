@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,15 @@ __all__ = [
     "ExperimentConfig",
     "load_config",
     "to_toml",
-    "PROJECT_ROOT",
+    "BUNDLED",
     "DEFAULT_CONFIG",
 ]
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "quickstart.toml"
-DEFAULT_TUNE_CONFIG = PROJECT_ROOT / "configs" / "tune.toml"
+#: the quickstart and tune configs with the sample they run on, installed with the package (relative paths in the
+#: configs resolve against this folder, which mirrors the repository's configs/ and logs/)
+BUNDLED = Path(str(files("ope").joinpath("bundled")))
+DEFAULT_CONFIG = BUNDLED / "configs" / "quickstart.toml"
+DEFAULT_TUNE_CONFIG = BUNDLED / "configs" / "tune.toml"
 #: constrained-router settings `ope tune` can sweep
 TUNABLE = ("max_cost_usd", "min_sla_hit", "min_satisfaction", "exploration")
 

@@ -9,6 +9,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+#: the repository root (configs/, logs/ and docs/ of a source checkout)
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture
 def rng() -> np.random.Generator:

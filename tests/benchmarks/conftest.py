@@ -8,6 +8,7 @@ without ``-s``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,3 +37,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line("ratios:")
         for name, value in results["ratios"].items():
             tr.write_line(f"  {name:<60} {value:8.3f}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Benchmarks are slow tests too: the default run executes them once at small size, ``-m "not slow"`` skips them."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.slow)

@@ -9,8 +9,9 @@ import pytest
 
 import ope
 import policies
-from ope.config import PROJECT_ROOT, load_config
+from ope.config import load_config
 from ope.evaluation.tables import ESTIMATE_COLUMNS
+from tests.conftest import ROOT as PROJECT_ROOT
 from tests.integration.test_saved_estimates import FIXTURES, assert_same_estimates
 
 SAMPLE = PROJECT_ROOT / "logs"

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from ope.cli import main
-from ope.config import PROJECT_ROOT
+from tests.conftest import ROOT as PROJECT_ROOT
 
 pytestmark = pytest.mark.slow  # three whole runs with outcome models (about 40 s)
 

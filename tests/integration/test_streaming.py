@@ -110,7 +110,8 @@ def _assert_same_frame(a: pl.DataFrame, b: pl.DataFrame, keys: list[str], rtol: 
 
 @pytest.mark.parametrize(("estimators", "policies"), [
     pytest.param(["IPS", "SNIPS"], HEURISTIC, id="model-free"),
-    pytest.param(["IPS", "SNIPS", "DM", "DR", "SNDR", "SwitchDR", "DRos"], HEURISTIC + CONSTRAINED, id="model-based+constrained"),
+    pytest.param(["IPS", "SNIPS", "DM", "DR", "SNDR", "SwitchDR", "DRos"], HEURISTIC + CONSTRAINED, id="model-based+constrained",
+                 marks=pytest.mark.slow),
 ])
 def test_streamed_run_writes_the_in_memory_results(partitioned: tuple[Path, Path], tmp_path: Path, estimators: list[str],
                                                    policies: str) -> None:

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ope.config import PROJECT_ROOT
 from ope.data.dataset import BanditDataset
 from ope.errors import ConfigError
 from ope.simulate import simulate, write_simulation
 from ope.simulate.scenarios import SCENARIOS, deepseek_v3_2_spec, qwen3_32b_spec, scenario_spec, write_scenario
 from policies import DirectOfficial
 from policies.constrained import ConstrainedRouter
+from tests.conftest import ROOT as PROJECT_ROOT
 
 SLA = 10_000.0
 EXAMPLES = {"qwen3-32b": "qwen3_32b", "deepseek-v3.2": "deepseek_v3_2"}
