@@ -20,7 +20,7 @@ from estimators._errors import OPEError
 
 if TYPE_CHECKING:
     from estimators import OnlinePolicy
-    from ope.data.dataset import BanditDataset
+    from policies.context import RoutingContext
 
 __all__ = ["policy_from_json", "policy_to_json", "settings_of", "BasePolicy", "PairwisePolicy", "Pairs", "Policy", "PolicyError", "checked_q_hat", "spread", "uniform_over"]
 
@@ -51,15 +51,15 @@ class Policy(Protocol):
     pairwise: ClassVar[bool]
     n_fallback_: int
 
-    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> Policy:
+    def fit(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> Policy:
         """Learn from the logged requests where the policy learns; return self."""
         ...
 
-    def action_probabilities(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> FloatArray:
+    def action_probabilities(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> FloatArray:
         """π(a|x) for every logged context, shape (n, K), rows sum to 1, zero outside eligible."""
         ...
 
-    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
+    def pair_probabilities(self, dataset: RoutingContext, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
         """π at the eligible pairs ``pairs`` (m,)."""
         ...
 
@@ -83,14 +83,14 @@ class BasePolicy:
     pairwise: ClassVar[bool] = False
     n_fallback_: int = 0
 
-    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> Self:
+    def fit(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> Self:
         """Nothing to learn."""
         return self
 
-    def action_probabilities(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> FloatArray:
+    def action_probabilities(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> FloatArray:
         raise NotImplementedError
 
-    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
+    def pair_probabilities(self, dataset: RoutingContext, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
         """π at the eligible pairs, read off the (n, K) matrix (a ``pairwise`` policy computes them directly)."""
         return np.asarray(self.action_probabilities(dataset, q_hat), dtype=np.float64)[pairs.rows, pairs.arms]
 
@@ -99,7 +99,7 @@ class BasePolicy:
         """How requests it cannot serve as designed are routed."""
         return "uniform over the eligible arms"
 
-    def online_learner(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> OnlinePolicy:
+    def online_learner(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> OnlinePolicy:
         """A learner for `estimators.Replay` (``online`` policies only)."""
         raise PolicyError(f"Policy {type(self).__name__} does not learn online.")
 
@@ -123,10 +123,10 @@ class PairwisePolicy(BasePolicy):
 
     pairwise: ClassVar[bool] = True
 
-    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
+    def pair_probabilities(self, dataset: RoutingContext, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
         raise NotImplementedError
 
-    def action_probabilities(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> FloatArray:
+    def action_probabilities(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> FloatArray:
         pairs = Pairs.of(dataset.eligible)
         return pairs.dense(self.pair_probabilities(dataset, pairs, q_hat))
 
@@ -215,13 +215,13 @@ def spread(scores: FloatArray, eligible: npt.NDArray[np.bool_], *, rtol: float =
     return pairs.dense(pairs.lowest(np.broadcast_to(scores, eligible.shape)[pairs.rows, pairs.arms], rtol=rtol))
 
 
-def checked_q_hat(dataset: BanditDataset, q_hat: FloatArray | None, who: str) -> FloatArray:
+def checked_q_hat(dataset: RoutingContext, q_hat: FloatArray | None, who: str) -> FloatArray:
     """q̂ (n, K, M) checked against the dataset for a policy that routes on it; non-finite values off the eligible set become 0."""
     if q_hat is None:
         msg = f"{who} routes on predicted outcomes: pass q_hat (n, K, M), e.g. fit_outcome_models(dataset).q_hat."
         raise PolicyError(msg)
     q = np.asarray(q_hat, dtype=np.float64)
-    expected = (dataset.n, dataset.catalog.n_arms, len(dataset.metrics))
+    expected = (dataset.n, len(dataset.arms), len(dataset.metrics))
     if q.shape != expected:
         raise PolicyError(f"{who}: q_hat must have shape {expected} (n, K, M). Got {q.shape}.")
     finite = np.isfinite(q).all(axis=2)

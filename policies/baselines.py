@@ -22,7 +22,7 @@ from policies.base import (
 )
 
 if TYPE_CHECKING:
-    from ope.data.dataset import BanditDataset
+    from policies.context import RoutingContext
 
 __all__ = ["DirectOfficial", "Cheapest", "Fastest", "PriceWeighted", "Uniform", "Mixture", "blended_price"]
 
@@ -38,10 +38,10 @@ class Uniform(PairwisePolicy):
 
     name: str = "uniform"
 
-    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> Uniform:
+    def fit(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> Uniform:
         return self
 
-    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
+    def pair_probabilities(self, dataset: RoutingContext, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
         return pairs.uniform(np.ones(pairs.rows.size, dtype=bool))
 
 
@@ -68,21 +68,21 @@ class DirectOfficial(PairwisePolicy):
             msg = f"The 'fallback' setting of direct_official must be 'error', 'uniform' or 'cheapest'. Got {self.fallback!r} instead."
             raise ValueError(msg)
 
-    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> DirectOfficial:
+    def fit(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> DirectOfficial:
         """Learn the cheapest fallback's expected output lengths on the training rows (not on each evaluated batch)."""
         if self.fallback == "cheapest":
             self.fallback_output_ = Cheapest().fit(dataset).expected_output_
         return self
 
-    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
-        official = dataset.catalog.arms_frame["official"].to_numpy().astype(bool)[pairs.arms]
+    def pair_probabilities(self, dataset: RoutingContext, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
+        official = dataset.arm_attributes["official"].to_numpy().astype(bool)[pairs.arms]
         pi = pairs.uniform(official)
         missing = pairs.row_sum(official.astype(np.float64)) == 0
         self.n_fallback_ = int(missing.sum())
         if not missing.any():
             return pi
         if self.fallback == "error":
-            models = dataset.logs["model"].filter(pl.Series(missing)).unique().sort().head(5).to_list()
+            models = dataset.requests["model"].filter(pl.Series(missing)).unique().sort().head(5).to_list()
             msg = (
                 f"direct_official: {int(missing.sum())} requests have no eligible official endpoint "
                 f"(models {models}). Set fallback = 'uniform' or 'cheapest' to route them anyway."
@@ -108,16 +108,16 @@ class Cheapest(PairwisePolicy):
     name: str = "cheapest"
     expected_output_: dict[str, float] = field(default_factory=dict, init=False)
 
-    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> Cheapest:
-        ok = dataset.logs.filter(pl.col("status") == "ok")
+    def fit(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> Cheapest:
+        ok = dataset.requests.filter(pl.col("status") == "ok")
         med = ok.group_by("task").agg(pl.col("output_tokens").median())
         self.expected_output_ = dict(med.iter_rows())
         return self
 
-    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
+    def pair_probabilities(self, dataset: RoutingContext, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
         default = float(np.median(list(self.expected_output_.values()))) if self.expected_output_ else 0.0
-        out = dataset.logs["task"].replace_strict(self.expected_output_, default=default, return_dtype=pl.Float64)
-        tokens_in, tokens_out = dataset.logs["input_tokens"].to_numpy()[pairs.rows], out.to_numpy()[pairs.rows]
+        out = dataset.requests["task"].replace_strict(self.expected_output_, default=default, return_dtype=pl.Float64)
+        tokens_in, tokens_out = dataset.requests["input_tokens"].to_numpy()[pairs.rows], out.to_numpy()[pairs.rows]
         cost = tokens_in * dataset.price_in[pairs.rows, pairs.arms] + tokens_out * dataset.price_out[pairs.rows, pairs.arms]
         return pairs.lowest(cost)
 
@@ -130,12 +130,12 @@ class Fastest(PairwisePolicy):
     name: str = "fastest"
     median_latency_: dict[str, float] = field(default_factory=dict, init=False)
 
-    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> Fastest:
-        ok = dataset.logs.filter(pl.col("status") == "ok")
+    def fit(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> Fastest:
+        ok = dataset.requests.filter(pl.col("status") == "ok")
         self.median_latency_ = dict(ok.group_by("arm").agg(pl.col("latency_ms").median()).iter_rows())
         return self
 
-    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
+    def pair_probabilities(self, dataset: RoutingContext, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
         latency = np.array([self.median_latency_.get(a, np.inf) for a in dataset.arms])
         return pairs.lowest(latency[pairs.arms])
 
@@ -146,10 +146,10 @@ class PriceWeighted(PairwisePolicy):
 
     name: str = "price_weighted"
 
-    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> PriceWeighted:
+    def fit(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> PriceWeighted:
         return self
 
-    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
+    def pair_probabilities(self, dataset: RoutingContext, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
         price = blended_price(dataset.price_in[pairs.rows, pairs.arms], dataset.price_out[pairs.rows, pairs.arms])
         free = price <= 0
         with np.errstate(divide="ignore"):
@@ -196,7 +196,7 @@ class Mixture(BasePolicy):
     def fallback_rule(self) -> str:
         return self.policy.fallback_rule
 
-    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> Mixture:
+    def fit(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> Mixture:
         self.policy.fit(dataset, q_hat)
         return self
 
@@ -208,9 +208,9 @@ class Mixture(BasePolicy):
         data = json.loads(text)
         return cls(policy=policy_from_json(data["policy"]), epsilon=data["epsilon"], name=data["name"])
 
-    def action_probabilities(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> FloatArray:
+    def action_probabilities(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> FloatArray:
         return (1 - self.epsilon) * self.policy.action_probabilities(dataset, q_hat) + self.epsilon * uniform_over(dataset.eligible)
 
-    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
+    def pair_probabilities(self, dataset: RoutingContext, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
         base = self.policy.pair_probabilities(dataset, pairs, q_hat)
         return (1 - self.epsilon) * base + self.epsilon * pairs.uniform(np.ones(pairs.rows.size, dtype=bool))

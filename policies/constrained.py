@@ -27,7 +27,7 @@ from policies.lagrangian import LagrangianRule, lp_tie_split, tie_key, tie_sets
 from policies.routing_lp import IntArray, RoutingLP, stratified_rows
 
 if TYPE_CHECKING:
-    from ope.data.dataset import BanditDataset
+    from policies.context import RoutingContext
 
 __all__ = ["ConstrainedRouter"]
 
@@ -118,7 +118,7 @@ class ConstrainedRouter(BasePolicy):
               "None or an int >= 1")
         check("seed", isinstance(self.seed, int) and number(self.seed, 0, np.inf), "an int >= 0")
 
-    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> ConstrainedRouter:
+    def fit(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> ConstrainedRouter:
         """Solve the LP on the dataset's requests (or a stratified sample of them) and derive the rule.
 
         ``q_hat`` (n, K, M) predicted expected outcomes of every request and arm, M in
@@ -126,7 +126,7 @@ class ConstrainedRouter(BasePolicy):
         default None only keeps the `Policy` signature and raises).
         """
         q = self._checked_q_hat(dataset, q_hat)
-        idx, inflate = stratified_rows(dataset.logs["model"].to_numpy(), self.max_rows or dataset.n, self.seed)
+        idx, inflate = stratified_rows(dataset.requests["model"].to_numpy(), self.max_rows or dataset.n, self.seed)
         q, weight = q[idx], dataset.sample_weight[idx] * inflate
         lp = RoutingLP(dataset.eligible[idx], weight / weight.sum(), self.exploration, self.solver)
         metrics, providers = dataset.metrics, _providers(dataset)
@@ -158,7 +158,7 @@ class ConstrainedRouter(BasePolicy):
         self._warn_if_missed(targets, unit)
         return self
 
-    def action_probabilities(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> FloatArray:
+    def action_probabilities(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> FloatArray:
         """π(a|x) of the deployable rule on any requests, shape (n, K); ``q_hat`` (n, K, M) is their q̂."""
         if self.rule_ is None:
             msg = f"ConstrainedRouter '{self.name}' is not fitted: call fit(dataset, q_hat) or from_json first."
@@ -186,7 +186,7 @@ class ConstrainedRouter(BasePolicy):
         router.multipliers_, router.fitted_values_ = data["multipliers"], data["fitted_values"]
         return router
 
-    def _checked_q_hat(self, dataset: BanditDataset, q_hat: FloatArray | None) -> FloatArray:
+    def _checked_q_hat(self, dataset: RoutingContext, q_hat: FloatArray | None) -> FloatArray:
         return checked_q_hat(dataset, q_hat, f"ConstrainedRouter '{self.name}'")
 
     def _targets(self, known: set[str]) -> list[_Target]:
@@ -267,8 +267,8 @@ class ConstrainedRouter(BasePolicy):
                 warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 
-def _providers(dataset: BanditDataset) -> list[str]:
-    return dataset.catalog.arms_frame["provider"].to_list()
+def _providers(dataset: RoutingContext) -> list[str]:
+    return dataset.arm_attributes["provider"].to_list()
 
 
 def _split_dict(sets: list[tuple[IntArray, IntArray]], splits: list[FloatArray], arms: tuple[str, ...]) -> dict[str, dict[str, float]]:

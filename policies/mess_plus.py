@@ -48,7 +48,7 @@ from policies.base import BasePolicy, FloatArray, PolicyError, settings_of, unif
 from policies.stream import IntArray, RequestStream
 
 if TYPE_CHECKING:
-    from ope.data.dataset import BanditDataset
+    from policies.context import RoutingContext
 
 __all__ = ["MessPlus", "MessPlusOnline", "MessPlusState"]
 
@@ -97,7 +97,7 @@ class MessPlus(BasePolicy):
         check("V", number(self.V) and self.V >= 0, "a finite float >= 0")
         check("c", number(self.c) and self.c >= 0, "a finite float >= 0")
 
-    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> MessPlus:
+    def fit(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> MessPlus:
         """Roll the router over the requests in time order; keep its final state and predicted means."""
         stream = RequestStream.of(dataset, q_hat, f"MessPlus '{self.name}'")
         pi, self.state_ = self._rollout(stream)
@@ -111,13 +111,13 @@ class MessPlus(BasePolicy):
             warnings.warn(msg, RuntimeWarning, stacklevel=2)
         return self
 
-    def action_probabilities(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> FloatArray:
+    def action_probabilities(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> FloatArray:
         """π(a|x) of the mean-field rollout from ``start_``, shape (n, K), rows in dataset order."""
         if self._cache is not None and self._cache[0] is dataset and self._cache[1] is q_hat:
             return self._cache[2].copy()
         return self._rollout(RequestStream.of(dataset, q_hat, f"MessPlus '{self.name}'"))[0]
 
-    def online_learner(self, dataset: BanditDataset, q_hat: FloatArray | None = None, *,
+    def online_learner(self, dataset: RoutingContext, q_hat: FloatArray | None = None, *,
                order: IntArray | None = None) -> MessPlusOnline:
         """A learner for `estimators.Replay`: its row t is dataset row ``order[t]`` (default: time order)."""
         stream = RequestStream.of(dataset, q_hat, f"MessPlus '{self.name}'", order)

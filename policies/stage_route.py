@@ -58,7 +58,7 @@ from policies.stage_state import StageState
 from policies.stream import IntArray, RequestStream
 
 if TYPE_CHECKING:
-    from ope.data.dataset import BanditDataset
+    from policies.context import RoutingContext
 
 __all__ = ["StageRoute", "StageRouteOnline", "StageState"]
 
@@ -123,7 +123,7 @@ class StageRoute(BasePolicy):
         check("pacing", isinstance(self.pacing, bool), "a bool")
         check("seed", isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0, "an int >= 0")
 
-    def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> StageRoute:
+    def fit(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> StageRoute:
         """Roll the router over the requests stage by stage; keep its final state and predicted means."""
         pi, engine = self._rollout(dataset, q_hat)
         self.state_, self.deployments_ = engine.state, engine.deployments
@@ -134,13 +134,13 @@ class StageRoute(BasePolicy):
         self._cache = (dataset, q_hat, pi)
         return self
 
-    def action_probabilities(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> FloatArray:
+    def action_probabilities(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> FloatArray:
         """π(a|x) of the mean-field rollout from ``start_``, shape (n, K), rows in dataset order."""
         if self._cache is not None and self._cache[0] is dataset and self._cache[1] is q_hat:
             return self._cache[2].copy()
         return self._rollout(dataset, q_hat)[0]
 
-    def _rollout(self, dataset: BanditDataset, q_hat: FloatArray | None) -> tuple[FloatArray, _Engine]:
+    def _rollout(self, dataset: RoutingContext, q_hat: FloatArray | None) -> tuple[FloatArray, _Engine]:
         engine = self._engine(dataset, q_hat, None)
         pi = np.zeros(engine.stream.eligible.shape)
         for _, rows in engine.windows():
@@ -153,7 +153,7 @@ class StageRoute(BasePolicy):
     def fallback_rule(self) -> str:
         return "every eligible arm, when none of the deployed arms serves the request"
 
-    def online_learner(self, dataset: BanditDataset, q_hat: FloatArray | None = None, *,
+    def online_learner(self, dataset: RoutingContext, q_hat: FloatArray | None = None, *,
                order: IntArray | None = None) -> StageRouteOnline:
         """A learner for `estimators.Replay`: its row t is dataset row ``order[t]`` (default: time order)."""
         return StageRouteOnline(self._engine(dataset, q_hat, order))
@@ -188,7 +188,7 @@ class StageRoute(BasePolicy):
         router.values_ = data["values"]
         return router
 
-    def _engine(self, dataset: BanditDataset, q_hat: FloatArray | None, order: IntArray | None) -> _Engine:
+    def _engine(self, dataset: RoutingContext, q_hat: FloatArray | None, order: IntArray | None) -> _Engine:
         stream = RequestStream.of(dataset, q_hat, f"StageRoute '{self.name}'", order)
         if self.start_ is not None and self._arms != tuple(dataset.arms):
             raise PolicyError(f"StageRoute '{self.name}': its state is for arms {list(self._arms)[:5]}..., "
@@ -197,7 +197,7 @@ class StageRoute(BasePolicy):
         scale = 1.0 if self.reward in _RATES else stream.typical(self.reward)
         start = self.start_.copy() if self.start_ is not None else StageState.fresh(
             len(self._arms), scale, stream.typical("cost_usd"), float(stream.weight.mean()))
-        return _Engine(self, stream, start, np.asarray(dataset.catalog.arms_frame["model"].to_list()))
+        return _Engine(self, stream, start, np.asarray(dataset.arm_attributes["model"].to_list()))
 
 
 _DAY_US = 86_400_000_000

@@ -11,16 +11,16 @@ import numpy.typing as npt
 from policies.base import FloatArray, PolicyError, checked_q_hat
 
 if TYPE_CHECKING:
-    from ope.data.dataset import BanditDataset
+    from policies.context import RoutingContext
 
 __all__ = ["IntArray", "RequestStream", "time_order"]
 
 IntArray = npt.NDArray[np.int64]
 
 
-def time_order(dataset: BanditDataset) -> IntArray:
+def time_order(dataset: RoutingContext) -> IntArray:
     """Row indices of the dataset in arrival order (stable for equal timestamps)."""
-    return np.argsort(dataset.logs["ts"].dt.epoch("us").to_numpy(), kind="stable").astype(np.int64)
+    return np.argsort(dataset.requests["ts"].dt.epoch("us").to_numpy(), kind="stable").astype(np.int64)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -39,7 +39,7 @@ class RequestStream:
     metrics: tuple[str, ...]
 
     @classmethod
-    def of(cls, dataset: BanditDataset, q_hat: FloatArray | None, who: str, order: IntArray | None = None) -> RequestStream:
+    def of(cls, dataset: RoutingContext, q_hat: FloatArray | None, who: str, order: IntArray | None = None) -> RequestStream:
         """Check q̂ against the dataset (as the constrained router does) and collect the arrays."""
         q = checked_q_hat(dataset, q_hat, who)
         if not dataset.eligible.any(axis=1).all():
@@ -48,7 +48,7 @@ class RequestStream:
         if sorted(rows.tolist()) != list(range(dataset.n)):
             raise PolicyError(f"{who}: 'order' must be a permutation of the {dataset.n} dataset rows.")
         weight = dataset.sample_weight
-        ts = dataset.logs["ts"].dt.epoch("us").to_numpy().astype(np.int64)
+        ts = dataset.requests["ts"].dt.epoch("us").to_numpy().astype(np.int64)
         return cls(q, dataset.eligible, weight, rows, ts, tuple(dataset.metrics))
 
     @property

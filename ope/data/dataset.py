@@ -14,6 +14,7 @@ from ope.data.catalog import Catalog, catalog_from_frame, load_catalog
 from ope.data.schema import METRICS, REQUIRED_COLUMNS, Status
 from ope.data.validate import ValidatedLogs, load_logs, validate_logs
 from ope.errors import SchemaError
+from policies.context import REQUEST_COLUMNS
 
 __all__ = ["BanditDataset", "derive_outcomes"]
 
@@ -122,6 +123,16 @@ class BanditDataset:
     def metrics(self) -> tuple[str, ...]:
         """Names of the outcome columns."""
         return METRICS
+
+    @property
+    def arm_attributes(self) -> pl.DataFrame:
+        """One row per arm, K-axis order: provider, model, official, prices, context, capabilities (`policies.context`)."""
+        return self.catalog.arms_frame
+
+    @property
+    def requests(self) -> pl.DataFrame:
+        """The request columns policies read (`policies.context.REQUEST_COLUMNS`)."""
+        return self.logs.select(REQUEST_COLUMNS)
 
     @property
     def context_columns(self) -> list[str]:

@@ -74,14 +74,14 @@ def synthetic(n: int, seed: int = SEED) -> tuple[Any, np.ndarray]:
     q[..., col["throughput_tps"]] = 40.0 * price * (0.5 + rng.random((n, N_ARMS)))
     eligible = rng.random((n, N_ARMS)) < 0.9
     eligible[:, 0] = True
-    dataset = SimpleNamespace(
+    dataset = SimpleNamespace(  # a `policies.context.RoutingContext` of its own: no log, no catalog
         n=n,
-        logs=pl.DataFrame({"model": np.zeros(n, dtype=np.int64)}),
+        requests=pl.DataFrame({"model": np.zeros(n, dtype=np.int64)}),
         eligible=eligible,
         sample_weight=np.where(rng.random(n) < 0.2, 2.0, 1.0),
         metrics=METRICS,
         arms=tuple(f"p{k}/m" for k in range(N_ARMS)),
-        catalog=SimpleNamespace(n_arms=N_ARMS, arms_frame=pl.DataFrame({"provider": [f"p{k}" for k in range(N_ARMS)]})),
+        arm_attributes=pl.DataFrame({"provider": [f"p{k}" for k in range(N_ARMS)]}),
     )
     return dataset, q
 
