@@ -26,7 +26,8 @@ from ope.data.validate import raise_for_problems
 from ope.errors import SchemaError
 from ope.evaluation.batch import batch_dataset
 from ope.evaluation.io_threads import prefetched
-from ope.models.sample import HistoryWindow, TrainingSample, Vocabulary
+from ope.models.history import HistoryWindow
+from ope.models.sample import TrainingSample, Vocabulary
 from ope.progress import progress
 
 __all__ = ["Survey", "survey"]

@@ -16,7 +16,7 @@ import polars as pl
 
 from ope.data.dataset import BanditDataset
 from ope.data.schema import CAPABILITY_PREFIX
-from ope.models.history import US_PER_HOUR, history_block, row_values
+from ope.models.history import HistoryWindow
 
 __all__ = ["PairFeatures", "build_features"]
 
@@ -107,12 +107,6 @@ def _arm_block(ds: BanditDataset) -> tuple[FloatArray, list[str]]:
     return np.column_stack(cols), names
 
 
-def _history(ds: BanditDataset, window_hours: float) -> FloatArray:
-    """(n, K, 3): error rate, mean log TTFT (ok) and mean log tokens/s (ok) of each arm in the window."""
-    ts = ds.logs["ts"].dt.epoch("us").to_numpy()
-    return history_block(ts, ds.actions, row_values(ds.logs), ts, ds.catalog.n_arms, int(window_hours * US_PER_HOUR), ds.eligible)
-
-
 def build_features(ds: BanditDataset, *, window_hours: float = 6.0, history: FloatArray | None = None) -> PairFeatures:
     """All feature blocks of a dataset; ``history`` (n, K, 3) gives the recent-history block ready-made (streaming)."""
     request, r_names, r_cat = _request_block(ds)
@@ -120,4 +114,4 @@ def build_features(ds: BanditDataset, *, window_hours: float = 6.0, history: Flo
     names = r_names + a_names + ["log_price_in", "log_price_out", "recent_error_rate", "recent_log_ttft", "recent_log_tps"]
     categorical = r_cat + [len(r_names), len(r_names) + 1]
     return PairFeatures(request, arm, ds.price_in, ds.price_out,
-                        _history(ds, window_hours) if history is None else history, tuple(names), tuple(categorical))
+                        HistoryWindow(ds.catalog.n_arms, window_hours)(ds) if history is None else history, tuple(names), tuple(categorical))

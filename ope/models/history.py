@@ -13,10 +13,10 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from ope.data.dataset import throughput
+from ope.data.dataset import BanditDataset, throughput
 from ope.data.schema import Status
 
-__all__ = ["FIXED_POINT", "US_PER_HOUR", "history_block", "row_values"]
+__all__ = ["FIXED_POINT", "US_PER_HOUR", "HistoryWindow", "history_block", "row_values"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -65,3 +65,36 @@ def history_block(ts: IntArray, arms: IntArray, values: IntArray, query_ts: IntA
             out[rows, k, 1] = np.where(oks > 0, d[:, 3] / FIXED_POINT / oks, np.nan)
             out[rows, k, 2] = np.where(oks > 0, d[:, 4] / FIXED_POINT / oks, np.nan)
     return out
+
+
+class HistoryWindow:
+    """The one driver of `history_block`: the (n, K, 3) history of consecutive batches of a time-ordered log.
+
+    It carries the rows of the last ``window_hours`` (time, arm and `row_values`) from batch to batch;
+    window sums are exact integers, so every value equals the whole log's. The whole log in memory is
+    one call; a streamed log, one call per batch; a worker that starts mid-log `preload`s the rows of the
+    window before its batch.
+    """
+
+    def __init__(self, n_arms: int, window_hours: float) -> None:
+        self.n_arms = n_arms
+        self.width = int(window_hours * US_PER_HOUR)
+        self.ts = np.zeros(0, dtype=np.int64)
+        self.arm = np.zeros(0, dtype=np.int64)
+        self.values = np.zeros((0, 5), dtype=np.int64)
+
+    def preload(self, ts: IntArray, arms: IntArray, values: IntArray) -> HistoryWindow:
+        """Start from these earlier rows (µs times, arm indices, `row_values`) instead of an empty window."""
+        self.ts, self.arm, self.values = ts, arms, values
+        return self
+
+    def __call__(self, ds: BanditDataset) -> FloatArray:
+        """History features of the batch's rows; then the batch joins the window."""
+        ts = ds.logs["ts"].dt.epoch("us").to_numpy()
+        all_ts, all_arm = np.concatenate([self.ts, ts]), np.concatenate([self.arm, ds.actions])
+        all_values = np.concatenate([self.values, row_values(ds.logs)])
+        out = history_block(all_ts, all_arm, all_values, ts, self.n_arms, self.width, ds.eligible)
+        keep = all_ts >= all_ts.max() - self.width
+        self.ts, self.arm, self.values = all_ts[keep], all_arm[keep], all_values[keep]
+        return out
+

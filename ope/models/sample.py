@@ -5,7 +5,7 @@
   log order, and each row keeps its sample weight (the models train weighted, as in memory).
 * **Features** are those of `ope.models.features` on each batch, with two things made log-wide: the codes
   of categorical request columns come from the vocabulary of the whole log (`Vocabulary`), and the
-  recent-history block comes from `HistoryWindow`, which carries the last ``history_hours`` of
+  recent-history block comes from `ope.models.history.HistoryWindow`, which carries the last ``history_hours`` of
   rows from batch to batch; its window sums are exact (`ope.models.history`), so every value is bit for
   bit the one computed on the whole log (a log in time order is required).
 * **q̂**: the models are cross-fitted on the sample (`ope.models.predictors.fit_outcome_models`), and a
@@ -25,10 +25,9 @@ from estimators.resample import hash_keys
 from ope.data.dataset import BanditDataset
 from ope.data.schema import REQUIRED_COLUMNS
 from ope.models.features import PairFeatures, build_features
-from ope.models.history import US_PER_HOUR, history_block, row_values
 from ope.models.predictors import OutcomeModels, PredictorConfig, fit_outcome_models
 
-__all__ = ["HistoryWindow", "TrainingSample", "Vocabulary", "batch_features", "fit_on_sample"]
+__all__ = ["TrainingSample", "Vocabulary", "batch_features", "fit_on_sample"]
 
 FloatArray = npt.NDArray[np.float64]
 #: salt that makes sample priorities independent of the cross-fitting folds (both come from the row key)
@@ -56,31 +55,6 @@ class Vocabulary:
         """Codes of ``values`` in the log-wide sorted vocabulary (NaN for null), as `ope.models.features` numbers them."""
         lookup = {v: float(i) for i, v in enumerate(sorted(self.values.get(column, ())))}
         return values.cast(pl.String).replace_strict(lookup, default=None, return_dtype=pl.Float64).fill_null(np.nan).to_numpy()
-
-
-class HistoryWindow:
-    """The history block of `ope.models.features` (n, K, 3) for consecutive batches of a time-ordered log.
-
-    It carries the rows of the last ``window_hours`` (time, arm and `ope.models.history.row_values`) from
-    batch to batch; window sums are exact integers, so every value equals the whole log's.
-    """
-
-    def __init__(self, n_arms: int, window_hours: float) -> None:
-        self.n_arms = n_arms
-        self.width = int(window_hours * US_PER_HOUR)
-        self.ts = np.zeros(0, dtype=np.int64)
-        self.arm = np.zeros(0, dtype=np.int64)
-        self.values = np.zeros((0, 5), dtype=np.int64)
-
-    def __call__(self, ds: BanditDataset) -> FloatArray:
-        """History features of the batch's rows; then the batch joins the window."""
-        ts = ds.logs["ts"].dt.epoch("us").to_numpy()
-        all_ts, all_arm = np.concatenate([self.ts, ts]), np.concatenate([self.arm, ds.actions])
-        all_values = np.concatenate([self.values, row_values(ds.logs)])
-        out = history_block(all_ts, all_arm, all_values, ts, self.n_arms, self.width, ds.eligible)
-        keep = all_ts >= all_ts.max() - self.width
-        self.ts, self.arm, self.values = all_ts[keep], all_arm[keep], all_values[keep]
-        return out
 
 
 def batch_features(ds: BanditDataset, vocab: Vocabulary, history: FloatArray, window_hours: float) -> PairFeatures:

@@ -28,7 +28,8 @@ from ope.evaluation.batch import evaluate_log_batch
 from ope.evaluation.engines import local as streaming
 from ope.evaluation.run import run_experiment
 from ope.models.features import build_features
-from ope.models.sample import HistoryWindow, TrainingSample
+from ope.models.history import HistoryWindow
+from ope.models.sample import TrainingSample
 from ope.simulate import PartitionedSimulation, write_partitioned
 from policies import Cheapest
 

@@ -39,7 +39,8 @@ from ope.evaluation.fit import Fitted, TrainingData
 from ope.evaluation.io_threads import prefetched, writes
 from ope.evaluation.plan import Plan
 from ope.evaluation.survey import Survey, survey
-from ope.models.sample import HistoryWindow, batch_features
+from ope.models.history import HistoryWindow
+from ope.models.sample import batch_features
 from ope.progress import progress
 from policies import Policy
 

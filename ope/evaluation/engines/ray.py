@@ -38,7 +38,7 @@ from ope.evaluation.batch import BatchContext, BatchPartials, evaluate_log_batch
 from ope.evaluation.engines.local import LocalEngine
 from ope.evaluation.fit import Fitted, TrainingData
 from ope.evaluation.plan import Plan
-from ope.models.history import US_PER_HOUR, history_block, row_values
+from ope.models.history import US_PER_HOUR, HistoryWindow, row_values
 from ope.models.serialization import models_from_text, models_to_text
 from ope.progress import progress
 from policies import Policy
@@ -125,8 +125,9 @@ class _Worker:
         context = check_batch(raw, self.ctx.catalog).logs if raw.height else None
         if context is None:
             context = raw.clear()
-        return history_block(context["ts"].dt.epoch("us").to_numpy(), self.ctx.catalog.arm_index(context["arm"]), row_values(context),
-                             ts, self.ctx.catalog.n_arms, self.width, ds.eligible)
+        earlier = context.filter(~pl.col("request_id").is_in(ds.logs["request_id"].implode()))  # the batch joins the window itself
+        window = HistoryWindow(self.ctx.catalog.n_arms, self.ctx.cfg.predictors.history_hours)
+        return window.preload(earlier["ts"].dt.epoch("us").to_numpy(), self.ctx.catalog.arm_index(earlier["arm"]), row_values(earlier))(ds)
 
     def __call__(self, table: pa.Table) -> dict[str, list[bytes]]:
         check = check_batch(pl.from_arrow(table), self.ctx.catalog)  # type: ignore[arg-type]
