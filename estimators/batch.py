@@ -18,6 +18,7 @@ __all__ = ["Batch", "Cells", "Prepared", "Shared", "group_weight_sums", "prepare
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 ROW_SUM_TOL = 1e-6
+BLOCK_ROWS = 1 << 16  # rows per block where q̂ (rows × K × M) is read pair by pair: temporaries of a few MB
 CELL_ROWS = 2048  # longest cell, so that blocks of whole cells stay near a chosen size
 Q_NOT_FINITE = "q_hat must be finite on every eligible (row, arm)."
 
@@ -120,6 +121,36 @@ def _unsupported(fb: BanditFeedback, sp: SparseTarget) -> FloatArray | None:
     return sp.per_row(sp.values * (fb.logging_probabilities[sp.rows, sp.arms] <= 0))
 
 
+def _row_blocks(n: int) -> list[slice]:
+    """Consecutive blocks of ``BLOCK_ROWS`` rows covering n rows."""
+    return [slice(lo, min(lo + BLOCK_ROWS, n)) for lo in range(0, n, BLOCK_ROWS)]
+
+
+def _finite_where_eligible(q: FloatArray, eligible: npt.NDArray[np.bool_] | None) -> bool:
+    """Whether q̂ (n, K, M) is finite on every eligible (row, arm), block by block (no copy of q̂)."""
+    for sl in _row_blocks(q.shape[0]):
+        block = q[sl] if eligible is None else q[sl][eligible[sl]]
+        if not np.isfinite(block).all():
+            return False
+    return True
+
+
+def _policy_q(sp: SparseTarget, q: FloatArray) -> FloatArray:
+    """(n, M) Σ_a π(a|x) q̂(x, a) over the policy's (eligible) pairs, a block of rows at a time.
+
+    Each row's pairs are summed in order as one `SparseTarget.per_row` over the whole log would, without its
+    (pairs, M) temporaries (two copies of q̂'s size for a dense target).
+    """
+    out = np.zeros((sp.shape[0], q.shape[2]))
+    cuts = np.searchsorted(sp.rows, [sl.start for sl in _row_blocks(sp.shape[0])] + [sp.shape[0]])
+    for lo, hi in pairwise(cuts.tolist()):
+        if hi > lo:
+            rows, arms = sp.rows[lo:hi], sp.arms[lo:hi]
+            first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+            out[rows[first]] = np.add.reduceat(sp.values[lo:hi, None] * q[rows, arms], first, axis=0)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Shared:
     """A batch's feedback checked once, to prepare many policies on it (each policy's arrays once).
@@ -141,7 +172,7 @@ class Shared:
         (``require_observed=False``): it adds zeros to that metric's sums, and the merged sums are checked.
         """
         q = None if q_hat is None else _q_shaped(fb, q_hat)
-        if q is not None and not np.isfinite(q if fb.eligible is None else q[fb.eligible]).all():
+        if q is not None and not _finite_where_eligible(q, fb.eligible):
             raise EstimatorInputError(Q_NOT_FINITE)
         missing = np.isnan(fb.rewards)
         weights = fb.weights[:, None] * ~missing
@@ -156,7 +187,7 @@ class Shared:
         w = sp.at(fb.actions) / fb.propensities
         unsupported = _unsupported(fb, sp)
         sums = _weight_sums(fb, w, sp.mass(fb.weights), None if unsupported is None else float(fb.weights @ unsupported))
-        dm = None if q is None else sp.per_row(sp.values[:, None] * q[sp.rows, sp.arms])  # Σ_a π(a|x) q̂(x, a), eligible pairs
+        dm = None if q is None else _policy_q(sp, q)
         return Prepared(w=w, rewards=self.rewards, weights=self.weights, dm=dm,
                         q_logged=None if q is None else q[np.arange(fb.n), fb.actions]), sums
 
