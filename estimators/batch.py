@@ -129,8 +129,7 @@ def _row_blocks(n: int) -> list[slice]:
 def _finite_where_eligible(q: FloatArray, eligible: npt.NDArray[np.bool_] | None) -> bool:
     """Whether q̂ (n, K, M) is finite on every eligible (row, arm), block by block (no copy of q̂)."""
     for sl in _row_blocks(q.shape[0]):
-        block = q[sl] if eligible is None else q[sl][eligible[sl]]
-        if not np.isfinite(block).all():
+        if not np.isfinite(q[sl]).all() and (eligible is None or not np.isfinite(q[sl][eligible[sl]]).all()):
             return False
     return True
 
@@ -138,16 +137,20 @@ def _finite_where_eligible(q: FloatArray, eligible: npt.NDArray[np.bool_] | None
 def _policy_q(sp: SparseTarget, q: FloatArray) -> FloatArray:
     """(n, M) Σ_a π(a|x) q̂(x, a) over the policy's (eligible) pairs, a block of rows at a time.
 
-    Each row's pairs are summed in order as one `SparseTarget.per_row` over the whole log would, without its
-    (pairs, M) temporaries (two copies of q̂'s size for a dense target).
+    Each block's pairs are spread into a dense (rows, K) matrix and multiplied with q̂'s rows (q̂ off the
+    pairs, NaN where an arm is not eligible, is set to 0 first): no (pairs, M) temporaries of the whole log.
     """
-    out = np.zeros((sp.shape[0], q.shape[2]))
-    cuts = np.searchsorted(sp.rows, [sl.start for sl in _row_blocks(sp.shape[0])] + [sp.shape[0]])
-    for lo, hi in pairwise(cuts.tolist()):
-        if hi > lo:
-            rows, arms = sp.rows[lo:hi], sp.arms[lo:hi]
-            first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-            out[rows[first]] = np.add.reduceat(sp.values[lo:hi, None] * q[rows, arms], first, axis=0)
+    n, k = sp.shape
+    out = np.empty((n, q.shape[2]))
+    blocks = _row_blocks(n)
+    cuts = np.searchsorted(sp.rows, [sl.start for sl in blocks] + [n]).tolist()
+    for sl, lo, hi in zip(blocks, cuts[:-1], cuts[1:], strict=True):
+        pi = np.zeros((sl.stop - sl.start, k))
+        pi[sp.rows[lo:hi] - sl.start, sp.arms[lo:hi]] = sp.values[lo:hi]
+        qb = q[sl]
+        if not np.isfinite(qb).all():
+            qb = np.where((pi != 0)[:, :, None], qb, 0.0)
+        out[sl] = np.matmul(pi[:, None, :], qb)[:, 0, :]
     return out
 
 

@@ -113,7 +113,9 @@ def _columns(estimators: tuple[BaseEstimator, ...], policies: list[Prepared], le
              ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """The varying columns (M, V, rows) of every estimator side by side, and the constants of all their columns."""
     blocks = [est._columns(policies, lv) for est, lv in zip(estimators, levels, strict=True)]
-    return np.concatenate([x for x, _ in blocks], axis=1), np.concatenate([c for _, c in blocks])
+    m, n = blocks[0][0].shape[0], blocks[0][0].shape[2]
+    x = np.empty((m, sum(b.shape[1] for b, _ in blocks), n))  # C order: every reduction runs along contiguous rows
+    return np.concatenate([b for b, _ in blocks], axis=1, out=x), np.concatenate([c for _, c in blocks])
 
 
 def partial_all(

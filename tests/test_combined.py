@@ -166,14 +166,17 @@ def test_ips_and_snips_need_no_q_hat(rng: np.random.Generator) -> None:
 
 
 def test_policy_q_in_blocks_equals_the_whole_log_sum(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Σ_a π q̂ read a few rows at a time equals the one-shot per-row sum exactly, empty rows and block edges included."""
+    """Σ_a π q̂ read a few rows at a time equals the per-pair sum, empty rows, block edges and NaN off the eligible set included."""
     d = _log(rng, 300)
     sp = SparseTarget.of(d["target"] * (rng.random(300) < 0.9)[:, None])  # some rows without pairs (not a valid target, only pairs)
     whole = sp.per_row(sp.values[:, None] * d["q"][sp.rows, sp.arms])
     monkeypatch.setattr(batch_module, "BLOCK_ROWS", 7)
-    np.testing.assert_array_equal(batch_module._policy_q(sp, d["q"]), whole)
+    np.testing.assert_allclose(batch_module._policy_q(sp, d["q"]), whole, rtol=1e-14, atol=1e-15)
     q = d["q"].copy()
     q[5, ~d["fb"].eligible[5]] = np.nan  # q̂ off the eligible set is never read
+    eligible = SparseTarget.of(d["target"])
+    np.testing.assert_allclose(batch_module._policy_q(eligible, q), eligible.per_row(eligible.values[:, None] * q[eligible.rows, eligible.arms]),
+                               rtol=1e-14, atol=1e-15)
     assert batch_module._finite_where_eligible(q, d["fb"].eligible)
     q[299, 0] = np.inf
     assert not batch_module._finite_where_eligible(q, d["fb"].eligible)
