@@ -94,7 +94,9 @@ def assert_same(got: Estimate, want: Estimate) -> None:
 @pytest.mark.parametrize("kind", ["value", "difference", "relative"])
 @pytest.mark.parametrize("inference", INFERENCES, ids=lambda i: i.name)
 @pytest.mark.parametrize("chosen", list(SETS), ids=str)
-def test_equals_one_call_per_estimator(chosen: str, inference: Any, kind: str, weighted: bool, rng: np.random.Generator) -> None:
+def test_equals_one_call_per_estimator(
+    chosen: str, inference: Any, kind: str, weighted: bool, rng: np.random.Generator
+) -> None:
     d = _log(rng, 3000, weighted=weighted)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SupportWarning)
@@ -111,13 +113,14 @@ def test_one_metric_and_a_sparse_target(inference: Any, rng: np.random.Generator
     """Scalar rewards give scalar estimates; a `SparseTarget` gives the same numbers as its matrix."""
     d = _log(rng, 2000, m=1)
     fb = d["fb"]
-    scalar = BanditFeedback(actions=fb.actions, rewards=fb.rewards[:, 0], propensities=fb.propensities, eligible=fb.eligible,
-                            sample_weight=fb.sample_weight, keys=fb.keys, n_arms=fb.n_arms)
+    scalar = BanditFeedback(actions=fb.actions, rewards=fb.rewards[:, 0], propensities=fb.propensities,
+                            eligible=fb.eligible, sample_weight=fb.sample_weight, keys=fb.keys, n_arms=fb.n_arms)
     d = d | {"fb": scalar, "q": d["q"][:, :, 0]}
     chosen = SETS["seven"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SupportWarning)
-        out = evaluate_all(scalar, target=SparseTarget.of(d["target"]), q_hat=d["q"], estimators=chosen, inference=inference)
+        out = evaluate_all(scalar, target=SparseTarget.of(d["target"]), q_hat=d["q"], estimators=chosen,
+                           inference=inference)
         for est in chosen:
             assert isinstance(out[est.name].value, float)
             assert_same(out[est.name], _one_by_one(est, d, "value", inference))
@@ -166,17 +169,17 @@ def test_ips_and_snips_need_no_q_hat(rng: np.random.Generator) -> None:
 
 
 def test_policy_q_in_blocks_equals_the_whole_log_sum(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Σ_a π q̂ read a few rows at a time equals the per-pair sum, empty rows, block edges and NaN off the eligible set included."""
+    """Σ_a π q̂ read a few rows at a time equals the per-pair sum (empty rows, block edges, NaN off the eligible set)."""
     d = _log(rng, 300)
-    sp = SparseTarget.of(d["target"] * (rng.random(300) < 0.9)[:, None])  # some rows without pairs (not a valid target, only pairs)
+    sp = SparseTarget.of(d["target"] * (rng.random(300) < 0.9)[:, None])  # some rows without pairs
     whole = sp.per_row(sp.values[:, None] * d["q"][sp.rows, sp.arms])
     monkeypatch.setattr(batch_module, "BLOCK_ROWS", 7)
     np.testing.assert_allclose(batch_module._policy_q(sp, d["q"]), whole, rtol=1e-14, atol=1e-15)
     q = d["q"].copy()
     q[5, ~d["fb"].eligible[5]] = np.nan  # q̂ off the eligible set is never read
     eligible = SparseTarget.of(d["target"])
-    np.testing.assert_allclose(batch_module._policy_q(eligible, q), eligible.per_row(eligible.values[:, None] * q[eligible.rows, eligible.arms]),
-                               rtol=1e-14, atol=1e-15)
+    by_pair = eligible.per_row(eligible.values[:, None] * q[eligible.rows, eligible.arms])
+    np.testing.assert_allclose(batch_module._policy_q(eligible, q), by_pair, rtol=1e-14, atol=1e-15)
     assert batch_module._finite_where_eligible(q, d["fb"].eligible)
     q[299, 0] = np.inf
     assert not batch_module._finite_where_eligible(q, d["fb"].eligible)
