@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from typing import Any
 
@@ -127,7 +128,7 @@ def test_one_metric_and_a_sparse_target(inference: Any, rng: np.random.Generator
 
 
 def test_batches_merge_to_the_whole(rng: np.random.Generator) -> None:
-    """`Partials` of uneven batches, added in any order, finalize to the whole log's estimates for every kind."""
+    """`Partials` of uneven batches, pickled and added in any order, finalize to the whole log's estimates for every kind."""
     d = _log(rng, 4000)
     fb, boot = d["fb"], Bootstrap(n_replicates=50, seed=1)
     chosen = SETS["seven"]
@@ -137,6 +138,7 @@ def test_batches_merge_to_the_whole(rng: np.random.Generator) -> None:
         rows = np.arange(lo, hi)
         part = partial_all(fb.subset(rows), target=d["target"][rows], baseline=d["baseline"][rows], q_hat=d["q"][rows],
                            estimators=chosen, n_boot=boot.n_boot, seed=boot.seed)
+        part = pickle.loads(pickle.dumps(part))  # as partial sums travel back from worker processes
         total = part if total is None else total + part
     assert total is not None and set(total) == {est.name for est in chosen} and len(total) == len(chosen)
     with warnings.catch_warnings():
