@@ -236,3 +236,30 @@ def test_merge_and_finalize_errors(rng: np.random.Generator) -> None:
         finalize_all(a, kind="difference")
     with pytest.raises(KeyError):
         a["DR"]  # noqa: B018
+
+
+def _splitmix_oracle(keys: np.ndarray, replicates: np.ndarray, seed: int) -> np.ndarray:
+    """The multipliers as first written: the full SplitMix64 finalizer, top 16 bits through the Poisson(1) table."""
+    from estimators.resample import _GOLDEN, _LUT, hash_keys
+
+    def mix(x: np.ndarray) -> np.ndarray:
+        for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            x = (x ^ (x >> np.uint64(shift))) * np.uint64(factor)
+        return x ^ (x >> np.uint64(31))
+
+    salt = hash_keys(replicates.astype(np.uint64) + np.uint64(seed) * np.uint64(1_000_003))
+    with np.errstate(over="ignore"):
+        x = mix((keys[None, :] ^ salt[:, None]) * _GOLDEN)
+    return _LUT[(x >> np.uint64(48)).astype(np.int64)]
+
+
+@pytest.mark.parametrize("seed", [0, 11])
+def test_buffered_multipliers_equal_the_plain_splitmix_formula(seed: int, rng: np.random.Generator) -> None:
+    """The buffered hashing (no last xorshift, written in place) gives exactly the multipliers and sums of the formula."""
+    from estimators.resample import poisson_multipliers, poisson_weight_sums
+
+    keys = rng.integers(0, 2**63, size=1500).astype(np.uint64)
+    want = _splitmix_oracle(keys, np.arange(600), seed)
+    np.testing.assert_array_equal(poisson_multipliers(keys, np.arange(600), seed=seed), want)
+    data = rng.normal(size=(1500, 4))
+    np.testing.assert_allclose(poisson_weight_sums(keys, data, 600, seed=seed), want @ data, rtol=1e-12, atol=1e-9)
