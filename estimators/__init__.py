@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from estimators._errors import EstimatorInputError, EstimatorSupportError
 from estimators.base import BaseEstimator, SupportWarning
+from estimators.combined import Partials, evaluate_all, finalize_all, partial_all
 from estimators.dm import DM
 from estimators.dr import DR, SNDR, DRos, SwitchDR
 from estimators.estimate import Diagnostics, Estimate
@@ -28,6 +29,7 @@ __all__ = [
     "IPS",
     "Normal",
     "OnlinePolicy",
+    "Partials",
     "Replay",
     "ReplayResult",
     "SNDR",
@@ -36,6 +38,9 @@ __all__ = [
     "SupportWarning",
     "SwitchDR",
     "ESTIMATORS",
+    "evaluate_all",
+    "finalize_all",
+    "partial_all",
 ]
 
 #: every estimator class by name, as configs refer to them

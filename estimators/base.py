@@ -151,10 +151,15 @@ class BaseEstimator:
                            keys=fb.keys[sl], n_boot=n_boot, seed=seed)
             total = part if total is None else total + part
         assert total is not None
+        return self._partial(batch, kind, total, n_boot=n_boot, seed=seed)
+
+    def _partial(self, batch: Batch, kind: Kind, sums: Sums, *, n_boot: int, seed: int) -> Partial:
+        """The `Partial` of this estimator's accumulated ``sums`` on ``batch``, with its weight sums and modified rows."""
+        levels, auto = self._levels()
         counts = lambda prep: np.array([self._n_modified(prep.w, lv) for lv in levels if lv is not None], dtype=np.int64)  # noqa: E731
         t_sums = with_modified(batch.target_sums, counts(batch.target))
         b_sums = None if batch.baseline is None or batch.baseline_sums is None else with_modified(batch.baseline_sums, counts(batch.baseline))
-        return Partial(self.name, kind, levels, auto, total, t_sums, b_sums, fb.scalar, n_boot, seed)
+        return Partial(self.name, kind, levels, auto, sums, t_sums, b_sums, batch.fb.scalar, n_boot, seed)
 
     def accumulate_groups(self, batch: Batch, target: FloatArray | SparseTarget, cells: Cells) -> list[Partial]:
         """Value partial sums of every group of ``cells`` of a batch prepared with ``target`` and no baseline.
@@ -193,8 +198,11 @@ class BaseEstimator:
 
     def _chunk_rows(self, policies: list[Prepared], levels: tuple[Level, ...], n_metrics: int) -> int:
         """Rows per block: near ``CELLS_PER_CHUNK`` cells of (M, V, rows) terms, and at least ``MIN_CHUNK_ROWS``."""
-        probe = sum(len(self._terms_at(prep.rows(slice(0, 1)), levels[0]).varying()) for prep in policies)
-        return max(MIN_CHUNK_ROWS, CELLS_PER_CHUNK // (max(probe, 1) * len(levels) * n_metrics))
+        return max(MIN_CHUNK_ROWS, CELLS_PER_CHUNK // (max(self._n_varying(policies, levels), 1) * n_metrics))
+
+    def _n_varying(self, policies: list[Prepared], levels: tuple[Level, ...]) -> int:
+        """Varying columns V of `_columns` per metric, probed on one row."""
+        return sum(len(self._terms_at(prep.rows(slice(0, 1)), levels[0]).varying()) for prep in policies) * len(levels)
 
     def _columns(self, policies: list[Prepared], levels: tuple[Level, ...]) -> tuple[FloatArray, FloatArray]:
         """The varying columns (M, V, rows) of every level and policy, and the constants of all columns (`Sums.of`)."""

@@ -18,6 +18,7 @@ __all__ = ["Batch", "Cells", "Prepared", "Shared", "group_weight_sums", "prepare
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 ROW_SUM_TOL = 1e-6
+BLOCK_ROWS = 1 << 16  # rows per block where q̂ (rows × K × M) is read pair by pair: temporaries of a few MB
 CELL_ROWS = 2048  # longest cell, so that blocks of whole cells stay near a chosen size
 Q_NOT_FINITE = "q_hat must be finite on every eligible (row, arm)."
 
@@ -120,6 +121,39 @@ def _unsupported(fb: BanditFeedback, sp: SparseTarget) -> FloatArray | None:
     return sp.per_row(sp.values * (fb.logging_probabilities[sp.rows, sp.arms] <= 0))
 
 
+def _row_blocks(n: int) -> list[slice]:
+    """Consecutive blocks of ``BLOCK_ROWS`` rows covering n rows."""
+    return [slice(lo, min(lo + BLOCK_ROWS, n)) for lo in range(0, n, BLOCK_ROWS)]
+
+
+def _finite_where_eligible(q: FloatArray, eligible: npt.NDArray[np.bool_] | None) -> bool:
+    """Whether q̂ (n, K, M) is finite on every eligible (row, arm), block by block (no copy of q̂)."""
+    for sl in _row_blocks(q.shape[0]):
+        if not np.isfinite(q[sl]).all() and (eligible is None or not np.isfinite(q[sl][eligible[sl]]).all()):
+            return False
+    return True
+
+
+def _policy_q(sp: SparseTarget, q: FloatArray) -> FloatArray:
+    """(n, M) Σ_a π(a|x) q̂(x, a) over the policy's (eligible) pairs, a block of rows at a time.
+
+    Each block's pairs are spread into a dense (rows, K) matrix and multiplied with q̂'s rows (q̂ off the
+    pairs, NaN where an arm is not eligible, is set to 0 first): no (pairs, M) temporaries of the whole log.
+    """
+    n, k = sp.shape
+    out = np.empty((n, q.shape[2]))
+    blocks = _row_blocks(n)
+    cuts = np.searchsorted(sp.rows, [sl.start for sl in blocks] + [n]).tolist()
+    for sl, lo, hi in zip(blocks, cuts[:-1], cuts[1:], strict=True):
+        pi = np.zeros((sl.stop - sl.start, k))
+        pi[sp.rows[lo:hi] - sl.start, sp.arms[lo:hi]] = sp.values[lo:hi]
+        qb = q[sl]
+        if not np.isfinite(qb).all():
+            qb = np.where((pi != 0)[:, :, None], qb, 0.0)
+        out[sl] = np.matmul(pi[:, None, :], qb)[:, 0, :]
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Shared:
     """A batch's feedback checked once, to prepare many policies on it (each policy's arrays once).
@@ -141,7 +175,7 @@ class Shared:
         (``require_observed=False``): it adds zeros to that metric's sums, and the merged sums are checked.
         """
         q = None if q_hat is None else _q_shaped(fb, q_hat)
-        if q is not None and not np.isfinite(q if fb.eligible is None else q[fb.eligible]).all():
+        if q is not None and not _finite_where_eligible(q, fb.eligible):
             raise EstimatorInputError(Q_NOT_FINITE)
         missing = np.isnan(fb.rewards)
         weights = fb.weights[:, None] * ~missing
@@ -156,7 +190,7 @@ class Shared:
         w = sp.at(fb.actions) / fb.propensities
         unsupported = _unsupported(fb, sp)
         sums = _weight_sums(fb, w, sp.mass(fb.weights), None if unsupported is None else float(fb.weights @ unsupported))
-        dm = None if q is None else sp.per_row(sp.values[:, None] * q[sp.rows, sp.arms])  # Σ_a π(a|x) q̂(x, a), eligible pairs
+        dm = None if q is None else _policy_q(sp, q)
         return Prepared(w=w, rewards=self.rewards, weights=self.weights, dm=dm,
                         q_logged=None if q is None else q[np.arange(fb.n), fb.actions]), sums
 

@@ -283,6 +283,27 @@ class Sums:
             boot_total=self.boot_total,
         )
 
+    def block(self, lo: int, hi: int) -> Sums:
+        """The sums of the contiguous columns lo … hi − 1, with the kept pairs among them (renumbered from 0).
+
+        Sums accumulated for many estimators side by side (`estimators.combined`) split into each one's sums this way.
+        """
+        a, b = self.pairs[:, 0], self.pairs[:, 1]
+        keep = (np.minimum(a, b) >= lo) & (np.maximum(a, b) < hi)
+        return Sums(
+            count=self.count,
+            total=self.total,
+            total2=self.total2,
+            first=self.first[lo:hi],
+            first2=self.first2[lo:hi],
+            cross=self.cross[keep],
+            pairs=self.pairs[keep] - lo,
+            low=self.low[lo:hi],
+            high=self.high[lo:hi],
+            boot=None if self.boot is None else self.boot[:, lo:hi],
+            boot_total=self.boot_total,
+        )
+
     def covariance(self) -> FloatArray:
         """S (J, J, M) = Σ W² (X_a − X̄_a)(X_b − X̄_b); needs all pairs kept."""
         j = self.first.shape[0]

@@ -41,19 +41,36 @@ def hash_keys(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
         return _mix(np.asarray(values, dtype=np.uint64) * _GOLDEN + _GOLDEN)
 
 
+def _salts(n_replicates: int, seed: int) -> npt.NDArray[np.uint64]:
+    """(B,) hashed salts of the replicates 0 … B − 1 under ``seed``."""
+    return hash_keys(np.arange(n_replicates, dtype=np.uint64) + np.uint64(seed) * np.uint64(1_000_003))
+
+
+def _fill(keys: npt.NDArray[np.uint64], salt: npt.NDArray[np.uint64], x: npt.NDArray[np.uint64],
+          out: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Poisson(1) multipliers (B, m) of ``keys`` (m,) and replicate salts (B,) written into ``out``; ``x`` is
+    (2, B, m) uint64 scratch. Every step writes into the buffers: no fresh memory (and page faults) per block."""
+    h, tmp = x[0], x[1]
+    np.bitwise_xor(keys[None, :], salt[:, None], out=h)
+    with np.errstate(over="ignore"):
+        np.multiply(h, _GOLDEN, out=h)
+        for shift, factor in ((30, _M1), (27, _M2)):  # SplitMix64's finalizer (`_mix`) ...
+            np.right_shift(h, np.uint64(shift), out=tmp)
+            np.bitwise_xor(h, tmp, out=h)
+            np.multiply(h, factor, out=h)
+    # ... whose last step, h ^= h >> 31, leaves the top 16 bits (all the table reads) as they are
+    np.right_shift(h, np.uint64(64 - _LUT_BITS), out=tmp)
+    return np.take(_LUT, tmp.view(np.int64), out=out, mode="clip")
+
+
 def poisson_multipliers(
     keys: npt.NDArray[np.uint64], replicates: npt.NDArray[np.int64], *, seed: int = 0
 ) -> npt.NDArray[np.float64]:
     """Poisson(1) multipliers, shape (len(replicates), len(keys))."""
     rep = np.asarray(replicates, dtype=np.uint64)
     salt = hash_keys(rep + np.uint64(seed) * np.uint64(1_000_003))
-    x = np.empty((rep.shape[0], np.asarray(keys).shape[0]), dtype=np.uint64)
-    np.bitwise_xor(np.asarray(keys, dtype=np.uint64)[None, :], salt[:, None], out=x)
-    with np.errstate(over="ignore"):
-        np.multiply(x, _GOLDEN, out=x)
-        _mix(x)
-    np.right_shift(x, np.uint64(64 - _LUT_BITS), out=x)
-    return np.take(_LUT, x.astype(np.uint16))
+    k = np.asarray(keys, dtype=np.uint64)
+    return _fill(k, salt, np.empty((2, rep.shape[0], k.shape[0]), dtype=np.uint64), np.empty((rep.shape[0], k.shape[0])))
 
 
 def poisson_weight_sums(
@@ -61,13 +78,21 @@ def poisson_weight_sums(
 ) -> npt.NDArray[np.float64]:
     """Σ_i P_bi · data_i for every replicate b: shape (B, C) from data of shape (n, C).
 
-    Rows are processed in blocks so memory stays bounded (about 0.5M multipliers at a time).
+    Rows are processed in blocks so memory stays bounded (about 0.5M multipliers at a time), in buffers
+    allocated once: fresh blocks cost page faults that made the bootstrap up to 3× slower, depending on
+    glibc's mmap threshold at the time.
     """
     n = data.shape[0]
-    reps = np.arange(n_replicates, dtype=np.int64)
+    salt = _salts(n_replicates, seed)
     out = np.zeros((n_replicates, data.shape[1]))
     step = max(1, _CELLS_PER_BLOCK // max(1, n_replicates))
+    size = n_replicates * min(step, n)
+    scratch, mult = np.empty(2 * size, dtype=np.uint64), np.empty(size)
+    k = np.asarray(keys, dtype=np.uint64)
     for start in range(0, n, step):
         block = slice(start, start + step)
-        out += poisson_multipliers(keys[block], reps, seed=seed) @ data[block]
+        cells = n_replicates * (min(start + step, n) - start)
+        shape = (n_replicates, cells // n_replicates)
+        p = _fill(k[block], salt, scratch[: 2 * cells].reshape((2, *shape)), mult[:cells].reshape(shape))
+        out += p @ data[block]
     return out
