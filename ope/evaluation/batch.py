@@ -15,9 +15,10 @@ import numpy.typing as npt
 import polars as pl
 import pyarrow as pa
 
-from estimators import BanditFeedback, EstimatorInputError, SparseTarget
+from estimators import BanditFeedback, BaseEstimator, EstimatorInputError, SparseTarget
 from estimators.base import Partial
-from estimators.batch import Shared
+from estimators.batch import Batch, Shared
+from estimators.combined import accumulate_all
 from ope.config import ExperimentConfig
 from ope.data.catalog import Catalog
 from ope.data.dataset import BanditDataset
@@ -172,19 +173,34 @@ def evaluate_batch(ctx: BatchContext, batch: BatchRows, into: BatchPartials) -> 
     inference = ctx.plan.inference
     for name, prep in prepared.items():
         paired = shared.batch(prep, baseline if name != ctx.plan.baseline else None)
-        for est in ctx.plan.estimators:
+        live = [est for est in ctx.plan.estimators if (name, est.name) not in into.failed]
+        for est, part in _accumulated(paired, live, inference.n_boot, inference.seed, into.failed, name):
             key = (name, est.name)
-            if key in into.failed:
-                continue
-            try:
-                part = est.accumulate(paired, n_boot=inference.n_boot, seed=inference.seed)
-            except EstimatorInputError as exc:
-                into.failed[key] = str(exc)
-                into.parts.pop(key, None)
-                continue
             into.parts[key] = into.parts[key] + part if key in into.parts else part
+        for key in [k for k in into.parts if k in into.failed]:  # refused by a later batch: no estimate at all
+            del into.parts[key]
     if into.groups is not None and into.shares is not None:
         into.groups.add(ds, fb, probabilities, {name: shared.batch(prep) for name, prep in prepared.items()})
         into.shares.add(ds, probabilities)
     into.rows += ds.n
     return action_tables(ds.logs["request_id"], ds.arms, probabilities)
+
+
+def _accumulated(batch: Batch, estimators: list[BaseEstimator], n_boot: int, seed: int, failed: dict[tuple[str, str], str],
+                 name: str) -> list[tuple[BaseEstimator, Partial]]:
+    """Every estimator's sums on a prepared batch in one pass (`estimators.accumulate_all`: one bootstrap for all);
+    when one of them refuses the batch, each on its own, the refusals noted in ``failed`` (and dropped)."""
+    if not estimators:
+        return []
+    try:
+        return list(zip(estimators, accumulate_all(batch, estimators, n_boot=n_boot, seed=seed).parts, strict=True))
+    except EstimatorInputError:
+        pass
+    out = []
+    for est in estimators:
+        try:
+            out.append((est, est.accumulate(batch, n_boot=n_boot, seed=seed)))
+        except EstimatorInputError as exc:
+            failed[(name, est.name)] = str(exc)
+    return out
+
