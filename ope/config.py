@@ -98,10 +98,20 @@ class TrackingConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutputConfig:
-    """Where reports go; ``run_name`` defaults to the config name and a timestamp."""
+    """Where reports go; ``run_name`` defaults to the config name and a timestamp. ``actions``: whose action files
+    (``actions/<policy>.parquet``) a run writes — "all", "none" or a list of policy names (large runs save the time)."""
 
     dir: Path = Path("reports")
     run_name: str | None = None
+    actions: str | list[str] = "all"
+
+    def written(self, names: list[str]) -> list[str]:
+        """The policies of ``names`` whose action files are written."""
+        if self.actions == "all":
+            return list(names)
+        if self.actions == "none":
+            return []
+        return [n for n in names if n in self.actions]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,7 +170,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "logs": str, "catalog": str, "quarantine": str, "streaming": bool, "memory_budget_mb": (int, float), "batch_rows": int,
     "max_train_rows": int, "engine": str, "ray_address": str, "baseline": str, "estimators": list, "alpha": (int, float),
     "sla_latency_ms": (int, float), "inference": str, "bootstrap_replicates": int, "time_slice": str,
-    "enabled": bool, "uri": str, "experiment": str, "dir": str, "run_name": str,
+    "enabled": bool, "uri": str, "experiment": str, "dir": str, "run_name": str, "actions": (str, list),
     "folds": int, "time_blocked": bool, "n_estimators": int, "learning_rate": (int, float), "num_leaves": int,
     "min_child_samples": int, "history_hours": (int, float), "threads": int, "predict_threads": int, "seed": int,
     "propensity_leaves": int, "propensity_min_child_samples": int, "propensity_learning_rate": (int, float),
@@ -221,6 +231,17 @@ def to_toml(cfg: ExperimentConfig) -> str:
         lines += ["\n[[policies]]", f"name = {_toml_value(p.name)}", f"kind = {_toml_value(p.kind)}"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in p.params.items()]
     return "\n".join(lines) + "\n"
+
+
+def _check_actions(actions: str | list[str], names: list[str], source: Path) -> None:
+    """[output] actions is "all", "none" or a list of the config's policy names."""
+    if isinstance(actions, str):
+        if actions not in ("all", "none"):
+            raise ConfigError(f"{source}: [output] actions must be 'all', 'none' or a list of policy names. Got {actions!r}.")
+        return
+    unknown = [a for a in actions if a not in names]
+    if unknown:
+        raise ConfigError(f"{source}: [output] actions names unknown policies {unknown} (policies: {names}).")
 
 
 def _check_evaluation(ev: EvaluationConfig, source: Path) -> None:
@@ -297,13 +318,15 @@ def load_config(path: str | Path, *, base: Path | None = None) -> ExperimentConf
     names = [p.name for p in policies]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: policy names must be unique. Got {names}.")
+    output = _section(OutputConfig, raw.get("output", {}), "output", source, base)
+    _check_actions(output.actions, names, source)
     return ExperimentConfig(
         data=_section(DataConfig, raw["data"], "data", source, base),
         evaluation=evaluation,
         policies=tuple(policies),
         tracking=_section(TrackingConfig, raw.get("tracking", {}), "tracking", source, base),
         predictors=_section(PredictorConfig, raw.get("predictors", {}), "predictors", source, base),
-        output=_section(OutputConfig, raw.get("output", {}), "output", source, base),
+        output=output,
         tune=None if "tune" not in raw else _check_tune(_section(TuneConfig, raw["tune"], "tune", source, base), tuple(policies), source),
         source=source,
         text=text,

@@ -64,7 +64,8 @@ class BatchRows:
 class BatchContext:
     """What every batch needs, fixed after the fit: settings, plan, catalog, fitted policies and models.
 
-    ``groups`` False skips the per-group tables and provider shares (`ope tune` needs only the estimates).
+    ``groups`` False skips the per-group tables and provider shares (`ope tune` needs only the estimates);
+    ``actions`` names the policies whose action tables are built (None: every policy; ``[output] actions``).
     """
 
     plan: Plan
@@ -75,6 +76,7 @@ class BatchContext:
     feedback: bool
     propensity: PropensityModel | None = None
     groups: bool = True
+    actions: tuple[str, ...] | None = None
 
     @property
     def cfg(self) -> ExperimentConfig:
@@ -183,7 +185,8 @@ def evaluate_batch(ctx: BatchContext, batch: BatchRows, into: BatchPartials) -> 
         into.groups.add(ds, fb, probabilities, {name: shared.batch(prep) for name, prep in prepared.items()})
         into.shares.add(ds, probabilities)
     into.rows += ds.n
-    return action_tables(ds.logs["request_id"], ds.arms, probabilities)
+    written = ctx.names if ctx.actions is None else ctx.actions
+    return action_tables(ds.logs["request_id"], ds.arms, {name: probabilities[name] for name in written})
 
 
 def _accumulated(batch: Batch, estimators: list[BaseEstimator], n_boot: int, seed: int, failed: dict[tuple[str, str], str],

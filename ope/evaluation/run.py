@@ -97,8 +97,10 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True, engine:
     fitted = fit_run(plan, policies, data, show_progress=show_progress)
     plan, notes = fitted.plan, fitted.notes
     timings["fit"] = time.perf_counter() - t0 - timings["load"]
-    ctx = BatchContext(plan, data.dataset.catalog, policies, fitted.models, data.vocab, data.facts.feedback, fitted.propensity)
-    actions = ActionFiles(ctx.names)
+    written = tuple(cfg.output.written(list(policies)))
+    ctx = BatchContext(plan, data.dataset.catalog, policies, fitted.models, data.vocab, data.facts.feedback, fitted.propensity,
+                       actions=written)
+    actions = ActionFiles(list(written))
     try:
         if not data.whole_log:  # a streamed sample served the fit; keep only what the report saves
             drop_training_rows(fitted)

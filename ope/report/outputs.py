@@ -18,6 +18,7 @@ from ope.config import to_toml
 from ope.data.readers import log_files
 from ope.data.schema import METRICS
 from ope.errors import OPEError
+from ope.evaluation.actions import file_stems
 from ope.evaluation.plan import primary_estimator
 from ope.evaluation.run import RunResult
 from ope.models.serialization import save_models
@@ -118,7 +119,7 @@ def write_outputs(result: RunResult, out_dir: Path, run_name: str, *, overwrite:
     paths = {"estimates": out / "estimates.csv", "summary": out / "summary.json", "report": out / "report.html"}
     result.estimates.write_csv(paths["estimates"])
     moved = result.actions.move_to(out / "actions")
-    files = {name: path.stem for name, path in moved.items()}
+    files = file_stems(result.names)
     info = summary(result, run_name)
     info["actions"] = {name: f"actions/{path.name}" for name, path in moved.items()}
     paths["summary"].write_text(json.dumps(json_safe(info), indent=2, default=str, allow_nan=False))

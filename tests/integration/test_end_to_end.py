@@ -381,3 +381,25 @@ def test_a_model_too_few_rows_can_fit_predicts_its_mean_on_the_outcome_scale(sim
     ttft = models.q_hat[..., list(small.metrics).index("ttft_ms")][small.eligible]
     w = small.sample_weight
     np.testing.assert_allclose(ttft, np.average(small.logs["ttft_ms"].to_numpy(), weights=w), rtol=1e-9)
+
+
+@pytest.mark.parametrize(("actions", "written"), [('"none"', set()), ('["cheapest"]', {"cheapest"}), ('"all"', {"direct_official", "cheapest"})])
+def test_output_actions_chooses_the_action_files(simulated: tuple[Path, Path], tmp_path: Path, actions: str, written: set[str]) -> None:
+    logs, catalog = simulated
+    config = tmp_path / "c.toml"
+    config.write_text(CONFIG.format(logs=logs, catalog=catalog, tmp=tmp_path).split("[[policies]]\nname = \"logging")[0]
+                      + f"[output]\nactions = {actions}\n")
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "a", "--quiet", "--no-tracking"]) == 0
+    run = tmp_path / "r" / "a"
+    assert {p.stem for p in (run / "actions").glob("*.parquet")} == written
+    assert set(json.loads((run / "summary.json").read_text())["actions"]) == written
+    # the estimates do not depend on which action files are written
+    assert pl.read_csv(run / "estimates.csv").filter(pl.col("policy") == "cheapest").height == 7 * 2 * 3
+
+
+def test_output_actions_must_name_policies(simulated: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    logs, catalog = simulated
+    config = tmp_path / "c.toml"
+    config.write_text(CONFIG.format(logs=logs, catalog=catalog, tmp=tmp_path) + '[output]\nactions = ["nope"]\n')
+    assert main(["run", str(config), "--quiet", "--no-tracking"]) == 2
+    assert "[output] actions names unknown policies ['nope']" in capsys.readouterr().err

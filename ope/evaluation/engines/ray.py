@@ -109,7 +109,8 @@ class _Worker:
             models.config = dataclasses.replace(models.config, predict_threads=1)
         cfg = payload["cfg"]
         plan = Plan.of(dataclasses.replace(cfg, predictors=dataclasses.replace(cfg.predictors, predict_threads=1)))
-        self.ctx = BatchContext(plan, payload["catalog"], policies, models, payload["vocab"], payload["feedback"], propensity)
+        self.ctx = BatchContext(plan, payload["catalog"], policies, models, payload["vocab"], payload["feedback"], propensity,
+                               actions=payload["actions"])
         self.width = int(self.ctx.cfg.predictors.history_hours * US_PER_HOUR)
         self.ts_type = payload["ts_type"]
 
@@ -172,7 +173,7 @@ def _ts_type(source: LogSource) -> pl.Datetime:
 
 def _payload(source: LogSource, ctx: BatchContext) -> dict[str, Any]:
     return {"ts_type": _ts_type(source), "files": [str(f.resolve()) for f in source.files], "cfg": ctx.cfg, "catalog": ctx.catalog, "vocab": ctx.vocab,
-            "feedback": ctx.feedback, "policies": {name: policy_to_json(p) for name, p in ctx.policies.items()},
+            "feedback": ctx.feedback, "actions": ctx.actions, "policies": {name: policy_to_json(p) for name, p in ctx.policies.items()},
             "models": models_to_text(ctx.models, ctx.propensity)}
 
 
