@@ -172,7 +172,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "sla_latency_ms": (int, float), "inference": str, "bootstrap_replicates": int, "time_slice": str,
     "enabled": bool, "uri": str, "experiment": str, "dir": str, "run_name": str, "actions": (str, list),
     "folds": int, "time_blocked": bool, "n_estimators": int, "learning_rate": (int, float), "num_leaves": int,
-    "min_child_samples": int, "history_hours": (int, float), "threads": int, "predict_threads": int, "seed": int,
+    "min_child_samples": int, "history_hours": (int, float), "threads": int, "predict_threads": int, "compiled": str, "seed": int,
     "propensity_leaves": int, "propensity_min_child_samples": int, "propensity_learning_rate": (int, float),
     "propensity_n_estimators": int, "policy": str, "grid": dict, "train_fraction": (int, float),
     "min_sla_hit": (int, float), "min_satisfaction": (int, float), "max_cost_usd": (int, float), "simultaneous": bool,

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ope.data.dataset import BanditDataset
+from ope.models.compiled import raw_scorer
 from ope.models.features import PairFeatures, build_features
 from ope.models.predictors import PredictorConfig, assign_folds
 from ope.progress import progress
@@ -131,6 +132,6 @@ def predict_propensities(model: PropensityModel, ds: BanditDataset, feats: PairF
             continue
         chosen_rows = rows[sel]
         starts = np.flatnonzero(np.r_[True, chosen_rows[1:] != chosen_rows[:-1]])
-        scores[sel] = _group_softmax(booster.predict(x[sel], raw_score=True, num_threads=cfg.predict_threads), starts)
+        scores[sel] = _group_softmax(raw_scorer(booster, cfg.compiled, cfg.predict_threads)(x[sel]), starts)
     probs = _normalise(scores, rows, arms, ds.n, ds.catalog.n_arms)
     return probs[np.arange(ds.n), ds.actions]

@@ -100,3 +100,46 @@ def test_fit_and_predict_outcome_models(benchmark: Any, bench_results: dict[str,
     for model in MODELS:
         former, current = ({k: round(v, 4) for k, v in info[f"{s}_quality"][model].items()} for s in ("former", "current"))
         print(f"[bench] held-out quality {model}: former {former}, current {current}")
+
+
+@pytest.mark.benchmark(group="predictors")
+def test_compiled_trees_against_lightgbm(benchmark: Any, bench_results: dict[str, Any]) -> None:
+    """q̂ of every eligible pair of 10⁶ requests with the seven models, LightGBM against lleaves (issue 19 item 3):
+    interleaved, fastest of three; compiling (once, then cached by the booster's hash) timed apart."""
+    pytest.importorskip("lleaves", reason='lleaves is not installed: pip install "llm-ope[fast]" (dev installs it)')
+    from ope.models.compiled import raw_scorer
+
+    scale = os.environ.get("LLM_OPE_BENCH_SCALE") or ("small" if benchmark.disabled else "full")
+    n = SCALES[scale]
+    sim = simulate(n, days=7, seed=3)
+    ds = BanditDataset.from_frames(sim.logs, sim.catalog, sla_latency_ms=10_000)
+    del sim
+    models = fit_outcome_models(ds.subset(np.arange(ds.n) < min(ds.n, 100_000)), PredictorConfig(folds=2))
+    rows, arms = np.nonzero(ds.eligible)
+    x = models.features.pairs(rows, arms) if ds.n <= 100_000 else None
+    if x is None:  # the models' own feature blocks cover their training rows only: build the pairs of every row
+        from ope.models.features import build_features
+
+        x = build_features(ds, window_hours=models.config.history_hours).pairs(rows, arms)
+    threads = models.config.predict_threads
+    boosters = [models.boosters[name][0] for name in MODELS]
+    t = time.perf_counter()
+    scorers = {"lightgbm": [raw_scorer(b, "off", threads) for b in boosters], "lleaves": [raw_scorer(b, "lleaves", threads) for b in boosters]}
+    compile_seconds = time.perf_counter() - t
+    seconds: dict[str, list[float]] = {name: [] for name in scorers}
+    scores: dict[str, list[np.ndarray]] = {}
+    for _ in range(3):
+        for name, fns in scorers.items():
+            t = time.perf_counter()
+            scores[name] = [fn(x) for fn in fns]
+            seconds[name].append(time.perf_counter() - t)
+    for a, b in zip(scores["lightgbm"], scores["lleaves"], strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    info = {"requests": n, "pairs": int(rows.size), "compile_seconds_7_models": compile_seconds,
+            **{f"{name}_seconds_7_models": min(s) for name, s in seconds.items()}}
+    info["speedup"] = info["lightgbm_seconds_7_models"] / info["lleaves_seconds_7_models"]
+    benchmark.extra_info.update(info)
+    bench_results["ratios"]["predict q̂: LightGBM / lleaves (compiled trees)"] = info["speedup"]
+    print(f"\n[bench] {n:,} requests, {rows.size:,} eligible pairs x 7 models: LightGBM {info['lightgbm_seconds_7_models']:.2f} s, "
+          f"lleaves {info['lleaves_seconds_7_models']:.2f} s ({info['speedup']:.1f}x); compiling 7 models {compile_seconds:.1f} s")

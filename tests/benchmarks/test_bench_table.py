@@ -40,7 +40,16 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from estimators import DM, DR, IPS, SNDR, SNIPS, Bootstrap, DRos, Normal, SupportWarning, SwitchDR, evaluate_all
-from tests.benchmarks.test_bench_estimators import N_BOOT, SCALES, Scale, _blas_threads, _peak_rss_mb, _status_mb, feedback, make_batch
+from tests.benchmarks.test_bench_estimators import (
+    N_BOOT,
+    SCALES,
+    Scale,
+    _blas_threads,
+    _peak_rss_mb,
+    _status_mb,
+    feedback,
+    make_batch,
+)
 
 pytestmark = pytest.mark.benchmark
 
