@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     from ope.config import DEFAULT_CONFIG
     from ope.evaluation.plan import primary_estimator
     from ope.evaluation.run import run_experiment
-    from ope.report.console import print_summary
+    from ope.report.console import print_headlines, print_summary
     from ope.report.outputs import write_outputs
     from ope.report.tracking import track_run
 
@@ -72,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
     paths = write_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
     info = json.loads(paths["summary"].read_text())
     print_summary(result, primary_estimator(result.config.evaluation.estimators))
+    print_headlines(info)
     print(f"\nreport:    {paths['report']}")
     _track(cfg, lambda: track_run(result, paths, info, run_name=run_name))
     print(f"wall time: {time.perf_counter() - start:.1f} s")
