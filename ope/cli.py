@@ -1,4 +1,4 @@
-"""The `ope` command: run, tune, validate, import, simulate."""
+"""The `ope` command: run, tune, validate, import, simulate, monitor."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     from ope.config import DEFAULT_CONFIG
     from ope.evaluation.plan import primary_estimator
     from ope.evaluation.run import run_experiment
-    from ope.report.console import print_summary
+    from ope.report.console import print_headlines, print_summary
     from ope.report.outputs import write_outputs
     from ope.report.tracking import track_run
 
@@ -72,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
     paths = write_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
     info = json.loads(paths["summary"].read_text())
     print_summary(result, primary_estimator(result.config.evaluation.estimators))
+    print_headlines(info)
     print(f"\nreport:    {paths['report']}")
     _track(cfg, lambda: track_run(result, paths, info, run_name=run_name))
     print(f"wall time: {time.perf_counter() - start:.1f} s")
@@ -118,6 +119,14 @@ def _simulate(args: argparse.Namespace) -> int:
     from ope.simulate.partitioned import write_partitioned
     from ope.simulate.scenarios import write_scenario
 
+    if args.canary:
+        from ope.simulate.canary import write_canary
+
+        logs, catalog = write_canary(args.canary, Path(args.out), policy=args.canary_policy, share=args.canary_share,
+                                     rows=args.rows, days=args.days, seed=args.seed, scenario=args.scenario,
+                                     logs_name="canary.parquet" if args.name == "requests.parquet" else args.name)
+        print(f"wrote {logs} and {catalog}")
+        return 0
     if args.partitioned:
         logs, catalog = write_partitioned(Path(args.out), rows=args.rows, days=args.days, seed=args.seed, scenario=args.scenario,
                                           partition_rows=args.partition_rows, logs_name=Path(args.name).stem)
@@ -126,6 +135,25 @@ def _simulate(args: argparse.Namespace) -> int:
     logs, catalog = write_scenario(args.scenario, Path(args.out), rows=args.rows, days=args.days, seed=args.seed,
                                    logs_name=args.name)
     print(f"wrote {logs} and {catalog}")
+    return 0
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from ope.config import load_config
+    from ope.evaluation.monitor import MonitorSettings, fitted_pair, monitor
+    from ope.report.canary import print_monitor
+
+    cfg = load_config(args.config)
+    name, candidate, baseline = fitted_pair(cfg, args.policy)
+    settings = MonitorSettings(policy=name, baseline=cfg.evaluation.baseline, share=args.share, alpha=cfg.evaluation.alpha,
+                               max_cost_usd=args.max_cost_usd, sla_margin=args.sla_margin,
+                               sla_latency_ms=cfg.evaluation.sla_latency_ms)
+    state = Path(args.state) if args.state else cfg.output.dir / "monitor" / f"{Path(args.config).stem}-{name}.json"
+    since = datetime.fromisoformat(args.since.replace("Z", "+00:00")) if args.since else None
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    result = monitor(cfg, Path(args.logs), state, settings, candidate=candidate, baseline=baseline, since=since)
+    print_monitor(result, str(state))
     return 0
 
 
@@ -177,7 +205,20 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--partition-rows", type=int, default=250_000, help="rows per partition (with --partitioned)")
     sim.add_argument("--scenario", choices=("default", "qwen3-32b", "deepseek-v3.2"), default="default",
                      help="simulated market: the default multi-model world, or a published single-model counterfactual")
+    sim.add_argument("--canary", metavar="CONFIG", help="write a canary log instead: a policy of CONFIG at --canary-share, the rest its baseline")
+    sim.add_argument("--canary-policy", help="the canary's policy (default: the config's only non-baseline policy)")
+    sim.add_argument("--canary-share", type=float, default=0.05)
     sim.set_defaults(func=_simulate)
+    mon = sub.add_parser("monitor", help="watch a randomised canary with anytime-valid confidence sequences; stop on a verdict")
+    mon.add_argument("config", help="the run config: its baseline, policies and [data] history log")
+    mon.add_argument("--logs", required=True, help="the canary log (propensities recorded), in arrival order")
+    mon.add_argument("--since", help="first timestamp to read (ISO 8601; default: where the state stopped)")
+    mon.add_argument("--state", help="state file (default: <out>/monitor/<config>-<policy>.json)")
+    mon.add_argument("--policy", help="the canary's policy (default: the config's only non-baseline policy)")
+    mon.add_argument("--share", type=float, default=0.05, help="share of requests the canary routes (bounds the weights)")
+    mon.add_argument("--max-cost-usd", type=float, default=0.1, help="known upper bound of one request's cost")
+    mon.add_argument("--sla-margin", type=float, default=0.01, help="SLA hit rate loss still counted as 'not worse'")
+    mon.set_defaults(func=_monitor)
     return p
 
 

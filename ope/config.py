@@ -76,6 +76,7 @@ class EvaluationConfig:
     inference: str = "normal"
     bootstrap_replicates: int = 1000
     time_slice: str = "1d"
+    headline: str = "auto"  # "auto": chosen per metric from the data (SLOPE); or an estimator's name
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,7 +170,7 @@ class ExperimentConfig:
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "logs": str, "catalog": str, "quarantine": str, "streaming": bool, "memory_budget_mb": (int, float), "batch_rows": int,
     "max_train_rows": int, "engine": str, "ray_address": str, "baseline": str, "estimators": list, "alpha": (int, float),
-    "sla_latency_ms": (int, float), "inference": str, "bootstrap_replicates": int, "time_slice": str,
+    "sla_latency_ms": (int, float), "inference": str, "bootstrap_replicates": int, "time_slice": str, "headline": str,
     "enabled": bool, "uri": str, "experiment": str, "dir": str, "run_name": str, "actions": (str, list),
     "folds": int, "time_blocked": bool, "n_estimators": int, "learning_rate": (int, float), "num_leaves": int,
     "min_child_samples": int, "history_hours": (int, float), "threads": int, "predict_threads": int, "compiled": str, "seed": int,
@@ -252,6 +253,8 @@ def _check_evaluation(ev: EvaluationConfig, source: Path) -> None:
         raise ConfigError(f"{source}: [evaluation] sla_latency_ms must be > 0. Got {ev.sla_latency_ms}.")
     if not ev.estimators or not all(isinstance(e, str) for e in ev.estimators):
         raise ConfigError(f"{source}: [evaluation] estimators must be a non-empty list of names, e.g. [\"IPS\", \"SNIPS\"].")
+    if ev.headline != "auto" and ev.headline not in ev.estimators:
+        raise ConfigError(f"{source}: [evaluation] headline must be \"auto\" or one of the estimators {list(ev.estimators)}. Got {ev.headline!r}.")
     try:
         pl.Series([datetime(2025, 1, 1)]).dt.truncate(ev.time_slice)
     except (pl.exceptions.PolarsError, ValueError) as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -47,6 +47,12 @@ def print_summary(result: RunResult, estimator: str) -> None:
         print(f"warning: {note}")
     if len(notes) > 6:
         print(f"... and {len(notes) - 6} more warnings in the report")
+
+
+def print_headlines(info: dict[str, Any]) -> None:
+    """Which estimator the report trusts per metric, and why (summary.json's ``headline_by_metric``)."""
+    for metric, choice in info.get("headline_by_metric", {}).items():
+        print(f"trust:     {metric:<15} {choice['estimator']:<8} {choice['reason']}")
 
 
 def print_tune_table(result: TuneResult) -> None:

@@ -143,6 +143,12 @@ def _data_table(data: dict[str, Any]) -> str:
     return table(["", ""], rows)
 
 
+def headline_section(choice: dict[str, Any]) -> str:
+    """Which estimator the report trusts per metric, and why (issue 22; kept apart from the rest of the page)."""
+    rows = [[esc(m), f"<b>{esc(c['estimator'])}</b>", esc(c["reason"])] for m, c in choice.items()]
+    return "<h2>Which estimator to trust</h2>" + (table(["metric", "estimator", "why"], rows) if rows else "")
+
+
 def render(result: RunResult, info: dict[str, Any]) -> str:
     """The whole report page."""
     est = result.estimates
@@ -172,6 +178,7 @@ def render(result: RunResult, info: dict[str, Any]) -> str:
         "<h2>Estimator agreement</h2>",
         "<p class='muted'>Value ± one standard error by estimator. Large disagreement means few effective samples or a poor outcome model.</p>",
         _agreement(est),
+        headline_section(info.get("headline_by_metric", {})),
         "<h2>Breakdowns by model and task</h2>", _breakdowns(result.breakdowns, info["primary_estimator"]),
         "<h2>Traffic per provider</h2>", _shares(result.shares),
         "<h2>Data</h2>",

@@ -19,6 +19,7 @@ from ope.data.readers import log_files
 from ope.data.schema import METRICS
 from ope.errors import OPEError
 from ope.evaluation.actions import file_stems
+from ope.evaluation.headline import choose_headlines
 from ope.evaluation.plan import primary_estimator
 from ope.evaluation.run import RunResult
 from ope.models.serialization import save_models
@@ -79,6 +80,8 @@ def summary(result: RunResult, run_name: str) -> dict[str, Any]:
         "config_file": str(cfg.source),
         "baseline": cfg.evaluation.baseline,
         "primary_estimator": primary,
+        "headline_by_metric": choose_headlines(est, cfg.evaluation.baseline, list(cfg.evaluation.estimators),
+                                               cfg.evaluation.headline),
         "estimators": list(cfg.evaluation.estimators),
         "alpha": cfg.evaluation.alpha,
         "inference": cfg.evaluation.inference,
