@@ -224,8 +224,12 @@ def write_import(result: ImportResult, out: str | Path, *, errors: str | Path | 
     if errors is not None:
         write_table(result.errors, Path(errors))
     if result.logs.height == 0:
-        raise MalformedRecordError(f"Nothing to write to {out}: none of the {result.report.rows_read} records could be "
-                                   f"imported ({result.report.n_malformed} malformed, {result.report.n_skipped} skipped).")
+        report = result.report
+        first = next(iter(report.malformed), None)
+        why = f"; the first reason: {first}" if first else ""
+        raise MalformedRecordError(f"Nothing to write to {out}: none of the {report.rows_read} records of {report.source} could "
+                                   f"be imported as {report.format} ({report.n_malformed} malformed, {report.n_skipped} "
+                                   f"skipped{why}).")
     write_table(result.logs, out)
     report_path = out.with_name(out.stem + ".import.json")
     report_path.write_text(json.dumps(result.report.to_dict(), indent=2) + "\n")
