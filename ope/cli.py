@@ -45,17 +45,29 @@ def _resolve(args: argparse.Namespace, default: Path) -> tuple[ExperimentConfig,
     return cfg, run_name
 
 
-def _track(cfg: ExperimentConfig, track: Callable[[], tuple[str, str]]) -> None:
-    """Record in MLflow if enabled; a failure warns and keeps the local outputs."""
+def _server_problem(cfg: ExperimentConfig) -> str | None:
+    """Why the configured tracking server cannot be reached, checked before the run (a few seconds at most)."""
+    from ope.report.tracking import check_server
+
+    problem = check_server(cfg.tracking.uri) if cfg.tracking.enabled else None
+    if problem is not None:
+        print(f"warning: {problem}; the run goes on and its report is written locally", file=sys.stderr)
+    return problem
+
+
+def _track(cfg: ExperimentConfig, report: Path, problem: str | None, track: Callable[[], tuple[str, str]]) -> None:
+    """Record in MLflow if enabled; a failure (or a server found unreachable before the run) keeps the local outputs."""
     from ope.report.tracking import TrackingError, ui_command
 
     if not cfg.tracking.enabled:
         return
     try:
+        if problem is not None:
+            raise TrackingError(problem)
         run_id, uri = track()
         print(f"mlflow:    run {run_id} in {uri}\n           open it with: {ui_command(cfg.tracking.uri)}")
     except TrackingError as exc:
-        print(f"warning: {exc} The local outputs above are complete.", file=sys.stderr)
+        print(f"tracking failed: {exc}, report written to {report}", file=sys.stderr)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -66,14 +78,15 @@ def _run(args: argparse.Namespace) -> int:
     from ope.report.outputs import write_outputs
     from ope.report.tracking import track_run
 
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     cfg, run_name = _resolve(args, DEFAULT_CONFIG)
+    problem = _server_problem(cfg)
     result = run_experiment(cfg, show_progress=not args.quiet)
     paths = write_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
     info = json.loads(paths["summary"].read_text())
     print_summary(result, primary_estimator(result.config.evaluation.estimators))
     print(f"\nreport:    {paths['report']}")
-    _track(cfg, lambda: track_run(result, paths, info, run_name=run_name))
+    _track(cfg, paths["report"], problem, lambda: track_run(result, paths, info, run_name=run_name, started=started))
     print(f"wall time: {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -85,17 +98,18 @@ def _tune(args: argparse.Namespace) -> int:
     from ope.report.tracking import track_tune
     from ope.report.tune_html import write_tune_outputs
 
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     if args.streaming or args.engine == "ray":
         raise OPEError("ope tune runs in memory: --streaming is for ope run, and so is --engine ray (tune on a sample of a large log "
                        "instead).")
     cfg, run_name = _resolve(args, DEFAULT_TUNE_CONFIG)
+    problem = _server_problem(cfg)
     result = run_tune(cfg, show_progress=not args.quiet)
     paths = write_tune_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
     summary = json.loads(paths["summary"].read_text())
     print_tune_table(result)
     print(f"\n{result.verdict}\n\nreport:    {paths['report']}")
-    _track(cfg, lambda: track_tune(result, paths, summary, run_name=run_name))
+    _track(cfg, paths["report"], problem, lambda: track_tune(result, paths, summary, run_name=run_name, started=started))
     print(f"wall time: {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -120,8 +120,18 @@ def test_run_is_tracked_in_mlflow(run_dir: Path) -> None:
     assert len(runs) == 1
     run = runs[0]
     assert run.data.params["evaluation.baseline"] == "direct_official"
-    assert "cheapest.cost_usd.IPS.value" in run.data.metrics
-    assert "cheapest.cost_usd.SNIPS.relative_ci_low" in run.data.metrics
+    summary = json.loads((run_dir / "reports" / "e2e" / "summary.json").read_text())
+    headline = summary["policies"]["cheapest"]
+    assert run.data.metrics["cheapest/cost_usd"] == pytest.approx(headline["value"]["cost_usd"]["value"], rel=1e-12)
+    assert run.data.metrics["cheapest/cost_usd.change_pct"] == pytest.approx(headline["relative"]["cost_usd"]["value"], rel=1e-12)
+    assert len(run.data.metrics) <= 3 * 2 * len(METRICS) + 20      # a headline set, not every estimator × kind × stat
+    assert not any(".IPS." in key for key in run.data.metrics)
+    assert run.data.tags["mlflow.note.content"].startswith("SNIPS vs direct_official — cheapest: ")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"requests.parquet", "catalog.csv"}
+    assert inputs["requests.parquet"].dataset.digest == summary["data"]["sha256"]["logs"][:32]
+    assert run.info.end_time - run.info.start_time >= 1000 * sum(summary["timings_s"].values()) * 0.9
     assert len(run.data.tags["data_sha256_logs"]) == 64
     assert (run_dir / "mlruns").is_dir()  # artifacts beside the database, not in the working directory
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -134,7 +144,8 @@ def test_tracking_failure_keeps_the_report(simulated: tuple[Path, Path], tmp_pat
     (tmp_path / "a_file").write_text("not a directory")
     config.write_text(CONFIG.format(logs=logs, catalog=catalog, tmp=tmp_path / "a_file"))
     assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "x", "--quiet"]) == 0
-    assert "MLflow tracking failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "tracking failed: MLflow could not record the run" in err and "report written to" in err
     assert (tmp_path / "r" / "x" / "report.html").exists()
 
 

@@ -101,8 +101,11 @@ def test_ope_run_is_tracked_on_a_live_server(tmp_path: Path, simulated: tuple[Pa
     exp = client.get_experiment_by_name("server-test")
     (run,) = client.search_runs([exp.experiment_id])
     summary = json.loads((tmp_path / "reports" / "live" / "summary.json").read_text())
-    expected = summary["policies"]["cheapest"]["difference"]["cost_usd"]["ci_low"]
-    assert run.data.metrics["cheapest.cost_usd.SNIPS.difference_ci_low"] == pytest.approx(expected, rel=1e-12)
+    expected = summary["policies"]["cheapest"]["relative"]["cost_usd"]["value"]
+    assert run.data.metrics["cheapest/cost_usd.change_pct"] == pytest.approx(expected, rel=1e-12)
+    assert run.data.tags["mlflow.note.content"].startswith("SNIPS vs direct_official — cheapest:")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert {d.dataset.digest for d in run.inputs.dataset_inputs} == {summary["data"]["sha256"][k][:32] for k in ("logs", "catalog")}
     assert run.data.params["evaluation.baseline"] == "direct_official"
     assert run.data.tags["data_sha256_logs"] == summary["data"]["sha256"]["logs"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -188,7 +188,9 @@ def test_ope_tune_end_to_end(tmp_path: Path, simulated: tuple[Path, Path], capsy
     assert len(parents) == 1 and len(children) == 4
     assert parents[0].data.tags["kind"] == "tune" and parents[0].data.tags["recommended"] == (summary["recommended"] or "none")
     fitted = [c for c in children if c.data.tags["status"] != "infeasible"]
-    assert all(any(k.endswith("sla_hit.DR.ci_low") for k in c.data.metrics) for c in fitted)
+    assert all(any(k.endswith("/sla_hit.ci_low") for k in c.data.metrics) for c in fitted)
+    assert parents[0].data.tags["mlflow.note.content"] == summary["verdict"]
+    assert parents[0].info.end_time - parents[0].info.start_time >= 1000 * sum(summary["timings_s"].values()) * 0.9
 
 
 def test_tune_refuses_streaming(tmp_path: Path, simulated: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
