@@ -149,6 +149,24 @@ def test_tracking_failure_keeps_the_report(simulated: tuple[Path, Path], tmp_pat
     assert (tmp_path / "r" / "x" / "report.html").exists()
 
 
+@pytest.mark.parametrize("propensities", ["logged", "estimated"])
+def test_a_run_with_outcome_models_warns_nothing(propensities: str, simulated: tuple[Path, Path], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """No numpy RuntimeWarning (overflow in exp, ...) reaches the console from predictors or the propensity model."""
+    import warnings
+
+    logs, catalog = simulated
+    if propensities == "estimated":
+        pl.read_parquet(logs).with_columns(pl.lit(None, dtype=pl.Float64).alias("propensity")).write_parquet(
+            logs := tmp_path / "bare.parquet")
+    config = _fast_config(tmp_path, logs, catalog, ["SNIPS", "DR"], 'name = "cheapest"\nkind = "cheapest"\nepsilon = 0.2')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["run", str(config), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+    assert "Warning" not in capsys.readouterr().err
+
+
 def test_config_errors_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('[data]\nlogs = "a.parquet"\ncatalog = "c.csv"\n[evaluation]\nbaselin = "x"\n')
