@@ -124,7 +124,12 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"set aside: {problem}", file=sys.stderr)
     if result.n_quarantined:
         print(f"{result.n_quarantined} of {result.n_input} rows written to {args.quarantine}", file=sys.stderr)
-    print(json.dumps(result.summary(), indent=2))
+    if args.json:
+        print(json.dumps(result.summary(), indent=2))
+    else:
+        from ope.report.console import format_validation
+
+        print(format_validation(args.logs, result.summary()))
     return 0
 
 
@@ -143,26 +148,56 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Help that shows each option's default where it has one (a flag's default is off; a None defers to the config)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or "(default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--logs", help="override [data] logs")
-    p.add_argument("--catalog", help="override [data] catalog")
-    p.add_argument("--quarantine", help="set invalid rows aside in this file instead of stopping")
-    p.add_argument("--out", help="override [output] dir (default: reports)")
-    p.add_argument("--run-name", help="name of the run and of its report folder")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's local sqlite:///mlflow.db)")
+    p.add_argument("--logs", help="request log, a folder or a glob of parquet files (default: [data] logs of the config)")
+    p.add_argument("--catalog", help="endpoint catalog, csv or parquet (default: [data] catalog of the config)")
+    p.add_argument("--quarantine", help="set invalid rows aside in this file instead of stopping (default: [data] quarantine; "
+                                        "none: stop on the first invalid row)")
+    p.add_argument("--out", help="folder of the run folders (default: [output] dir of the config, reports)")
+    p.add_argument("--run-name", help="name of the run and of its report folder (default: [output] run_name, or "
+                                      "<config name>-<UTC time>)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: [tracking] uri, else MLflow's local sqlite:///mlflow.db)")
     p.add_argument("--no-tracking", action="store_true", help="do not record the run in MLflow")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (they show only when stdout is a terminal)")
     p.add_argument("--streaming", action="store_true", help="read the log in batches, in bounded memory (docs/large_logs.md)")
-    p.add_argument("--engine", choices=("memory", "local", "ray"), help="where batches run: memory (the whole log at once), local (streamed batches), ray (pip install 'llm-ope[ray]'); default: memory unless the log is too big")
-    p.add_argument("--ray-address", help="Ray cluster to join with --engine ray (e.g. ray://head:10001; default: RAY_ADDRESS or a local one)")
+    p.add_argument("--engine", choices=("memory", "local", "ray"), help="where batches run: memory (the whole log at once), local "
+                   "(streamed batches), ray (pip install 'llm-ope[ray]') (default: [data] engine; memory unless the log is too big)")
+    p.add_argument("--ray-address", help="Ray cluster to join with --engine ray, e.g. ray://head:10001 (default: RAY_ADDRESS, "
+                                         "else a local one)")
+
+
+def _simulate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    sim = sub.add_parser("simulate", help="write a synthetic log and catalog with known ground truth")
+    sim.add_argument("--rows", type=int, default=60_000, help="requests to simulate")
+    sim.add_argument("--days", type=int, default=7, help="days the log spans")
+    sim.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same bytes")
+    sim.add_argument("--out", required=True, help="folder to write the log and catalog.csv into (required)")
+    sim.add_argument("--name", default="requests.parquet", help="file name of the log (with --partitioned: its folder)")
+    sim.add_argument("--partitioned", action="store_true", help="write a folder of time-ordered parquet partitions, one at a time")
+    sim.add_argument("--partition-rows", type=int, default=250_000, help="rows per partition (with --partitioned)")
+    sim.add_argument("--scenario", choices=("default", "qwen3-32b", "deepseek-v3.2"), default="default",
+                     help="simulated market: the default multi-model world, or a published single-model counterfactual")
+    sim.set_defaults(func=_simulate)
 
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     from ope import __version__
+    from ope.importers.cli import add_parser as add_import_parser
 
-    p = argparse.ArgumentParser(prog="ope", description="Offline counterfactual evaluation of LLM routing policies.")
+    p = argparse.ArgumentParser(prog="ope", description="Offline counterfactual evaluation of LLM routing policies.",
+                                formatter_class=_Help)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="evaluate the policies of a config on request logs and write a report")
@@ -174,24 +209,15 @@ def parser() -> argparse.ArgumentParser:
     _run_options(tune)
     tune.set_defaults(func=_tune)
     val = sub.add_parser("validate", help="check a log against the schema and catalog, print a summary")
-    val.add_argument("logs", help="request log: parquet, csv or ndjson")
-    val.add_argument("--catalog", required=True, help="endpoint catalog: csv or parquet")
-    val.add_argument("--quarantine", help="write bad rows here and continue with the rest")
+    val.add_argument("logs", help="request log: parquet, csv or ndjson, or a folder or glob of parquet files")
+    val.add_argument("--catalog", required=True, help="endpoint catalog: csv or parquet (required)")
+    val.add_argument("--quarantine", help="write bad rows here and continue with the rest (default: none, stop and list them)")
+    val.add_argument("--json", action="store_true", help="print the summary as JSON, for machines")
     val.set_defaults(func=_validate)
-    from ope.importers.cli import add_parser as add_import_parser
-
     add_import_parser(sub)
-    sim = sub.add_parser("simulate", help="write a synthetic log and catalog with known ground truth")
-    sim.add_argument("--rows", type=int, default=60_000)
-    sim.add_argument("--days", type=int, default=7)
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--out", required=True)
-    sim.add_argument("--name", default="requests.parquet", help="file name of the log (with --partitioned: its folder)")
-    sim.add_argument("--partitioned", action="store_true", help="write a folder of time-ordered parquet partitions, one at a time")
-    sim.add_argument("--partition-rows", type=int, default=250_000, help="rows per partition (with --partitioned)")
-    sim.add_argument("--scenario", choices=("default", "qwen3-32b", "deepseek-v3.2"), default="default",
-                     help="simulated market: the default multi-model world, or a published single-model counterfactual")
-    sim.set_defaults(func=_simulate)
+    _simulate_parser(sub)
+    for command in sub.choices.values():
+        command.formatter_class = _Help
     return p
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -11,7 +12,7 @@ from ope.evaluation.run import RunResult
 if TYPE_CHECKING:
     from ope.evaluation.tune import TuneResult
 
-__all__ = ["print_estimates", "print_summary", "print_tune_table"]
+__all__ = ["format_validation", "print_estimates", "print_summary", "print_tune_table"]
 
 SHOWN = (("cost_usd", "cost $", "{:.6f}"), ("success", "success", "{:.3f}"), ("satisfaction", "satisf.", "{:.3f}"),
          ("latency_ms", "latency ms", "{:,.0f}"), ("throughput_tps", "tok/s", "{:.1f}"), ("sla_hit", "SLA hit", "{:.3f}"))
@@ -47,6 +48,34 @@ def print_summary(result: RunResult, estimator: str) -> None:
         print(f"warning: {note}")
     if len(notes) > 6:
         print(f"... and {len(notes) - 6} more warnings in the report")
+
+
+def _shares(shares: dict[str, float], top: int = 6) -> str:
+    """``a 32.1 %, b 25.0 %, … (3 more)`` for a share table sorted by frequency."""
+    items = [f"{k} {100 * v:.1f} %" for k, v in list(shares.items())[:top]]
+    more = len(shares) - top
+    return ", ".join(items) + (f", … ({more} more)" if more > 0 else "")
+
+
+def format_validation(path: str, summary: dict[str, Any]) -> str:
+    """`ope validate`'s summary for a person: rows, span, arms, models, tasks, status mix, propensity share."""
+    lines = [f"{path}: valid"]
+    set_aside = f" ({summary['quarantined']:,} set aside)" if summary.get("quarantined") else ""
+    lines.append(f"  rows          {summary['rows']:,}{set_aside}")
+    if summary["rows"]:
+        start, end = datetime.fromisoformat(summary["start"]), datetime.fromisoformat(summary["end"])
+        days = (end - start).total_seconds() / 86400
+        lines += [
+            f"  span          {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC ({days:.1f} days)",
+            f"  arms          {summary['arms']:,}, serving {len(summary['models'])} model(s)",
+            f"  models        {_shares(summary['models'])}",
+            f"  tasks         {_shares(summary['tasks'])}",
+            f"  status        {_shares(summary['status'])}",
+            f"  propensities  logged on {100 * summary['with_propensity']:.1f} % of rows"
+            + ("" if summary["with_propensity"] == 1 else " (the rest are estimated by a model in a run)"),
+            f"  satisfaction  feedback on {100 * summary['with_satisfaction']:.1f} % of rows",
+        ]
+    return "\n".join(lines)
 
 
 def print_tune_table(result: TuneResult) -> None:

@@ -47,6 +47,7 @@ COMMANDS: dict[str, Callable[[Path, Path], list[str]]] = {
     "run --streaming": lambda logs, out: ["run", "--logs", str(logs), "--out", str(out), "--no-tracking", "--quiet", "--streaming"],
     "tune": lambda logs, out: ["tune", "--logs", str(logs), "--out", str(out), "--no-tracking", "--quiet"],
     "validate": lambda logs, out: ["validate", str(logs), "--catalog", CATALOG],
+    "validate --json": lambda logs, out: ["validate", str(logs), "--catalog", CATALOG, "--json"],
     "catalog of run": lambda bad, out: ["run", "--catalog", str(bad), "--out", str(out), "--no-tracking", "--quiet"],
     "import litellm": lambda logs, out: ["import", "litellm", str(logs), "--out", str(out / "x.parquet"), "--catalog", CATALOG],
     "import openrouter": lambda logs, out: ["import", "openrouter", str(logs), "--out", str(out / "x.parquet"), "--catalog", CATALOG],

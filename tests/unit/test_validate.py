@@ -139,7 +139,7 @@ def test_cli_validate_exit_codes(tmp_path: Path, catalog_file: Path, capsys: pyt
     good = tmp_path / "good.parquet"
     tiny_logs().write_parquet(good)
     assert main(["validate", str(good), "--catalog", str(catalog_file)]) == 0
-    assert '"rows": 40' in capsys.readouterr().out
+    assert "rows          40" in capsys.readouterr().out
     bad = tmp_path / "bad.parquet"
     _set("arm", [0], "ghost/m1")(tiny_logs()).write_parquet(bad)
     assert main(["validate", str(bad), "--catalog", str(catalog_file)]) == 2
