@@ -70,19 +70,27 @@ def _track(cfg: ExperimentConfig, report: Path, problem: str | None, track: Call
         print(f"tracking failed: {exc}, report written to {report}", file=sys.stderr)
 
 
+def _bars(args: argparse.Namespace) -> bool:
+    """Progress bars (on stderr) only for a person at a terminal: not with --quiet, not when output is piped."""
+    return not args.quiet and sys.stdout.isatty() and sys.stderr.isatty()
+
+
 def _run(args: argparse.Namespace) -> int:
     from ope.config import DEFAULT_CONFIG
     from ope.evaluation.plan import primary_estimator
     from ope.evaluation.run import run_experiment
     from ope.report.console import print_summary
     from ope.report.outputs import write_outputs
+    from ope.progress import progress
     from ope.report.tracking import track_run
 
     start, started = time.perf_counter(), time.time()
     cfg, run_name = _resolve(args, DEFAULT_CONFIG)
     problem = _server_problem(cfg)
-    result = run_experiment(cfg, show_progress=not args.quiet)
-    paths = write_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
+    result = run_experiment(cfg, show_progress=_bars(args))
+    with progress("writing the report", total=1, enabled=_bars(args)) as bar:
+        paths = write_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
+        bar.update(1)
     info = json.loads(paths["summary"].read_text())
     print_summary(result, primary_estimator(result.config.evaluation.estimators))
     print(f"\nreport:    {paths['report']}")
@@ -95,6 +103,7 @@ def _tune(args: argparse.Namespace) -> int:
     from ope.config import DEFAULT_TUNE_CONFIG
     from ope.evaluation.tune import run_tune
     from ope.report.console import print_tune_table
+    from ope.progress import progress
     from ope.report.tracking import track_tune
     from ope.report.tune_html import write_tune_outputs
 
@@ -104,8 +113,10 @@ def _tune(args: argparse.Namespace) -> int:
                        "instead).")
     cfg, run_name = _resolve(args, DEFAULT_TUNE_CONFIG)
     problem = _server_problem(cfg)
-    result = run_tune(cfg, show_progress=not args.quiet)
-    paths = write_tune_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
+    result = run_tune(cfg, show_progress=_bars(args))
+    with progress("writing the report", total=1, enabled=_bars(args)) as bar:
+        paths = write_tune_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
+        bar.update(1)
     summary = json.loads(paths["summary"].read_text())
     print_tune_table(result)
     print(f"\n{result.verdict}\n\nreport:    {paths['report']}")

@@ -8,6 +8,7 @@ tasks, whose sums the driver merges. Given the same rows it returns the same sum
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -157,15 +158,19 @@ def evaluate_log_batch(ctx: BatchContext, ds: BanditDataset, history: FloatArray
     return {name: pa.concat_tables(parts) for name, parts in tables.items()}
 
 
-def evaluate_batch(ctx: BatchContext, batch: BatchRows, into: BatchPartials) -> dict[str, pa.Table]:
+def evaluate_batch(ctx: BatchContext, batch: BatchRows, into: BatchPartials,
+                   step: Callable[[str], None] | None = None) -> dict[str, pa.Table]:
     """Add one batch to ``into``: every policy's action probabilities, every estimator's partial sums and the
-    per-group sums; return each policy's action table."""
+    per-group sums; return each policy's action table. ``step(policy)`` is called twice per policy (routed,
+    estimated), for a progress bar."""
     ds, fb, q_hat = batch.dataset, batch.feedback, batch.q_hat
     pairs = Pairs.of(ds.eligible)
     probabilities: dict[str, SparseTarget] = {}
     for name, policy in ctx.policies.items():
         probabilities[name] = policy_target(policy, ds, pairs, q_hat)
         into.fallback[name] += policy.n_fallback_
+        if step is not None:
+            step(name)
     shared = Shared.of(fb, q_hat, require_observed=False)  # q̂ checked once, each policy prepared once
     prepared = {name: shared.policy(pi) for name, pi in probabilities.items()}
     baseline = prepared[ctx.plan.baseline]
@@ -183,6 +188,8 @@ def evaluate_batch(ctx: BatchContext, batch: BatchRows, into: BatchPartials) -> 
                 into.parts.pop(key, None)
                 continue
             into.parts[key] = into.parts[key] + part if key in into.parts else part
+        if step is not None:
+            step(name)
     if into.groups is not None and into.shares is not None:
         into.groups.add(ds, fb, probabilities, {name: shared.batch(prep) for name, prep in prepared.items()})
         into.shares.add(ds, probabilities)

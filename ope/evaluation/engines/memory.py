@@ -41,11 +41,15 @@ class MemoryEngine:
         """`evaluate_batch` on the whole log, with the fit's own out-of-fold q̂ and propensities."""
         total = ctx.empty()
         with warnings.catch_warnings(), action_writers(actions.paths) as writers, \
-                progress("evaluating", total=data.dataset.n, enabled=show_progress) as bar:
+                progress("evaluating policies", total=2 * len(ctx.policies), enabled=show_progress) as bar:
             warnings.simplefilter("ignore", SupportWarning)  # kept in the diagnostics and the report
-            for name, table in evaluate_batch(ctx, fitted.whole_log(data), total).items():
+
+            def step(name: str) -> None:
+                bar.set_postfix_str(name, refresh=False)
+                bar.update(1)
+
+            for name, table in evaluate_batch(ctx, fitted.whole_log(data), total, step).items():
                 writers[name].write_table(table)
-            bar.update(data.dataset.n)
         return total
 
     def streamed(self, plan: Plan) -> None:
