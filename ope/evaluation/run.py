@@ -21,6 +21,7 @@ from ope.evaluation.batch import BatchContext
 from ope.evaluation.engines import Engine, engine_for
 from ope.evaluation.fit import drop_training_rows, fit_run
 from ope.evaluation.plan import Plan, fallback_note, no_feedback_note, sample_note
+from ope.evaluation.ranges import OutOfRange, out_of_range
 from ope.evaluation.registry import build_policies
 from ope.evaluation.replay import replay_rows
 from ope.evaluation.tables import ESTIMATE_SCHEMA, blank_metric, estimate_table
@@ -64,11 +65,17 @@ class RunResult:
         return list(self.policies)
 
     @property
+    def out_of_range(self) -> list[OutOfRange]:
+        """Estimates outside their metric's range (a probability above 1, a negative time), with reason and advice."""
+        return out_of_range(self.estimates, self.diagnostics)
+
+    @property
     def warnings(self) -> list[str]:
-        """Everything a reader must see first: rows set aside, run notes, then support and overlap warnings."""
+        """Everything a reader must see first: rows set aside, run notes, impossible values, then support and overlap
+        warnings."""
         q = self.facts.quarantined
         out = [f"{q} rows failed validation and were set aside (quarantine file)."] if q else []
-        out += list(self.notes)
+        out += list(self.notes) + [f.message() for f in self.out_of_range]
         return out + sorted({f"{p}: {w}" for p, d in self.diagnostics.items() for e in d.values() for w in e["warnings"]})
 
     @property

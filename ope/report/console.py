@@ -18,32 +18,46 @@ SHOWN = (("cost_usd", "cost $", "{:.6f}"), ("success", "success", "{:.3f}"), ("s
          ("latency_ms", "latency ms", "{:,.0f}"), ("throughput_tps", "tok/s", "{:.1f}"), ("sla_hit", "SLA hit", "{:.3f}"))
 
 
-def print_estimates(est: pl.DataFrame, names: list[str], title: str) -> None:
-    """One line per policy in ``names``: values of the shown metrics and, where present, the relative change."""
+def print_estimates(est: pl.DataFrame, names: list[str], title: str, impossible: frozenset[tuple[str, str]] = frozenset()) -> None:
+    """One line per policy in ``names``: values of the shown metrics and, where present, the relative change.
+
+    ``impossible`` holds (policy, metric) pairs whose value lies outside the metric's range: marked ``!``.
+    """
     width = max(len(n) for n in names) + 2
     print(f"\n{title}")
     print("policy".ljust(width) + "".join(label.rjust(20) for _, label, _ in SHOWN))
+    marks = set()
     for name in names:
         cells = []
         for metric, _, fmt in SHOWN:
             sub = est.filter((pl.col("policy") == name) & (pl.col("metric") == metric))
             value = sub.filter(pl.col("kind") == "value")["value"][0]
-            rel = sub.filter(pl.col("kind") == "relative")
             cell = fmt.format(value) if value == value else "n/a"
+            if (name, metric) in impossible:
+                cell, _ = "!" + cell, marks.add("!")
+            rel = sub.filter(pl.col("kind") == "relative")
             if rel.height:
                 r = rel.row(0, named=True)
                 significant = not (r["ci_low"] <= 0 <= r["ci_high"])
+                marks.update(() if significant or r["value"] != r["value"] else ("~",))
                 cell += f" ({'' if significant else '~'}{r['value']:+.1f}%)" if r["value"] == r["value"] else " (n/a)"
             cells.append(cell.rjust(20))
         print(name.ljust(width) + "".join(cells))
-    print("(~ marks a change whose interval includes 0)")
+    if "~" in marks:
+        print("(~ marks a change whose interval includes 0)")
+    if "!" in marks:
+        print("(! marks an impossible value, outside the metric's range: see the warnings below)")
 
 
 def print_summary(result: RunResult, estimator: str) -> None:
     """Per policy: the estimator's value and, for non-baselines, the relative change vs the baseline; then warnings."""
     est = result.estimates.filter(pl.col("estimator") == estimator)
-    print_estimates(est, result.names, f"{estimator} estimates, change vs {result.config.evaluation.baseline} in parentheses")
-    notes = result.warnings
+    flagged = result.out_of_range
+    impossible = frozenset((f.policy, f.metric) for f in flagged if f.estimator == estimator)
+    print_estimates(est, result.names, f"{estimator} estimates, change vs {result.config.evaluation.baseline} in parentheses",
+                    impossible)
+    headline = [f.message() for f in flagged if f.estimator == estimator]
+    notes = headline + [w for w in result.warnings if w not in headline]
     for note in notes[:6]:
         print(f"warning: {note}")
     if len(notes) > 6:

@@ -65,14 +65,29 @@ def table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
     return f"<table>{thead}<tbody>{body}</tbody></table>"
 
 
+def _impossible(info: dict[str, Any], estimator: str | None = None) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(policy, metric, estimator) → the out-of-range finding, for marking cells."""
+    return {(f["policy"], f["metric"], f["estimator"]): f for f in info.get("out_of_range", [])
+            if estimator is None or f["estimator"] == estimator}
+
+
+def _mark(finding: dict[str, Any] | None) -> str:
+    if finding is None:
+        return ""
+    return (f"<br><span class='bad' title='{esc(finding['reason'])}. {esc(finding['suggestion'])}'>⚠ impossible: must be "
+            f"{esc(finding['range'])}</span>")
+
+
 def _headline(info: dict[str, Any]) -> str:
     head = ["policy"] + [esc(METRIC_LABELS[m]) for m in METRICS]
     rows = []
+    flagged = _impossible(info)
     for name, h in info["policies"].items():
         cells = [esc(name)]
         for m in METRICS:
             v = h["value"].get(m)
             cell = f"{num(v['value'], m)}<br><span class='muted'>[{num(v['ci_low'], m)}, {num(v['ci_high'], m)}]</span>"
+            cell += _mark(flagged.get((name, m, info["primary_estimator"])))
             rel = h["relative"].get(m)
             if rel is not None and not np.isfinite(rel["value"]):
                 cell += "<br><span class='muted'>n/a (baseline is 0)</span>"
@@ -86,13 +101,16 @@ def _headline(info: dict[str, Any]) -> str:
     return table(head, rows)
 
 
-def _agreement(est: pl.DataFrame) -> str:
+def _agreement(est: pl.DataFrame, info: dict[str, Any]) -> str:
     values = est.filter(pl.col("kind") == "value")
     names = values["estimator"].unique(maintain_order=True).to_list()
+    flagged = _impossible(info)
     rows = []
     for (policy, metric), sub in values.group_by(["policy", "metric"], maintain_order=True):
         by = {r["estimator"]: r for r in sub.iter_rows(named=True)}
-        rows.append([esc(policy), esc(metric)] + [f"{num(by[n]['value'], str(metric))} ± {num(by[n]['stderr'], str(metric))}" if n in by else "–" for n in names])
+        rows.append([esc(policy), esc(metric)] + [f"{num(by[n]['value'], str(metric))} ± {num(by[n]['stderr'], str(metric))}"
+                                                  + _mark(flagged.get((str(policy), str(metric), n))) if n in by else "–"
+                                                  for n in names])
     return table(["policy", "metric"] + [esc(n) for n in names], rows, left=2)
 
 
@@ -171,7 +189,7 @@ def render(result: RunResult, info: dict[str, Any]) -> str:
         "<h2>Diagnostics</h2>", _diagnostics(info["diagnostics"]),
         "<h2>Estimator agreement</h2>",
         "<p class='muted'>Value ± one standard error by estimator. Large disagreement means few effective samples or a poor outcome model.</p>",
-        _agreement(est),
+        _agreement(est, info),
         "<h2>Breakdowns by model and task</h2>", _breakdowns(result.breakdowns, info["primary_estimator"]),
         "<h2>Traffic per provider</h2>", _shares(result.shares),
         "<h2>Data</h2>",

@@ -96,6 +96,7 @@ def summary(result: RunResult, run_name: str) -> dict[str, Any]:
         "policies": headline,
         "diagnostics": result.diagnostics,
         "warnings": result.warnings,
+        "out_of_range": [f.to_dict() for f in result.out_of_range],
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
         "versions": versions(),
     }
