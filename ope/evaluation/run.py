@@ -27,6 +27,7 @@ from ope.evaluation.replay import replay_rows
 from ope.evaluation.tables import ESTIMATE_SCHEMA, blank_metric, estimate_table
 from ope.models.predictors import OutcomeModels
 from ope.models.propensity import PropensityModel
+from ope.text import count as plural
 from policies import Policy
 
 __all__ = ["RunResult", "run_experiment"]
@@ -74,7 +75,7 @@ class RunResult:
         """Everything a reader must see first: rows set aside, run notes, impossible values, then support and overlap
         warnings."""
         q = self.facts.quarantined
-        out = [f"{q} rows failed validation and were set aside (quarantine file)."] if q else []
+        out = [f"{plural(q, 'row')} failed validation and were set aside (quarantine file)."] if q else []
         out += list(self.notes) + [f.message() for f in self.out_of_range]
         return out + sorted({f"{p}: {w}" for p, d in self.diagnostics.items() for e in d.values() for w in e["warnings"]})
 

@@ -94,10 +94,15 @@ class TuneResult:
         return [i for i in fitted if not any((keys[j] >= keys[i]).all() and (keys[j] > keys[i]).any() for j in fitted)]
 
     @property
+    def level(self) -> str:
+        """The confidence level of each setting's intervals, as the verdict and the report both write it (``99.58 %``)."""
+        return f"{100 * (1 - self.alpha):.4g} %"
+
+    @property
     def verdict(self) -> str:
         """One plain sentence: the recommended setting, or why there is none."""
         targets = ", ".join(f"{k} = {v:g}" for k, v in _targets(self.tune).items())
-        level = f"{1 - self.alpha:.4g}"
+        level = self.level
         if self.recommended is not None:
             p = self.points[self.recommended]
             return (f"Safe to roll out: {p.label} — the cheapest setting whose {level} confidence bounds meet {targets} on "

@@ -155,7 +155,9 @@ def _shares(frame: pl.DataFrame) -> str:
 
 def _data_table(data: dict[str, Any]) -> str:
     labels = {"logs": "log file", "catalog": "catalog file", "rows": "rows evaluated", "quarantined_rows": "rows set aside",
-              "rows_with_satisfaction": "rows with satisfaction", "start": "first request", "end": "last request"}
+              "rows_with_feedback": "rows with satisfaction feedback",
+              "rows_with_satisfaction": "rows in the satisfaction metric (feedback, or a failure counted 0)",
+              "start": "first request", "end": "last request"}
     rows = [[esc(label), esc(f"{data[k]:,}" if isinstance(data[k], int) else data[k])] for k, label in labels.items() if k in data]
     rows += [[f"SHA-256 of the {esc(k)}", f"<code>{esc(v)}</code>"] for k, v in data["sha256"].items()]
     return table(["", ""], rows)
@@ -168,7 +170,8 @@ def render(result: RunResult, info: dict[str, Any]) -> str:
     rel = est.filter((pl.col("kind") == "relative") & (pl.col("estimator") == info["primary_estimator"]))
     warnings_ = list(info["warnings"])
     if data["rows_with_satisfaction"] < data["rows"]:
-        warnings_.append(f"Satisfaction is evaluated on the {data['rows_with_satisfaction']:,} of {data['rows']:,} rows that have feedback.")
+        warnings_.append(f"Satisfaction is evaluated on the {data['rows_with_satisfaction']:,} of {data['rows']:,} rows that have "
+                         "feedback or failed (a failure without feedback counts 0).")
     warn_html = "".join(f"<div class='warn'>{esc(w)}</div>" for w in warnings_) or "<p class='good'>No support or overlap problems found.</p>"
     slices = result.slices
     parts = [

@@ -108,14 +108,13 @@ def _points_table(result: TuneResult, summary: dict[str, Any]) -> str:
 def render_tune(result: TuneResult, summary: dict[str, Any]) -> str:
     """The whole sweep page."""
     ok = result.recommended is not None
-    level = 1 - result.alpha
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>llm-ope tune — {esc(summary['run_name'])}</title><style>{CSS}</style></head><body>",
         f"<h1>Budget and SLA sweep: {esc(summary['run_name'])}</h1>",
         f"<p class='muted'>Created {esc(summary['created'])} from {esc(summary['config_file'])}. Policy swept: "
         f"<b>{esc(result.tune.policy)}</b>; baseline <b>{esc(summary['baseline'])}</b>; estimator <b>{esc(result.estimator)}</b>; "
-        f"{len(result.points)} settings; intervals at {level:.4%} per setting"
+        f"{len(result.points)} settings; intervals at {result.level} per setting"
         f"{' (Bonferroni over every setting and target: all the checks hold jointly at 1 − α)' if result.tune.simultaneous else ''}.</p>",
         f"<div class='{'good' if ok else 'warn'}' style='font-size:16px;margin:12px 0'><b>{esc(result.verdict)}</b></div>",
         "<h2>Pareto frontier on the hold-out window</h2>",
@@ -123,8 +122,8 @@ def render_tune(result: TuneResult, summary: dict[str, Any]) -> str:
         "The frontier joins settings no other beats on cost, SLA hit rate and satisfaction at once. Dashed lines: the rollout targets.</p>",
         pareto_plot(_plot_frame(result), summary["targets"]),
         "<h2>Every setting</h2>",
-        "<p class='muted'>Hold-out estimates with intervals. 'Predicted on training window' is what the router expected from its "
-        "outcome models when it was fitted: a gap to the hold-out estimate is model optimism or drift.</p>",
+        "<p class='muted'>Hold-out estimates with intervals. 'Expected when fitted' is what the router expected on the training "
+        "window from its outcome models when it was fitted: a gap to the hold-out estimate is model optimism or drift.</p>",
         _points_table(result, summary),
         "<h2>Notes</h2>", "".join(f"<div class='warn'>{esc(n)}</div>" for n in result.notes),
         "<h2>Reproducibility</h2>",

@@ -76,7 +76,7 @@ def run_dir(simulated: tuple[Path, Path], tmp_path_factory: pytest.TempPathFacto
     return tmp
 
 
-def test_outputs_exist_in_long_form(run_dir: Path) -> None:
+def test_outputs_exist_in_long_form(run_dir: Path, simulated: tuple[Path, Path]) -> None:
     out = run_dir / "reports" / "e2e"
     est = pl.read_csv(out / "estimates.csv")
     assert est.columns == ESTIMATE_COLUMNS
@@ -87,6 +87,10 @@ def test_outputs_exist_in_long_form(run_dir: Path) -> None:
     assert (est["ci_low"] <= est["value"]).all() and (est["value"] <= est["ci_high"]).all()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["baseline"] == "direct_official" and summary["data"]["rows"] == 6000
+    logged = pl.read_parquet(simulated[0])
+    assert summary["data"]["rows_with_feedback"] == logged["satisfaction"].is_not_null().sum()
+    assert summary["data"]["rows_with_satisfaction"] == 6000                       # failures without feedback count 0
+    assert "rows with satisfaction feedback" in (out / "report.html").read_text()
     assert set(summary["policies"]) == {"direct_official", "cheapest", "logging <script>alert(1)</script>"}
     html = (out / "report.html").read_text()
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -149,15 +153,16 @@ def test_tracking_failure_keeps_the_report(simulated: tuple[Path, Path], tmp_pat
     assert (tmp_path / "r" / "x" / "report.html").exists()
 
 
-@pytest.mark.parametrize("propensities", ["logged", "estimated"])
-def test_a_run_with_outcome_models_warns_nothing(propensities: str, simulated: tuple[Path, Path], tmp_path: Path,
+@pytest.mark.parametrize("log", ["logged propensities", "estimated propensities", "no feedback"])
+def test_a_run_with_outcome_models_warns_nothing(log: str, simulated: tuple[Path, Path], tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    """No numpy RuntimeWarning (overflow in exp, ...) reaches the console from predictors or the propensity model."""
+    """No numpy RuntimeWarning (overflow in exp, division by zero, ...) reaches the console from the models."""
     import warnings
 
     logs, catalog = simulated
-    if propensities == "estimated":
-        pl.read_parquet(logs).with_columns(pl.lit(None, dtype=pl.Float64).alias("propensity")).write_parquet(
+    blank = {"estimated propensities": "propensity", "no feedback": "satisfaction"}.get(log)
+    if blank is not None:
+        pl.read_parquet(logs).with_columns(pl.lit(None, dtype=pl.Float64).alias(blank)).write_parquet(
             logs := tmp_path / "bare.parquet")
     config = _fast_config(tmp_path, logs, catalog, ["SNIPS", "DR"], 'name = "cheapest"\nkind = "cheapest"\nepsilon = 0.2')
     with warnings.catch_warnings(record=True) as caught:

@@ -175,6 +175,9 @@ def test_ope_tune_end_to_end(tmp_path: Path, simulated: tuple[Path, Path], capsy
     assert set(csv["point"]) == {"baseline"} | {p["label"] for p in summary["points"] if p["status"] != "infeasible"}
     html = (run / "tune.html").read_text()
     assert html.count("<svg") == 1 and "Pareto frontier" in html
+    level = f"{100 * (1 - summary['alpha_per_setting']):.4g} %"       # one way of writing the level, everywhere
+    assert f"intervals at {level} per setting" in html and (summary["recommended"] is None or f"whose {level} confidence" in summary["verdict"])
+    assert "'Expected when fitted' is what the router expected" in html and "expected when fitted (training window)" in html
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "mlflow ui --backend-store-uri" in out
 

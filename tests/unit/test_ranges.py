@@ -68,3 +68,10 @@ def test_report_marks_impossible_cells() -> None:
     assert html.count("⚠ impossible: must be [0, 1]") == 1 and "few effective samples &lt;b&gt;" in html
     assert "⚠ impossible" in _agreement(_frame(_row("p", "success", "DR", 1.15)), info)
     assert "⚠" not in _agreement(_frame(_row("p", "success", "IPS", 0.9)), info)
+
+
+@pytest.mark.parametrize(("count", "text"), [(1, "p: 1 request had no"), (2, "p: 2 requests had no"), (1234, "p: 1,234 requests")])
+def test_counts_agree_with_their_noun(count: int, text: str) -> None:
+    from ope.evaluation.plan import fallback_note
+
+    assert fallback_note("p", count, "cheapest").startswith(text)
