@@ -26,6 +26,7 @@ from ope.data.validate import ValidatedLogs
 from ope.evaluation.actions import action_tables
 from ope.evaluation.plan import Plan
 from ope.evaluation.tables import GroupEstimates, ShareSums
+from ope.evaluation.weights import WeightHistogram
 from ope.models.predictors import OutcomeModels, predict_q_hat
 from ope.models.propensity import PropensityModel, predict_propensities
 from ope.models.sample import Vocabulary, batch_features
@@ -99,16 +100,18 @@ class BatchContext:
         """Zero partial sums to add batches to."""
         groups = GroupEstimates(self.plan.headline, self.cfg.evaluation.time_slice, self.plan.alpha) if self.groups else None
         shares = ShareSums(self.catalog.n_arms, self.names) if self.groups else None
-        return BatchPartials(groups=groups, shares=shares, fallback=dict.fromkeys(self.policies, 0))
+        return BatchPartials(groups=groups, shares=shares, fallback=dict.fromkeys(self.policies, 0),
+                             weights=WeightHistogram() if self.groups else None)
 
 
 @dataclass
 class BatchPartials:
-    """Partial sums of every policy × estimator, the per-group tables and provider shares."""
+    """Partial sums of every policy × estimator, the per-group tables, provider shares and weight histograms."""
 
     groups: GroupEstimates | None
     shares: ShareSums | None
     fallback: dict[str, int]
+    weights: WeightHistogram | None = None
     parts: dict[tuple[str, str], Partial] = field(default_factory=dict)
     failed: dict[tuple[str, str], str] = field(default_factory=dict)
     rows: int = 0
@@ -127,6 +130,8 @@ class BatchPartials:
             self.groups.merge(other.groups)
         if self.shares is not None and other.shares is not None:
             self.shares.merge(other.shares)
+        if self.weights is not None and other.weights is not None:
+            self.weights.merge(other.weights)
 
 
 def score_rows(ctx: BatchContext, ds: BanditDataset, history: FloatArray | None) -> BatchRows:
@@ -193,5 +198,8 @@ def evaluate_batch(ctx: BatchContext, batch: BatchRows, into: BatchPartials,
     if into.groups is not None and into.shares is not None:
         into.groups.add(ds, fb, probabilities, {name: shared.batch(prep) for name, prep in prepared.items()})
         into.shares.add(ds, probabilities)
+    if into.weights is not None:
+        for name, (prep, _) in prepared.items():
+            into.weights.add(name, prep.w, fb.weights)
     into.rows += ds.n
     return action_tables(ds.logs["request_id"], ds.arms, probabilities)

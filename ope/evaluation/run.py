@@ -59,6 +59,7 @@ class RunResult:
     outcome_models: OutcomeModels | None = None
     propensity_model: PropensityModel | None = None
     streamed: dict[str, Any] | None = None
+    weight_shares: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -131,7 +132,8 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True, engine:
     timings["evaluate"] = time.perf_counter() - t0 - sum(timings.values())
     return RunResult(plan.config, engine.name, policies, estimates, diagnostics, slices, breakdowns,
                      sums.shares.frame(data.dataset.catalog), data.facts, data.dataset, sums.rows, actions, tuple(notes), timings,
-                     fitted.models, fitted.propensity, engine.streamed(plan))
+                     fitted.models, fitted.propensity, engine.streamed(plan),
+                     {} if sums.weights is None else sums.weights.shares())
 
 
 def _in_policy_order(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from html import escape
 from typing import Any
 
 import numpy as np
@@ -12,6 +11,8 @@ import polars as pl
 from ope.config import to_toml
 from ope.data.schema import LOWER_IS_BETTER, METRICS
 from ope.evaluation.run import RunResult
+from ope.report.diagnostics import diagnostics_section, models_section
+from ope.report.markup import esc, num, table
 from ope.report.plots import METRIC_LABELS, forest_plot, time_plot
 
 __all__ = ["CSS", "esc", "num", "render", "table"]
@@ -41,28 +42,6 @@ GLOSSARY = [
     ("Unsupported mass", "Share of the policy's routing on arms the logger never used in that context: no estimator can see it without a model."),
     ("Mean weight", "Average importance weight; about 1 when propensities are right. 'Flagged' when it is clearly not."),
 ]
-
-
-def esc(value: object) -> str:
-    """HTML-escape any value: every string from logs or configs goes through here."""
-    return escape(str(value), quote=True)
-
-
-def num(x: float, metric: str = "") -> str:
-    if x != x:  # NaN
-        return "–"
-    if metric == "cost_usd":
-        return f"{x:.6f}"
-    if abs(x) >= 100:
-        return f"{x:,.0f}"
-    return f"{x:.4f}" if abs(x) < 10 else f"{x:.2f}"
-
-
-def table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
-    th = "".join(f'<th class="{"l" if i < left else ""}">{h}</th>' for i, h in enumerate(head))
-    thead = f"<thead><tr>{th}</tr></thead>" if any(head) else ""
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table>{thead}<tbody>{body}</tbody></table>"
 
 
 def _impossible(info: dict[str, Any], estimator: str | None = None) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -114,25 +93,21 @@ def _agreement(est: pl.DataFrame, info: dict[str, Any]) -> str:
     return table(["policy", "metric"] + [esc(n) for n in names], rows, left=2)
 
 
-def _diagnostics(diag: dict[str, dict[str, Any]]) -> str:
-    rows = []
-    for policy, by_est in diag.items():
-        for name, d in by_est.items():
-            flag = "<span class='bad'>yes</span>" if d["mean_weight_flag"] else "no"
-            rows.append([esc(policy), esc(name), f"{d['ess']:,.0f}", num(d["max_weight"]), f"{d['mean_weight']:.3f} ± {d['mean_weight_se']:.3f}",
-                         flag, f"{d['unsupported_share']:.2%}", str(d["n_modified"]), "<br>".join(esc(w) for w in d["warnings"]) or "–"])
-    head = ["policy", "estimator", "ESS", "max weight", "mean weight", "flagged", "unsupported mass", "rows clipped", "warnings"]
-    return table(head, rows, left=2)
-
-
 BREAKDOWN_METRICS = ("cost_usd", "success", "satisfaction", "latency_ms", "sla_hit")
+
+
+def _interval(row: dict[str, Any], metric: str) -> str:
+    """A group's value with its interval below it."""
+    if row["value"] is None:
+        return "–"
+    return f"{num(row['value'], metric)}<br><span class='muted'>[{num(row['ci_low'], metric)}, {num(row['ci_high'], metric)}]</span>"
 
 
 def _breakdowns(frame: pl.DataFrame, estimator: str) -> str:
     if frame.height == 0:
         return "<p>No breakdowns.</p>"
-    parts = [f"<p class='muted'>{esc(estimator)} value of each policy within each group; groups with fewer than 200 logged "
-             "requests are listed without estimates.</p>"]
+    parts = [f"<p class='muted'>{esc(estimator)} value of each policy within each group, its interval below; groups with "
+             "fewer than 200 logged requests are listed without estimates.</p>"]
     for by in frame["by"].unique(maintain_order=True).to_list():
         sub = frame.filter(pl.col("by") == by)
         policies = [p for p in sub["policy"].unique(maintain_order=True).to_list() if p is not None]
@@ -140,8 +115,9 @@ def _breakdowns(frame: pl.DataFrame, estimator: str) -> str:
         tables = []
         for metric in BREAKDOWN_METRICS:
             msub = sub.filter(pl.col("metric") == metric)
-            value = {(r["group"], r["policy"]): r["value"] for r in msub.iter_rows(named=True)}
-            rows = [[esc(g), f"{int(n):,}"] + [num(value[(g, p)], metric) if (g, p) in value else "–" for p in policies] for g, n in groups]
+            value = {(r["group"], r["policy"]): r for r in msub.iter_rows(named=True)}
+            rows = [[esc(g), f"{int(n):,}"] + [_interval(value[(g, p)], metric) if (g, p) in value else "–" for p in policies]
+                    for g, n in groups]
             tables.append(f"<div><b>{esc(METRIC_LABELS[metric])}</b>" + table([esc(by), "rows"] + [esc(p) for p in policies], rows) + "</div>")
         parts.append(f"<h3>By {esc(by)}</h3><div class='grid'>" + "".join(tables) + "</div>")
     return "".join(parts)
@@ -186,10 +162,11 @@ def render(result: RunResult, info: dict[str, Any]) -> str:
         "<h2>Headline: each policy against the baseline</h2>",
         "<p class='muted'>Per request averages with intervals; below, the paired relative change vs the baseline (green: better and significant, red: worse and significant).</p>",
         _headline(info),
+        models_section(info),
         "<h2>Relative change against the baseline</h2>", forest_plot(rel, list(METRICS)) if rel.height else "<p>Only the baseline was evaluated.</p>",
         "<h2>Over time</h2>", f"<p class='muted'>{esc(slices['estimator'][0] if slices.height else '')} estimate per {esc(result.config.evaluation.time_slice)}.</p>",
         time_plot(slices, list(METRICS)) if slices.height else "<p>Not enough rows per period.</p>",
-        "<h2>Diagnostics</h2>", _diagnostics(info["diagnostics"]),
+        "<h2>Diagnostics</h2>", diagnostics_section(info),
         "<h2>Estimator agreement</h2>",
         "<p class='muted'>Value ± one standard error by estimator. Large disagreement means few effective samples or a poor outcome model.</p>",
         _agreement(est, info),

@@ -266,6 +266,28 @@ def test_time_slices_breakdowns_and_shares(simulated: tuple[Path, Path], tmp_pat
     for column in shares.columns[1:]:
         assert shares[column].sum() == pytest.approx(1.0)
     assert set(result.breakdowns["by"]) == {"model", "task"}
+    # the logging policy's weights are π/p = 1 up to the ε mix: all of its mass in the [0.5, 2) bin, none at 0
+    logging = next(v for k, v in result.weight_shares.items() if k.startswith("logging"))
+    assert logging["[0.5, 2)"] == pytest.approx(1.0) and logging["0"] == 0.0
+    assert set(result.weight_shares) == set(result.names)
+
+
+def test_report_shows_intervals_per_group_and_model_quality_next_to_dr(run_dir: Path, simulated: tuple[Path, Path],
+                                                                     tmp_path: Path) -> None:
+    from ope.report.markup import num
+
+    breakdown = (run_dir / "reports" / "e2e" / "report.html").read_text().split("Breakdowns by model and task")[1]
+    summary = json.loads((run_dir / "reports" / "e2e" / "summary.json").read_text())
+    assert "its interval below" in breakdown and breakdown.count("<span class='muted'>[") >= 10
+    assert "Outcome models behind" not in (run_dir / "reports" / "e2e" / "report.html").read_text()   # IPS/SNIPS: no models
+    config = _fast_config(tmp_path, *simulated, ["SNIPS", "DR"], 'name = "cheapest"\nkind = "cheapest"\nepsilon = 0.2')
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "dr", "--quiet"]) == 0
+    html = (tmp_path / "r" / "dr" / "report.html").read_text()
+    models = html.index("Outcome models behind the model-based numbers")
+    assert html.index("Headline: each policy") < models < html.index("Relative change against the baseline")
+    auc = json.loads((tmp_path / "r" / "dr" / "summary.json").read_text())["model_quality"]["success"]["auc"]
+    assert f"{auc:.3f}" in html[models:models + 3000]
+    assert summary["weight_shares"].keys() == summary["policies"].keys() and num(0.5) == "0.5000"
 
 
 def test_the_saved_config_reproduces_the_run(run_dir: Path, tmp_path: Path) -> None:
