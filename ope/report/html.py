@@ -12,22 +12,11 @@ from ope.config import to_toml
 from ope.data.schema import LOWER_IS_BETTER, METRICS
 from ope.evaluation.run import RunResult
 from ope.report.diagnostics import diagnostics_section, models_section
-from ope.report.markup import esc, num, table
+from ope.report.markup import CSS, esc, num, table
 from ope.report.plots import METRIC_LABELS, forest_plot, time_plot
 
 __all__ = ["CSS", "esc", "num", "render", "table"]
 
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;color:#1b1f24;max-width:1180px;margin:24px auto;padding:0 16px}
-h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:32px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
-table{border-collapse:collapse;margin:8px 0;font-variant-numeric:tabular-nums}
-th,td{border:1px solid #d0d7de;padding:3px 7px;text-align:right;vertical-align:top}th{background:#f6f8fa}
-td.l,th.l{text-align:left}.muted{color:#57606a;font-size:12px}.good{color:#1a7f37}.bad{color:#cf222e}
-.warn{background:#fff8c5;border:1px solid #d4a72c;padding:8px 12px;border-radius:6px;margin:8px 0}
-pre{background:#f6f8fa;padding:8px;white-space:pre-wrap;font-size:12px}svg{max-width:100%;height:auto}
-td span{white-space:nowrap}.grid{display:flex;flex-wrap:wrap;gap:8px 20px}.grid table{font-size:12px}h3{font-size:15px;margin-top:20px}
-@media print{body{max-width:none;margin:0;font-size:11px}h2{page-break-after:avoid}table,svg{page-break-inside:avoid}}
-"""
 GLOSSARY = [
     ("Value", "The policy's estimated average per request over the logged traffic (weighted by sample_weight), with its interval."),
     ("Relative change", "100 · (policy / baseline − 1), in percent of the baseline's value — for rates (success, "

@@ -84,7 +84,7 @@ def _cell(values: dict[str, dict[str, float]], metric: str) -> str:
 
 def _points_table(result: TuneResult, summary: dict[str, Any]) -> str:
     keys = sorted(result.tune.grid)
-    head = [esc(k) for k in keys] + ["status", *(esc(METRIC_LABELS[m]) for m in SHOWN), "Δ cost vs baseline",
+    head = [esc(k).replace("_", "_<wbr>") for k in keys] + ["status", *(esc(METRIC_LABELS[m]) for m in SHOWN), "Δ cost vs baseline",
                                      "expected when fitted (training window)"]
     base = summary["baseline_values"]
     rows = [[f"<b>baseline</b>: {esc(result.config.evaluation.baseline)}"] + [""] * len(keys) + [_cell(base, m) for m in SHOWN] + ["", ""]]
