@@ -55,7 +55,7 @@ def _server_problem(cfg: ExperimentConfig) -> str | None:
     return problem
 
 
-def _track(cfg: ExperimentConfig, report: Path, problem: str | None, track: Callable[[], tuple[str, str]]) -> None:
+def _track(cfg: ExperimentConfig, report: Path, problem: str | None, track: Callable[[], tuple[str, str, str]]) -> None:
     """Record in MLflow if enabled; a failure (or a server found unreachable before the run) keeps the local outputs."""
     from ope.report.tracking import TrackingError, ui_command
 
@@ -64,8 +64,9 @@ def _track(cfg: ExperimentConfig, report: Path, problem: str | None, track: Call
     try:
         if problem is not None:
             raise TrackingError(problem)
-        run_id, uri = track()
-        print(f"mlflow:    run {run_id} in {uri}\n           open it with: {ui_command(cfg.tracking.uri)}")
+        run_id, uri, page = track()
+        serve = "" if uri.startswith(("http://", "https://")) else f"{ui_command(cfg.tracking.uri)}, then "
+        print(f"mlflow:    run {run_id} in {uri}\n           open it with: {serve}{page}")
     except TrackingError as exc:
         print(f"tracking failed: {exc}, report written to {report}", file=sys.stderr)
 

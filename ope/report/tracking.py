@@ -27,7 +27,7 @@ from ope.evaluation.run import RunResult
 if TYPE_CHECKING:
     from ope.evaluation.tune import TuneResult
 
-__all__ = ["TrackingError", "check_server", "headline_metrics", "metric_key", "run_description", "track_run",
+__all__ = ["TrackingError", "check_server", "headline_metrics", "metric_key", "run_description", "run_page", "track_run",
            "track_tune", "ui_command"]
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -120,6 +120,16 @@ def ui_command(uri: str | None) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
+def run_page(uri: str | None, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI, in the "Machine learning" view.
+
+    MLflow 3's UI opens in its GenAI view unless the page is asked for with ``workflowType=machine_learning``
+    (the choice is then remembered); a local store is served by ``mlflow ui`` on http://127.0.0.1:5000.
+    """
+    base = uri.rstrip("/") if uri and urlsplit(uri).scheme in ("http", "https") else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
 def _mlflow(cfg: TrackingConfig) -> tuple[Any, str]:
     """The mlflow module, pointed at the configured store, and the experiment id (created in the classic ML view)."""
     for key, value in HTTP_ENV.items():
@@ -170,8 +180,10 @@ def _log_outputs(mlflow: Any, paths: dict[str, Path]) -> None:
 
 
 def track_run(result: RunResult, paths: dict[str, Path], info: dict[str, Any], *, run_name: str,
-              started: float | None = None) -> tuple[str, str]:
-    """Log the run (started at ``started``, a `time.time()`); return (run_id, tracking URI). Raises `TrackingError`."""
+              started: float | None = None) -> tuple[str, str, str]:
+    """Log the run (started at ``started``, a `time.time()`); return (run_id, tracking URI, `run_page`).
+
+    Raises `TrackingError` on any MLflow failure."""
     try:
         mlflow, exp_id = _mlflow(result.config.tracking)
         with _start(mlflow, exp_id, run_name, started) as run:
@@ -191,14 +203,15 @@ def track_run(result: RunResult, paths: dict[str, Path], info: dict[str, Any], *
             actions = paths["report"].parent / "actions"
             if actions.exists():
                 mlflow.log_artifacts(str(actions), artifact_path="actions")
-            return run.info.run_id, mlflow.get_tracking_uri()
+            return run.info.run_id, mlflow.get_tracking_uri(), run_page(mlflow.get_tracking_uri(), exp_id, run.info.run_id)
     except Exception as exc:  # any MLflow or store failure must not lose the local report
         raise TrackingError(f"MLflow could not record the run ({type(exc).__name__}: {exc})") from exc
 
 
 def track_tune(result: TuneResult, paths: dict[str, Path], summary: dict[str, Any], *, run_name: str,
-               started: float | None = None) -> tuple[str, str]:
-    """Log a sweep: one parent run (config, verdict, outputs) and a nested run per setting; return (parent id, URI)."""
+               started: float | None = None) -> tuple[str, str, str]:
+    """Log a sweep: one parent run (config, verdict, outputs) and a nested run per setting; return (parent id, URI,
+    `run_page`)."""
     try:
         mlflow, exp_id = _mlflow(result.config.tracking)
         with _start(mlflow, exp_id, run_name, started) as parent:
@@ -219,6 +232,7 @@ def track_tune(result: TuneResult, paths: dict[str, Path], summary: dict[str, An
                     if point.estimates is not None:
                         est = point.estimates.with_columns(pl.lit(result.tune.policy).alias("policy"))
                         mlflow.log_metrics(headline_metrics(est, result.estimator, bounds=True))
-            return parent.info.run_id, mlflow.get_tracking_uri()
+            return parent.info.run_id, mlflow.get_tracking_uri(), run_page(mlflow.get_tracking_uri(), exp_id,
+                                                                           parent.info.run_id)
     except Exception as exc:  # any MLflow or store failure must not lose the local outputs
         raise TrackingError(f"MLflow could not record the sweep ({type(exc).__name__}: {exc})") from exc

@@ -89,3 +89,11 @@ def test_run_description_lists_significant_changes_only() -> None:
         "same": {"relative": {"cost_usd": {"value": None, "ci_low": None, "ci_high": None}}},
     }}
     assert run_description(info) == "DR vs base — cheap: cost_usd -30.0%; same: no significant change"
+
+
+def test_run_page_opens_the_machine_learning_view() -> None:
+    from ope.report.tracking import run_page
+
+    assert run_page("http://mlflow.internal:5000/", "7", "abc") == \
+        "http://mlflow.internal:5000/#/experiments/7/runs/abc?workflowType=machine_learning"
+    assert run_page("sqlite:///mlflow.db", "1", "r").startswith("http://127.0.0.1:5000/#/experiments/1/runs/r?")
