@@ -103,6 +103,10 @@ def print_tune_table(result: TuneResult) -> None:
     infeasible = [p.label for p in result.points if p.status == "infeasible"]
     title = (f"{result.estimator} on the hold-out window, change vs {result.config.evaluation.baseline} in parentheses "
              "(✓ safe, ✗ fails a target at its bound, ★ recommended)")
-    print_estimates(pl.concat(frames), names, title)
+    labels = dict(zip(["baseline"] + [p.label for p in result.points if p.estimates is not None], names, strict=True))
+    impossible = frozenset((labels[f.policy], f.metric) for f in result.out_of_range)
+    print_estimates(pl.concat(frames), names, title, impossible)
+    for finding in result.out_of_range:
+        print(f"warning: {finding.message()}")
     if infeasible:
         print(f"infeasible on the training window: {'; '.join(infeasible)}")

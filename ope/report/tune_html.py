@@ -44,6 +44,7 @@ def tune_summary(result: TuneResult, run_name: str) -> dict[str, Any]:
         "split": {"train_fraction": tune.train_fraction, "split_at": result.split_at.isoformat(),
                   "train_rows": int(result.train.sum()), "holdout_rows": int((~result.train).sum())},
         "verdict": result.verdict,
+        "out_of_range": [f.to_dict() for f in result.out_of_range],
         "recommended": None if result.recommended is None else result.points[result.recommended].label,
         "recommended_settings": None if result.recommended is None else result.points[result.recommended].settings,
         "baseline_values": _metrics(result.baseline),
@@ -77,9 +78,13 @@ def _plot_frame(result: TuneResult) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def _cell(values: dict[str, dict[str, float]], metric: str) -> str:
+def _cell(values: dict[str, dict[str, float]], metric: str, flagged: dict[str, Any] | None = None) -> str:
     v = values[metric]
-    return f"{num(v['value'], metric)}<br><span class='muted'>[{num(v['ci_low'], metric)}, {num(v['ci_high'], metric)}]</span>"
+    cell = f"{num(v['value'], metric)}<br><span class='muted'>[{num(v['ci_low'], metric)}, {num(v['ci_high'], metric)}]</span>"
+    if flagged is not None:
+        cell += (f"<br><span class='bad' title='{esc(flagged['reason'])}. {esc(flagged['suggestion'])}'>⚠ impossible: must be "
+                 f"{esc(flagged['range'])}</span>")
+    return cell
 
 
 def _points_table(result: TuneResult, summary: dict[str, Any]) -> str:
@@ -87,7 +92,9 @@ def _points_table(result: TuneResult, summary: dict[str, Any]) -> str:
     head = [esc(k).replace("_", "_<wbr>") for k in keys] + ["status", *(esc(METRIC_LABELS[m]) for m in SHOWN), "Δ cost vs baseline",
                                      "expected when fitted (training window)"]
     base = summary["baseline_values"]
-    rows = [[f"<b>baseline</b>: {esc(result.config.evaluation.baseline)}"] + [""] * len(keys) + [_cell(base, m) for m in SHOWN] + ["", ""]]
+    flags = {(f["policy"], f["metric"]): f for f in summary["out_of_range"]}
+    rows = [[f"<b>baseline</b>: {esc(result.config.evaluation.baseline)}"] + [""] * len(keys)
+            + [_cell(base, m, flags.get(("baseline", m))) for m in SHOWN] + ["", ""]]
     for i, p in enumerate(summary["points"]):
         star = " ★ recommended" if i == result.recommended else ""
         cls = {"safe": "good", "unsafe": "bad", "infeasible": "muted"}[p["status"]]
@@ -100,7 +107,7 @@ def _points_table(result: TuneResult, summary: dict[str, Any]) -> str:
         rel = p["relative"]["cost_usd"]
         fitted = p["fitted_values"] or {}
         expected = "<br>".join(f"{esc(METRIC_LABELS[m])} {num(fitted[m], m)}" for m in ("sla_hit", "satisfaction") if m in fitted)
-        rows.append(settings + [status] + [_cell(p["value"], m) for m in SHOWN]
+        rows.append(settings + [status] + [_cell(p["value"], m, flags.get((p["label"], m))) for m in SHOWN]
                     + [f"{rel['value']:+.1f} %<br><span class='muted'>[{rel['ci_low']:+.1f}, {rel['ci_high']:+.1f}]</span>", expected])
     return table(head, rows, left=len(keys) + 1)
 

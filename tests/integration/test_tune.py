@@ -106,6 +106,34 @@ def test_pareto_keeps_exactly_the_undominated_points() -> None:
     assert result.pareto == [0, 1, 3]
 
 
+def test_impossible_hold_out_estimates_are_flagged_in_every_output(capsys: pytest.CaptureFixture[str]) -> None:
+    from ope.report.console import print_tune_table
+    from ope.report.tune_html import _points_table
+
+    def every(**given: tuple[float, float, float]) -> pl.DataFrame:
+        return _estimates(dict.fromkeys(METRICS, (0.5, 0.4, 0.6)) | given)
+
+    result = TuneResult.__new__(TuneResult)
+    for name, value in {"points": [TunePoint("a", {"min_sla_hit": 0.5}, "safe", (), every(sla_hit=(1.2, 1.1, 1.3))),
+                                   TunePoint("e", {"min_sla_hit": 0.9}, "infeasible", ("x",))],
+                        "baseline": every(cost_usd=(-0.001, -0.002, 0.0)),
+                        "recommended": None, "estimator": "DR",
+                        "config": load_config(Path(__file__).resolve().parents[2] / "configs" / "tune.toml"),
+                        "tune": TuneConfig(policy="p", grid={"min_sla_hit": [0.5]})}.items():
+        object.__setattr__(result, name, value)
+    found = {(f.policy, f.metric): f for f in result.out_of_range}
+    assert set(found) == {("baseline", "cost_usd"), ("a", "sla_hit")} and found[("a", "sla_hit")].value == 1.2
+    print_tune_table(result)
+    out = capsys.readouterr().out
+    assert "!1.200" in out and "warning: a: DR sla_hit = 1.2 is impossible (must be [0, 1])" in out
+    summary = {"baseline_values": {m: {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6} for m in METRICS},
+               "out_of_range": [f.to_dict() for f in result.out_of_range],
+               "points": [{"label": "a", "settings": {"min_sla_hit": 0.5}, "status": "safe", "reasons": [],
+                           "fitted_values": None, "value": {m: {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6} for m in METRICS},
+                           "relative": {"cost_usd": {"value": -1.0, "ci_low": -2.0, "ci_high": 0.0}}}]}
+    assert _points_table(result, summary).count("⚠ impossible") == 2
+
+
 def test_holdout_q_hat_never_sees_holdout_labels(simulated: tuple[Path, Path]) -> None:
     """Scrambling the logged outcomes of the last rows changes nothing for earlier hold-out rows (history only looks back)."""
     ds = BanditDataset.load(*simulated, sla_latency_ms=8000)
