@@ -30,9 +30,10 @@ class MemoryEngine:
         """The validated log (bad rows set aside when a quarantine file is given), its facts, and the
         deterministic-logger check on it."""
         cfg = plan.config
-        with progress("loading and validating logs", total=None, enabled=show_progress):
+        with progress("loading and validating logs", total=1, enabled=show_progress) as bar:
             dataset = BanditDataset.load(cfg.data.logs, cfg.data.catalog, sla_latency_ms=cfg.evaluation.sla_latency_ms,
                                          quarantine=cfg.data.quarantine)
+            bar.update(1)
         return TrainingData(dataset, DataFacts.of(dataset), lambda: detect_deterministic_router(dataset.logs, dataset.eligible),
                             whole_log=True)
 
