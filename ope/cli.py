@@ -80,9 +80,9 @@ def _run(args: argparse.Namespace) -> int:
     from ope.config import DEFAULT_CONFIG
     from ope.evaluation.plan import primary_estimator
     from ope.evaluation.run import run_experiment
+    from ope.progress import progress
     from ope.report.console import print_summary
     from ope.report.outputs import write_outputs
-    from ope.progress import progress
     from ope.report.tracking import track_run
 
     start, started = time.perf_counter(), time.time()
@@ -103,8 +103,8 @@ def _run(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace) -> int:
     from ope.config import DEFAULT_TUNE_CONFIG
     from ope.evaluation.tune import run_tune
-    from ope.report.console import print_tune_table
     from ope.progress import progress
+    from ope.report.console import print_tune_table
     from ope.report.tracking import track_tune
     from ope.report.tune_html import write_tune_outputs
 

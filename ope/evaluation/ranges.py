@@ -16,7 +16,7 @@ import polars as pl
 
 from ope.data.schema import RATE_METRICS
 
-__all__ = ["FEW_EFFECTIVE_SHARE", "OutOfRange", "RANGES", "out_of_range"]
+__all__ = ["FEW_EFFECTIVE_SHARE", "RANGES", "OutOfRange", "out_of_range"]
 
 RANGES: dict[str, tuple[float, float]] = {m: (0.0, 1.0) for m in RATE_METRICS} | {
     m: (0.0, math.inf) for m in ("cost_usd", "ttft_ms", "latency_ms", "throughput_tps")}

@@ -79,7 +79,7 @@ def _model_row(name: str, q: dict[str, float]) -> list[str]:
     ratio = q.get("mean_ratio")
     if ratio is not None and abs(ratio - 1) > CALIBRATION_TOLERANCE:
         notes.append(f"mean off by {ratio - 1:+.0%}")
-    cell = lambda key, fmt: fmt.format(q[key]) if key in q else "–"  # noqa: E731
+    cell = lambda key, fmt: fmt.format(q[key]) if key in q else "–"
     verdict = f"<span class='bad'>{esc('; '.join(notes))}</span>" if notes else "<span class='good'>ok</span>"
     return [esc(name), esc(MODEL_USES.get(name, "")), cell("auc", "{:.3f}"), cell("log_loss", "{:.3f}"), cell("mae_log", "{:.3f}"),
             cell("mae", "{:,.4g}"), cell("mean_ratio", "{:.3f}"), verdict]

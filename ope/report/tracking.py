@@ -57,7 +57,7 @@ def check_server(uri: str | None, *, timeout: float = 3.0) -> str | None:
     if urlsplit(uri or "").scheme not in ("http", "https"):
         return None
     try:
-        with urllib.request.urlopen(uri, timeout=timeout):  # noqa: S310 - the user's own tracking URI
+        with urllib.request.urlopen(uri, timeout=timeout):
             return None
     except urllib.error.HTTPError:
         return None

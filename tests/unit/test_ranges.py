@@ -27,8 +27,8 @@ def _frame(*rows: dict[str, object]) -> pl.DataFrame:
 @pytest.mark.parametrize(("row", "max_weight", "reason", "suggestion"), [
     (_row("p", "success", "IPS", 1.007, ess=20.0), 3.0, "few effective samples (ESS 20 of 1,000 rows, 2.0%)", "SNIPS or SNDR"),
     (_row("p", "latency_ms", "DR", -1301.0), 85.0, "extreme importance weights (largest 85)", "SNIPS or SNDR"),
-    (_row("p", "success", "DR", 1.15), 3.0, "the importance-weighted correction overshoots (ESS 500 of 1,000 rows; "
-                                            "largest weight 3.0)", "SNIPS or SNDR"),
+    (_row("p", "success", "DR", 1.15), 3.0, ("the importance-weighted correction overshoots (ESS 500 of 1,000 rows; "
+                                             "largest weight 3.0)"), "SNIPS or SNDR"),
     (_row("p", "satisfaction", "SNDR", -0.01), 3.0, "correction overshoots", "Read SNIPS"),
     (_row("p", "cost_usd", "DM", -0.001), 3.0, "the outcome model predicts outside the range", "SNIPS or SNDR"),
 ], ids=["few-samples", "extreme-weights", "overshoot", "sndr", "dm"])
