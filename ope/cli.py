@@ -45,36 +45,58 @@ def _resolve(args: argparse.Namespace, default: Path) -> tuple[ExperimentConfig,
     return cfg, run_name
 
 
-def _track(cfg: ExperimentConfig, track: Callable[[], tuple[str, str]]) -> None:
-    """Record in MLflow if enabled; a failure warns and keeps the local outputs."""
+def _server_problem(cfg: ExperimentConfig) -> str | None:
+    """Why the configured tracking server cannot be reached, checked before the run (a few seconds at most)."""
+    from ope.report.tracking import check_server
+
+    problem = check_server(cfg.tracking.uri) if cfg.tracking.enabled else None
+    if problem is not None:
+        print(f"warning: {problem}; the run goes on and its report is written locally", file=sys.stderr)
+    return problem
+
+
+def _track(cfg: ExperimentConfig, report: Path, problem: str | None, track: Callable[[], tuple[str, str, str]]) -> None:
+    """Record in MLflow if enabled; a failure (or a server found unreachable before the run) keeps the local outputs."""
     from ope.report.tracking import TrackingError, ui_command
 
     if not cfg.tracking.enabled:
         return
     try:
-        run_id, uri = track()
-        print(f"mlflow:    run {run_id} in {uri}\n           open it with: {ui_command(cfg.tracking.uri)}")
+        if problem is not None:
+            raise TrackingError(problem)
+        run_id, uri, page = track()
+        serve = "" if uri.startswith(("http://", "https://")) else f"{ui_command(cfg.tracking.uri)}, then "
+        print(f"mlflow:    run {run_id} in {uri}\n           open it with: {serve}{page}")
     except TrackingError as exc:
-        print(f"warning: {exc} The local outputs above are complete.", file=sys.stderr)
+        print(f"tracking failed: {exc}, report written to {report}", file=sys.stderr)
+
+
+def _bars(args: argparse.Namespace) -> bool:
+    """Progress bars (on stderr) only for a person at a terminal: not with --quiet, not when output is piped."""
+    return not args.quiet and sys.stdout.isatty() and sys.stderr.isatty()
 
 
 def _run(args: argparse.Namespace) -> int:
     from ope.config import DEFAULT_CONFIG
     from ope.evaluation.plan import primary_estimator
     from ope.evaluation.run import run_experiment
+    from ope.progress import progress
     from ope.report.console import print_headlines, print_summary
     from ope.report.outputs import write_outputs
     from ope.report.tracking import track_run
 
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     cfg, run_name = _resolve(args, DEFAULT_CONFIG)
-    result = run_experiment(cfg, show_progress=not args.quiet)
-    paths = write_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
+    problem = _server_problem(cfg)
+    result = run_experiment(cfg, show_progress=_bars(args))
+    with progress("writing the report", total=1, enabled=_bars(args)) as bar:
+        paths = write_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
+        bar.update(1)
     info = json.loads(paths["summary"].read_text())
     print_summary(result, primary_estimator(result.config.evaluation.estimators))
     print_headlines(info)
     print(f"\nreport:    {paths['report']}")
-    _track(cfg, lambda: track_run(result, paths, info, run_name=run_name))
+    _track(cfg, paths["report"], problem, lambda: track_run(result, paths, info, run_name=run_name, started=started))
     print(f"wall time: {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -82,21 +104,25 @@ def _run(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace) -> int:
     from ope.config import DEFAULT_TUNE_CONFIG
     from ope.evaluation.tune import run_tune
+    from ope.progress import progress
     from ope.report.console import print_tune_table
     from ope.report.tracking import track_tune
     from ope.report.tune_html import write_tune_outputs
 
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     if args.streaming or args.engine == "ray":
         raise OPEError("ope tune runs in memory: --streaming is for ope run, and so is --engine ray (tune on a sample of a large log "
                        "instead).")
     cfg, run_name = _resolve(args, DEFAULT_TUNE_CONFIG)
-    result = run_tune(cfg, show_progress=not args.quiet)
-    paths = write_tune_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
+    problem = _server_problem(cfg)
+    result = run_tune(cfg, show_progress=_bars(args))
+    with progress("writing the report", total=1, enabled=_bars(args)) as bar:
+        paths = write_tune_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
+        bar.update(1)
     summary = json.loads(paths["summary"].read_text())
     print_tune_table(result)
     print(f"\n{result.verdict}\n\nreport:    {paths['report']}")
-    _track(cfg, lambda: track_tune(result, paths, summary, run_name=run_name))
+    _track(cfg, paths["report"], problem, lambda: track_tune(result, paths, summary, run_name=run_name, started=started))
     print(f"wall time: {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -111,7 +137,12 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"set aside: {problem}", file=sys.stderr)
     if result.n_quarantined:
         print(f"{result.n_quarantined} of {result.n_input} rows written to {args.quarantine}", file=sys.stderr)
-    print(json.dumps(result.summary(), indent=2))
+    if args.json:
+        print(json.dumps(result.summary(), indent=2))
+    else:
+        from ope.report.console import format_validation
+
+        print(format_validation(args.logs, result.summary()))
     return 0
 
 
@@ -157,26 +188,72 @@ def _monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Help that shows each option's default where it has one (a flag's default is off; a None defers to the config)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or "(default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--logs", help="override [data] logs")
-    p.add_argument("--catalog", help="override [data] catalog")
-    p.add_argument("--quarantine", help="set invalid rows aside in this file instead of stopping")
-    p.add_argument("--out", help="override [output] dir (default: reports)")
-    p.add_argument("--run-name", help="name of the run and of its report folder")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's local sqlite:///mlflow.db)")
+    p.add_argument("--logs", help="request log, a folder or a glob of parquet files (default: [data] logs of the config)")
+    p.add_argument("--catalog", help="endpoint catalog, csv or parquet (default: [data] catalog of the config)")
+    p.add_argument("--quarantine", help="set invalid rows aside in this file instead of stopping (default: [data] quarantine; "
+                                        "none: stop on the first invalid row)")
+    p.add_argument("--out", help="folder of the run folders (default: [output] dir of the config, reports)")
+    p.add_argument("--run-name", help="name of the run and of its report folder (default: [output] run_name, or "
+                                      "<config name>-<UTC time>)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: [tracking] uri, else MLflow's local sqlite:///mlflow.db)")
     p.add_argument("--no-tracking", action="store_true", help="do not record the run in MLflow")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (they show only when stdout is a terminal)")
     p.add_argument("--streaming", action="store_true", help="read the log in batches, in bounded memory (docs/large_logs.md)")
-    p.add_argument("--engine", choices=("memory", "local", "ray"), help="where batches run: memory (the whole log at once), local (streamed batches), ray (pip install 'llm-ope[ray]'); default: memory unless the log is too big")
-    p.add_argument("--ray-address", help="Ray cluster to join with --engine ray (e.g. ray://head:10001; default: RAY_ADDRESS or a local one)")
+    p.add_argument("--engine", choices=("memory", "local", "ray"), help="where batches run: memory (the whole log at once), local "
+                   "(streamed batches), ray (pip install 'llm-ope[ray]') (default: [data] engine; memory unless the log is too big)")
+    p.add_argument("--ray-address", help="Ray cluster to join with --engine ray, e.g. ray://head:10001 (default: RAY_ADDRESS, "
+                                         "else a local one)")
+
+
+def _simulate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    sim = sub.add_parser("simulate", help="write a synthetic log and catalog with known ground truth")
+    sim.add_argument("--rows", type=int, default=60_000, help="requests to simulate")
+    sim.add_argument("--days", type=int, default=7, help="days the log spans")
+    sim.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same bytes")
+    sim.add_argument("--out", required=True, help="folder to write the log and catalog.csv into (required)")
+    sim.add_argument("--name", default="requests.parquet", help="file name of the log (with --partitioned: its folder)")
+    sim.add_argument("--partitioned", action="store_true", help="write a folder of time-ordered parquet partitions, one at a time")
+    sim.add_argument("--partition-rows", type=int, default=250_000, help="rows per partition (with --partitioned)")
+    sim.add_argument("--scenario", choices=("default", "qwen3-32b", "deepseek-v3.2"), default="default",
+                     help="simulated market: the default multi-model world, or a published single-model counterfactual")
+    sim.add_argument("--canary", metavar="CONFIG", help="write a canary log instead: a policy of CONFIG at --canary-share, the rest its baseline (default: a plain log)")
+    sim.add_argument("--canary-policy", help="the canary's policy (default: the config's only non-baseline policy)")
+    sim.add_argument("--canary-share", type=float, default=0.05, help="share of requests the canary routes")
+    sim.set_defaults(func=_simulate)
+
+
+def _monitor_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    mon = sub.add_parser("monitor", help="watch a randomised canary with anytime-valid confidence sequences; stop on a verdict")
+    mon.add_argument("config", help="the run config: its baseline, policies and [data] history log")
+    mon.add_argument("--logs", required=True, help="the canary log (propensities recorded), in arrival order")
+    mon.add_argument("--since", help="first timestamp to read (ISO 8601; default: where the state stopped)")
+    mon.add_argument("--state", help="state file (default: <out>/monitor/<config>-<policy>.json)")
+    mon.add_argument("--policy", help="the canary's policy (default: the config's only non-baseline policy)")
+    mon.add_argument("--share", type=float, default=0.05, help="share of requests the canary routes (bounds the weights)")
+    mon.add_argument("--max-cost-usd", type=float, default=0.1, help="known upper bound of one request's cost")
+    mon.add_argument("--sla-margin", type=float, default=0.01, help="SLA hit rate loss still counted as 'not worse'")
+    mon.set_defaults(func=_monitor)
 
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     from ope import __version__
+    from ope.importers.cli import add_parser as add_import_parser
 
-    p = argparse.ArgumentParser(prog="ope", description="Offline counterfactual evaluation of LLM routing policies.")
+    p = argparse.ArgumentParser(prog="ope", description="Offline counterfactual evaluation of LLM routing policies.",
+                                formatter_class=_Help)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="evaluate the policies of a config on request logs and write a report")
@@ -188,37 +265,16 @@ def parser() -> argparse.ArgumentParser:
     _run_options(tune)
     tune.set_defaults(func=_tune)
     val = sub.add_parser("validate", help="check a log against the schema and catalog, print a summary")
-    val.add_argument("logs", help="request log: parquet, csv or ndjson")
-    val.add_argument("--catalog", required=True, help="endpoint catalog: csv or parquet")
-    val.add_argument("--quarantine", help="write bad rows here and continue with the rest")
+    val.add_argument("logs", help="request log: parquet, csv or ndjson, or a folder or glob of parquet files")
+    val.add_argument("--catalog", required=True, help="endpoint catalog: csv or parquet (required)")
+    val.add_argument("--quarantine", help="write bad rows here and continue with the rest (default: none, stop and list them)")
+    val.add_argument("--json", action="store_true", help="print the summary as JSON, for machines")
     val.set_defaults(func=_validate)
-    from ope.importers.cli import add_parser as add_import_parser
-
     add_import_parser(sub)
-    sim = sub.add_parser("simulate", help="write a synthetic log and catalog with known ground truth")
-    sim.add_argument("--rows", type=int, default=60_000)
-    sim.add_argument("--days", type=int, default=7)
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--out", required=True)
-    sim.add_argument("--name", default="requests.parquet", help="file name of the log (with --partitioned: its folder)")
-    sim.add_argument("--partitioned", action="store_true", help="write a folder of time-ordered parquet partitions, one at a time")
-    sim.add_argument("--partition-rows", type=int, default=250_000, help="rows per partition (with --partitioned)")
-    sim.add_argument("--scenario", choices=("default", "qwen3-32b", "deepseek-v3.2"), default="default",
-                     help="simulated market: the default multi-model world, or a published single-model counterfactual")
-    sim.add_argument("--canary", metavar="CONFIG", help="write a canary log instead: a policy of CONFIG at --canary-share, the rest its baseline")
-    sim.add_argument("--canary-policy", help="the canary's policy (default: the config's only non-baseline policy)")
-    sim.add_argument("--canary-share", type=float, default=0.05)
-    sim.set_defaults(func=_simulate)
-    mon = sub.add_parser("monitor", help="watch a randomised canary with anytime-valid confidence sequences; stop on a verdict")
-    mon.add_argument("config", help="the run config: its baseline, policies and [data] history log")
-    mon.add_argument("--logs", required=True, help="the canary log (propensities recorded), in arrival order")
-    mon.add_argument("--since", help="first timestamp to read (ISO 8601; default: where the state stopped)")
-    mon.add_argument("--state", help="state file (default: <out>/monitor/<config>-<policy>.json)")
-    mon.add_argument("--policy", help="the canary's policy (default: the config's only non-baseline policy)")
-    mon.add_argument("--share", type=float, default=0.05, help="share of requests the canary routes (bounds the weights)")
-    mon.add_argument("--max-cost-usd", type=float, default=0.1, help="known upper bound of one request's cost")
-    mon.add_argument("--sla-margin", type=float, default=0.01, help="SLA hit rate loss still counted as 'not worse'")
-    mon.set_defaults(func=_monitor)
+    _simulate_parser(sub)
+    _monitor_parser(sub)
+    for command in sub.choices.values():
+        command.formatter_class = _Help
     return p
 
 

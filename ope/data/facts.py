@@ -21,7 +21,8 @@ class DataFacts:
 
     rows: int = 0
     quarantined: int = 0
-    with_satisfaction: int = 0
+    with_satisfaction: int = 0        # rows the satisfaction metric covers: feedback, or a failure counted 0
+    with_feedback: int = 0            # rows carrying satisfaction feedback in the log
     feedback: bool = False
     missing_propensity: int = 0
     start: datetime | None = None
@@ -41,6 +42,8 @@ class DataFacts:
         self.arms = ds.arms
         self.rows += ds.n
         self.with_satisfaction += int((~np.isnan(ds.outcomes[:, METRICS.index("satisfaction")])).sum())
+        if "satisfaction" in ds.logs.columns:
+            self.with_feedback += ds.logs.height - ds.logs["satisfaction"].null_count()
         self.feedback = self.feedback or ds.has_satisfaction_feedback()
         self.missing_propensity += int(np.isnan(ds.propensities).sum())
         lo, hi = ds.logs["ts"].min(), ds.logs["ts"].max()
@@ -53,5 +56,6 @@ class DataFacts:
         """The ``data`` facts of summary.json."""
         assert self.start is not None and self.end is not None
         return {"rows": self.rows, "quarantined_rows": self.quarantined, "rows_with_satisfaction": self.with_satisfaction,
+                "rows_with_feedback": self.with_feedback,
                 "start": self.start.isoformat(), "end": self.end.isoformat(), "arms": list(self.arms),
                 "models": [{"model": m, "count": c} for m, c in sorted(self.models.items(), key=lambda mc: (-mc[1], mc[0]))]}

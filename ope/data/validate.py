@@ -19,6 +19,7 @@ from ope.data.catalog import Catalog
 from ope.data.readers import is_multi_file, parse_timestamps, read_table, table_format
 from ope.data.schema import DTYPE_KINDS, NEED_PREFIX, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, Status
 from ope.errors import SchemaError
+from ope.text import count as plural
 
 __all__ = ["BatchCheck", "Problem", "ValidatedLogs", "check_batch", "load_logs", "problem_message", "raise_for_problems",
            "validate_logs"]
@@ -40,7 +41,7 @@ class Problem:
 
     def __str__(self) -> str:
         where = f" (first request_ids: {', '.join(self.request_ids)})" if self.request_ids else ""
-        rows = "whole column" if self.fatal else f"{self.n_rows} rows"
+        rows = "whole column" if self.fatal else plural(self.n_rows, "row")
         return f"{self.column}: {self.rule} — {rows}{where}"
 
 

@@ -8,6 +8,7 @@ tasks, whose sums the driver merges. Given the same rows it returns the same sum
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +27,7 @@ from ope.data.validate import ValidatedLogs
 from ope.evaluation.actions import action_tables
 from ope.evaluation.plan import Plan
 from ope.evaluation.tables import GroupEstimates, ShareSums
+from ope.evaluation.weights import WeightHistogram
 from ope.models.predictors import OutcomeModels, predict_q_hat
 from ope.models.propensity import PropensityModel, predict_propensities
 from ope.models.sample import Vocabulary, batch_features
@@ -101,16 +103,18 @@ class BatchContext:
         """Zero partial sums to add batches to."""
         groups = GroupEstimates(self.plan.headline, self.cfg.evaluation.time_slice, self.plan.alpha) if self.groups else None
         shares = ShareSums(self.catalog.n_arms, self.names) if self.groups else None
-        return BatchPartials(groups=groups, shares=shares, fallback=dict.fromkeys(self.policies, 0))
+        return BatchPartials(groups=groups, shares=shares, fallback=dict.fromkeys(self.policies, 0),
+                             weights=WeightHistogram() if self.groups else None)
 
 
 @dataclass
 class BatchPartials:
-    """Partial sums of every policy × estimator, the per-group tables and provider shares."""
+    """Partial sums of every policy × estimator, the per-group tables, provider shares and weight histograms."""
 
     groups: GroupEstimates | None
     shares: ShareSums | None
     fallback: dict[str, int]
+    weights: WeightHistogram | None = None
     parts: dict[tuple[str, str], Partial] = field(default_factory=dict)
     failed: dict[tuple[str, str], str] = field(default_factory=dict)
     rows: int = 0
@@ -129,6 +133,8 @@ class BatchPartials:
             self.groups.merge(other.groups)
         if self.shares is not None and other.shares is not None:
             self.shares.merge(other.shares)
+        if self.weights is not None and other.weights is not None:
+            self.weights.merge(other.weights)
 
 
 def score_rows(ctx: BatchContext, ds: BanditDataset, history: FloatArray | None) -> BatchRows:
@@ -160,15 +166,19 @@ def evaluate_log_batch(ctx: BatchContext, ds: BanditDataset, history: FloatArray
     return {name: pa.concat_tables(parts) for name, parts in tables.items()}
 
 
-def evaluate_batch(ctx: BatchContext, batch: BatchRows, into: BatchPartials) -> dict[str, pa.Table]:
+def evaluate_batch(ctx: BatchContext, batch: BatchRows, into: BatchPartials,
+                   step: Callable[[str], None] | None = None) -> dict[str, pa.Table]:
     """Add one batch to ``into``: every policy's action probabilities, every estimator's partial sums and the
-    per-group sums; return each policy's action table."""
+    per-group sums; return each policy's action table. ``step(policy)`` is called twice per policy (routed,
+    estimated), for a progress bar."""
     ds, fb, q_hat = batch.dataset, batch.feedback, batch.q_hat
     pairs = Pairs.of(ds.eligible)
     probabilities: dict[str, SparseTarget] = {}
     for name, policy in ctx.policies.items():
         probabilities[name] = policy_target(policy, ds, pairs, q_hat)
         into.fallback[name] += policy.n_fallback_
+        if step is not None:
+            step(name)
     shared = Shared.of(fb, q_hat, require_observed=False)  # q̂ checked once, each policy prepared once
     prepared = {name: shared.policy(pi) for name, pi in probabilities.items()}
     baseline = prepared[ctx.plan.baseline]
@@ -181,9 +191,14 @@ def evaluate_batch(ctx: BatchContext, batch: BatchRows, into: BatchPartials) -> 
             into.parts[key] = into.parts[key] + part if key in into.parts else part
         for key in [k for k in into.parts if k in into.failed]:  # refused by a later batch: no estimate at all
             del into.parts[key]
+        if step is not None:
+            step(name)
     if into.groups is not None and into.shares is not None:
         into.groups.add(ds, fb, probabilities, {name: shared.batch(prep) for name, prep in prepared.items()})
         into.shares.add(ds, probabilities)
+    if into.weights is not None:
+        for name, (prep, _) in prepared.items():
+            into.weights.add(name, prep.w, fb.weights)
     into.rows += ds.n
     written = ctx.names if ctx.actions is None else ctx.actions
     return action_tables(ds.logs["request_id"], ds.arms, {name: probabilities[name] for name in written})

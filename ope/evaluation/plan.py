@@ -12,6 +12,7 @@ from ope.config import ExperimentConfig
 from ope.data.overlap import OverlapFinding
 from ope.errors import ConfigError
 from ope.models.propensity import PropensityModel
+from ope.text import count as plural
 
 __all__ = ["PREFERENCE", "Plan", "build_estimators", "build_inference", "estimated_note", "fallback_note", "no_feedback_note",
            "primary_estimator", "sample_note"]
@@ -110,7 +111,7 @@ def no_feedback_note() -> str:
 
 def fallback_note(name: str, count: int, fallback: str) -> str:
     """The note of a policy that routed ``count`` requests by its fallback."""
-    return f"{name}: {count} requests had no eligible official endpoint and were routed by its fallback ({fallback})."
+    return f"{name}: {plural(count, 'request')} had no eligible official endpoint and were routed by its fallback ({fallback})."
 
 
 def sample_note(train_rows: int, rows: int) -> str:

@@ -21,11 +21,13 @@ from ope.evaluation.batch import BatchContext
 from ope.evaluation.engines import Engine, engine_for
 from ope.evaluation.fit import drop_training_rows, fit_run
 from ope.evaluation.plan import Plan, fallback_note, no_feedback_note, sample_note
+from ope.evaluation.ranges import OutOfRange, out_of_range
 from ope.evaluation.registry import build_policies
 from ope.evaluation.replay import replay_rows
 from ope.evaluation.tables import ESTIMATE_SCHEMA, blank_metric, estimate_table
 from ope.models.predictors import OutcomeModels
 from ope.models.propensity import PropensityModel
+from ope.text import count as plural
 from policies import Policy
 
 __all__ = ["RunResult", "run_experiment"]
@@ -57,6 +59,7 @@ class RunResult:
     outcome_models: OutcomeModels | None = None
     propensity_model: PropensityModel | None = None
     streamed: dict[str, Any] | None = None
+    weight_shares: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -64,11 +67,17 @@ class RunResult:
         return list(self.policies)
 
     @property
+    def out_of_range(self) -> list[OutOfRange]:
+        """Estimates outside their metric's range (a probability above 1, a negative time), with reason and advice."""
+        return out_of_range(self.estimates, self.diagnostics)
+
+    @property
     def warnings(self) -> list[str]:
-        """Everything a reader must see first: rows set aside, run notes, then support and overlap warnings."""
+        """Everything a reader must see first: rows set aside, run notes, impossible values, then support and overlap
+        warnings."""
         q = self.facts.quarantined
-        out = [f"{q} rows failed validation and were set aside (quarantine file)."] if q else []
-        out += list(self.notes)
+        out = [f"{plural(q, 'row')} failed validation and were set aside (quarantine file)."] if q else []
+        out += list(self.notes) + [f.message() for f in self.out_of_range]
         return out + sorted({f"{p}: {w}" for p, d in self.diagnostics.items() for e in d.values() for w in e["warnings"]})
 
     @property
@@ -125,7 +134,8 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True, engine:
     timings["evaluate"] = time.perf_counter() - t0 - sum(timings.values())
     return RunResult(plan.config, engine.name, policies, estimates, diagnostics, slices, breakdowns,
                      sums.shares.frame(data.dataset.catalog), data.facts, data.dataset, sums.rows, actions, tuple(notes), timings,
-                     fitted.models, fitted.propensity, engine.streamed(plan))
+                     fitted.models, fitted.propensity, engine.streamed(plan),
+                     {} if sums.weights is None else sums.weights.shares())
 
 
 def _in_policy_order(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:

@@ -30,6 +30,7 @@ from ope.evaluation.batch import BatchContext, BatchRows, evaluate_batch, policy
 from ope.evaluation.engines.memory import MemoryEngine
 from ope.evaluation.fit import fit_run
 from ope.evaluation.plan import Plan
+from ope.evaluation.ranges import OutOfRange, out_of_range
 from ope.evaluation.registry import build_policies, build_policy
 from ope.evaluation.tables import ESTIMATE_COLUMNS, blank_metric, estimate_table
 from ope.models.predictors import OutcomeModels
@@ -94,10 +95,15 @@ class TuneResult:
         return [i for i in fitted if not any((keys[j] >= keys[i]).all() and (keys[j] > keys[i]).any() for j in fitted)]
 
     @property
+    def level(self) -> str:
+        """The confidence level of each setting's intervals, as the verdict and the report both write it (``99.58 %``)."""
+        return f"{100 * (1 - self.alpha):.4g} %"
+
+    @property
     def verdict(self) -> str:
         """One plain sentence: the recommended setting, or why there is none."""
         targets = ", ".join(f"{k} = {v:g}" for k, v in _targets(self.tune).items())
-        level = f"{1 - self.alpha:.4g}"
+        level = self.level
         if self.recommended is not None:
             p = self.points[self.recommended]
             return (f"Safe to roll out: {p.label} — the cheapest setting whose {level} confidence bounds meet {targets} on "
@@ -109,6 +115,13 @@ class TuneResult:
         closest = min(fitted, key=lambda p: len(p.reasons))
         return (f"No setting is safe to roll out: none of the {len(self.points)} settings meets {targets} at its {level} "
                 f"confidence bound on the hold-out window. Closest: {closest.label} ({'; '.join(closest.reasons)}).")
+
+    @property
+    def out_of_range(self) -> list[OutOfRange]:
+        """Hold-out estimates outside their metric's range (policy: ``baseline`` or the setting's label); never clipped."""
+        frames = [(p.label, p.estimates) for p in self.points if p.estimates is not None]
+        return [f for label, est in [("baseline", self.baseline), *frames]
+                for f in out_of_range(est.with_columns(pl.lit(label).alias("policy")), {})]
 
     def frame(self) -> pl.DataFrame:
         """Every fitted point's estimates in long form, with its settings and status (the rows of tune.csv)."""

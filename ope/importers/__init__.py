@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ope.data.catalog import Catalog
 from ope.data.overlap import NO_OVERLAP, OverlapFinding, detect_deterministic_router
-from ope.errors import ConfigError
+from ope.errors import ConfigError, SchemaError
 from ope.importers.build import ImportContext, ImportResult, write_import
 from ope.importers.burstgpt import import_burstgpt
 from ope.importers.common import ImportReport, MalformedRecordError
@@ -82,6 +82,10 @@ def import_logs(
         raise ConfigError(f"Unknown import format {fmt!r} (known: {', '.join(FORMATS)}).")
     if error_logs is not None and fmt != "litellm":
         raise ConfigError(f"error_logs is a LiteLLM option; the {fmt} format does not take it.")
+    for given in (path, error_logs):
+        if given is not None and not Path(given).is_file():
+            what = "a directory" if Path(given).is_dir() else "not found"
+            raise SchemaError(f"Cannot import {given}: it is {what}; give the export file itself.")
     config = router_config if isinstance(router_config, RouterConfig) else load_router_config(router_config)
     ctx = ImportContext(fmt=fmt, source=str(path), catalog=catalog, config=config, strict=strict)
     if fmt == "litellm":

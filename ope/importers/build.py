@@ -24,6 +24,7 @@ from ope.errors import ConfigError
 from ope.importers.common import ImportReport, Ledger, MalformedRecordError
 from ope.importers.names import NameMap
 from ope.importers.router_config import RouterConfig, reconstruct_propensities
+from ope.text import count as plural
 
 __all__ = ["STAGE_SCHEMA", "ImportContext", "ImportResult", "finalize", "stage_frame", "write_import"]
 
@@ -174,7 +175,7 @@ def _propensities(logs: pl.DataFrame, ctx: ImportContext) -> tuple[pl.DataFrame,
         single = ctx.catalog.eligible(logs).sum(axis=1) == 1
         if not single.any():
             return logs, "none"
-        ctx.notes.append(f"{int(single.sum())} rows had a single eligible arm: their propensity is exactly 1.")
+        ctx.notes.append(f"{plural(int(single.sum()), 'row')} with a single eligible arm: their propensity is exactly 1.")
         return logs.with_columns(pl.when(pl.Series(single)).then(1.0).otherwise(None).alias("propensity")), \
             "1 where a single arm was eligible" if not single.all() else "1 (a single eligible arm everywhere)"
     if ctx.catalog is None:
@@ -224,8 +225,12 @@ def write_import(result: ImportResult, out: str | Path, *, errors: str | Path | 
     if errors is not None:
         write_table(result.errors, Path(errors))
     if result.logs.height == 0:
-        raise MalformedRecordError(f"Nothing to write to {out}: none of the {result.report.rows_read} records could be "
-                                   f"imported ({result.report.n_malformed} malformed, {result.report.n_skipped} skipped).")
+        report = result.report
+        first = next(iter(report.malformed), None)
+        why = f"; the first reason: {first}" if first else ""
+        raise MalformedRecordError(f"Nothing to write to {out}: none of the {report.rows_read} records of {report.source} could "
+                                   f"be imported as {report.format} ({report.n_malformed} malformed, {report.n_skipped} "
+                                   f"skipped{why}).")
     write_table(result.logs, out)
     report_path = out.with_name(out.stem + ".import.json")
     report_path.write_text(json.dumps(result.report.to_dict(), indent=2) + "\n")

@@ -47,11 +47,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     imp = subparsers.add_parser("import", help="convert a gateway log (LiteLLM, OpenRouter, OTel, BurstGPT) to the log schema")
     imp.add_argument("format", choices=sorted(FORMATS), help="format of INPUT")
     imp.add_argument("input", help="the export to read (CSV, JSON, NDJSON or OTLP JSON, by format)")
-    imp.add_argument("--out", required=True, help="request log to write: .parquet, .csv or .ndjson")
-    imp.add_argument("--catalog", help="endpoint catalog: maps providers to arms, prices OTel/BurstGPT, eligibility")
-    imp.add_argument("--router-config", help="TOML/JSON: aliases and the logging router (propensity reconstruction)")
-    imp.add_argument("--errors", help="write malformed records here (where, reason, record); .ndjson, .csv or .parquet")
-    imp.add_argument("--error-logs", help="litellm only: a LiteLLM_ErrorLogs export; its rows become failed requests")
+    imp.add_argument("--out", required=True, help="request log to write: .parquet, .csv or .ndjson (required)")
+    imp.add_argument("--catalog", help="endpoint catalog: maps providers to arms, prices OTel/BurstGPT, eligibility "
+                     "(default: none; arms stay provider/model as logged; otel and burstgpt need it)")
+    imp.add_argument("--router-config", help="TOML/JSON: aliases and the logging router, for propensity reconstruction "
+                     "(default: none; propensities stay null)")
+    imp.add_argument("--errors", help="write malformed records here (where, reason, record); .ndjson, .csv or .parquet "
+                     "(default: none; only counted)")
+    imp.add_argument("--error-logs", help="litellm only: a LiteLLM_ErrorLogs export; its rows become failed requests "
+                     "(default: none)")
     imp.add_argument("--strict", action="store_true", help="any malformed record is fatal (default: set aside and count)")
     imp.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     imp.set_defaults(func=_import)

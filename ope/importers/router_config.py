@@ -28,6 +28,7 @@ import polars as pl
 
 from ope.data.catalog import Catalog
 from ope.errors import ConfigError
+from ope.text import count as plural
 
 __all__ = [
     "STRATEGIES",
@@ -269,5 +270,5 @@ def reconstruct_propensities(logs: pl.DataFrame, catalog: Catalog, config: Route
                      "that time (not configured, unhealthy, cooled down or not stable): their propensity is null.")
     if unknown_rows is not None and unknown_rows.any():
         p = np.where(unknown_rows, np.nan, p)
-        notes.append(f"{int(unknown_rows.sum())} rows were served after a fallback: their propensity is null.")
+        notes.append(f"{plural(int(unknown_rows.sum()), 'row')} served after a fallback: their propensity is null.")
     return p, notes

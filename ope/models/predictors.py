@@ -183,9 +183,13 @@ def _quality(kind: str, y: FloatArray, pred: FloatArray, w: FloatArray) -> dict[
         out = {"log_loss": float(log_loss(y, np.clip(pred, 1e-6, 1 - 1e-6), sample_weight=w, labels=[0, 1]))}
         if 0 < y.mean() < 1:
             out["auc"] = float(roc_auc_score(y, pred, sample_weight=w))
+        if y.mean() > 0:    # calibration in the large: mean predicted probability over the observed rate
+            out["mean_ratio"] = float(np.average(pred, weights=w) / np.average(y, weights=w))
         return out
-    out = {"mae": float(mean_absolute_error(y, pred, sample_weight=w)),
-           "mean_ratio": float(np.average(pred, weights=w) / np.average(y, weights=w))}
+    observed = float(np.average(y, weights=w))
+    out = {"mae": float(mean_absolute_error(y, pred, sample_weight=w))}
+    if observed != 0:    # an outcome that is always 0 (no feedback at all) has no ratio
+        out["mean_ratio"] = float(np.average(pred, weights=w) / observed)
     if kind == "log":
         out["mae_log"] = float(mean_absolute_error(np.log1p(y), np.log1p(np.maximum(pred, 0.0)), sample_weight=w))
     return out

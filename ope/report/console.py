@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -11,38 +12,52 @@ from ope.evaluation.run import RunResult
 if TYPE_CHECKING:
     from ope.evaluation.tune import TuneResult
 
-__all__ = ["print_estimates", "print_summary", "print_tune_table"]
+__all__ = ["format_validation", "print_estimates", "print_summary", "print_tune_table"]
 
 SHOWN = (("cost_usd", "cost $", "{:.6f}"), ("success", "success", "{:.3f}"), ("satisfaction", "satisf.", "{:.3f}"),
          ("latency_ms", "latency ms", "{:,.0f}"), ("throughput_tps", "tok/s", "{:.1f}"), ("sla_hit", "SLA hit", "{:.3f}"))
 
 
-def print_estimates(est: pl.DataFrame, names: list[str], title: str) -> None:
-    """One line per policy in ``names``: values of the shown metrics and, where present, the relative change."""
+def print_estimates(est: pl.DataFrame, names: list[str], title: str, impossible: frozenset[tuple[str, str]] = frozenset()) -> None:
+    """One line per policy in ``names``: values of the shown metrics and, where present, the relative change.
+
+    ``impossible`` holds (policy, metric) pairs whose value lies outside the metric's range: marked ``!``.
+    """
     width = max(len(n) for n in names) + 2
     print(f"\n{title}")
     print("policy".ljust(width) + "".join(label.rjust(20) for _, label, _ in SHOWN))
+    marks = set()
     for name in names:
         cells = []
         for metric, _, fmt in SHOWN:
             sub = est.filter((pl.col("policy") == name) & (pl.col("metric") == metric))
             value = sub.filter(pl.col("kind") == "value")["value"][0]
-            rel = sub.filter(pl.col("kind") == "relative")
             cell = fmt.format(value) if value == value else "n/a"
+            if (name, metric) in impossible:
+                cell, _ = "!" + cell, marks.add("!")
+            rel = sub.filter(pl.col("kind") == "relative")
             if rel.height:
                 r = rel.row(0, named=True)
                 significant = not (r["ci_low"] <= 0 <= r["ci_high"])
+                marks.update(() if significant or r["value"] != r["value"] else ("~",))
                 cell += f" ({'' if significant else '~'}{r['value']:+.1f}%)" if r["value"] == r["value"] else " (n/a)"
             cells.append(cell.rjust(20))
         print(name.ljust(width) + "".join(cells))
-    print("(~ marks a change whose interval includes 0)")
+    if "~" in marks:
+        print("(~ marks a change whose interval includes 0)")
+    if "!" in marks:
+        print("(! marks an impossible value, outside the metric's range: see the warnings below)")
 
 
 def print_summary(result: RunResult, estimator: str) -> None:
     """Per policy: the estimator's value and, for non-baselines, the relative change vs the baseline; then warnings."""
     est = result.estimates.filter(pl.col("estimator") == estimator)
-    print_estimates(est, result.names, f"{estimator} estimates, change vs {result.config.evaluation.baseline} in parentheses")
-    notes = result.warnings
+    flagged = result.out_of_range
+    impossible = frozenset((f.policy, f.metric) for f in flagged if f.estimator == estimator)
+    print_estimates(est, result.names, f"{estimator} estimates, change vs {result.config.evaluation.baseline} in parentheses",
+                    impossible)
+    headline = [f.message() for f in flagged if f.estimator == estimator]
+    notes = headline + [w for w in result.warnings if w not in headline]
     for note in notes[:6]:
         print(f"warning: {note}")
     if len(notes) > 6:
@@ -53,6 +68,34 @@ def print_headlines(info: dict[str, Any]) -> None:
     """Which estimator the report trusts per metric, and why (summary.json's ``headline_by_metric``)."""
     for metric, choice in info.get("headline_by_metric", {}).items():
         print(f"trust:     {metric:<15} {choice['estimator']:<8} {choice['reason']}")
+
+
+def _shares(shares: dict[str, float], top: int = 6) -> str:
+    """``a 32.1 %, b 25.0 %, … (3 more)`` for a share table sorted by frequency."""
+    items = [f"{k} {100 * v:.1f} %" for k, v in list(shares.items())[:top]]
+    more = len(shares) - top
+    return ", ".join(items) + (f", … ({more} more)" if more > 0 else "")
+
+
+def format_validation(path: str, summary: dict[str, Any]) -> str:
+    """`ope validate`'s summary for a person: rows, span, arms, models, tasks, status mix, propensity share."""
+    lines = [f"{path}: valid"]
+    set_aside = f" ({summary['quarantined']:,} set aside)" if summary.get("quarantined") else ""
+    lines.append(f"  rows          {summary['rows']:,}{set_aside}")
+    if summary["rows"]:
+        start, end = datetime.fromisoformat(summary["start"]), datetime.fromisoformat(summary["end"])
+        days = (end - start).total_seconds() / 86400
+        lines += [
+            f"  span          {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC ({days:.1f} days)",
+            f"  arms          {summary['arms']:,}, serving {len(summary['models'])} model(s)",
+            f"  models        {_shares(summary['models'])}",
+            f"  tasks         {_shares(summary['tasks'])}",
+            f"  status        {_shares(summary['status'])}",
+            f"  propensities  logged on {100 * summary['with_propensity']:.1f} % of rows"
+            + ("" if summary["with_propensity"] == 1 else " (the rest are estimated by a model in a run)"),
+            f"  satisfaction  feedback on {100 * summary['with_satisfaction']:.1f} % of rows",
+        ]
+    return "\n".join(lines)
 
 
 def print_tune_table(result: TuneResult) -> None:
@@ -66,6 +109,10 @@ def print_tune_table(result: TuneResult) -> None:
     infeasible = [p.label for p in result.points if p.status == "infeasible"]
     title = (f"{result.estimator} on the hold-out window, change vs {result.config.evaluation.baseline} in parentheses "
              "(✓ safe, ✗ fails a target at its bound, ★ recommended)")
-    print_estimates(pl.concat(frames), names, title)
+    labels = dict(zip(["baseline"] + [p.label for p in result.points if p.estimates is not None], names, strict=True))
+    impossible = frozenset((labels[f.policy], f.metric) for f in result.out_of_range)
+    print_estimates(pl.concat(frames), names, title, impossible)
+    for finding in result.out_of_range:
+        print(f"warning: {finding.message()}")
     if infeasible:
         print(f"infeasible on the training window: {'; '.join(infeasible)}")

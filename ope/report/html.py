@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from html import escape
 from typing import Any
 
 import numpy as np
@@ -12,21 +11,12 @@ import polars as pl
 from ope.config import to_toml
 from ope.data.schema import LOWER_IS_BETTER, METRICS
 from ope.evaluation.run import RunResult
+from ope.report.diagnostics import diagnostics_section, models_section
+from ope.report.markup import CSS, esc, num, table
 from ope.report.plots import METRIC_LABELS, forest_plot, time_plot
 
 __all__ = ["CSS", "esc", "num", "render", "table"]
 
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;color:#1b1f24;max-width:1180px;margin:24px auto;padding:0 16px}
-h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:32px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
-table{border-collapse:collapse;margin:8px 0;font-variant-numeric:tabular-nums}
-th,td{border:1px solid #d0d7de;padding:3px 7px;text-align:right;vertical-align:top}th{background:#f6f8fa}
-td.l,th.l{text-align:left}.muted{color:#57606a;font-size:12px}.good{color:#1a7f37}.bad{color:#cf222e}
-.warn{background:#fff8c5;border:1px solid #d4a72c;padding:8px 12px;border-radius:6px;margin:8px 0}
-pre{background:#f6f8fa;padding:8px;white-space:pre-wrap;font-size:12px}svg{max-width:100%;height:auto}
-td span{white-space:nowrap}.grid{display:flex;flex-wrap:wrap;gap:8px 20px}.grid table{font-size:12px}h3{font-size:15px;margin-top:20px}
-@media print{body{max-width:none;margin:0;font-size:11px}h2{page-break-after:avoid}table,svg{page-break-inside:avoid}}
-"""
 GLOSSARY = [
     ("Value", "The policy's estimated average per request over the logged traffic (weighted by sample_weight), with its interval."),
     ("Relative change", "100 · (policy / baseline − 1), in percent of the baseline's value — for rates (success, "
@@ -43,36 +33,29 @@ GLOSSARY = [
 ]
 
 
-def esc(value: object) -> str:
-    """HTML-escape any value: every string from logs or configs goes through here."""
-    return escape(str(value), quote=True)
+def _impossible(info: dict[str, Any], estimator: str | None = None) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(policy, metric, estimator) → the out-of-range finding, for marking cells."""
+    return {(f["policy"], f["metric"], f["estimator"]): f for f in info.get("out_of_range", [])
+            if estimator is None or f["estimator"] == estimator}
 
 
-def num(x: float, metric: str = "") -> str:
-    if x != x:  # NaN
-        return "–"
-    if metric == "cost_usd":
-        return f"{x:.6f}"
-    if abs(x) >= 100:
-        return f"{x:,.0f}"
-    return f"{x:.4f}" if abs(x) < 10 else f"{x:.2f}"
-
-
-def table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
-    th = "".join(f'<th class="{"l" if i < left else ""}">{h}</th>' for i, h in enumerate(head))
-    thead = f"<thead><tr>{th}</tr></thead>" if any(head) else ""
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table>{thead}<tbody>{body}</tbody></table>"
+def _mark(finding: dict[str, Any] | None) -> str:
+    if finding is None:
+        return ""
+    return (f"<br><span class='bad' title='{esc(finding['reason'])}. {esc(finding['suggestion'])}'>⚠ impossible: must be "
+            f"{esc(finding['range'])}</span>")
 
 
 def _headline(info: dict[str, Any]) -> str:
     head = ["policy"] + [esc(METRIC_LABELS[m]) for m in METRICS]
     rows = []
+    flagged = _impossible(info)
     for name, h in info["policies"].items():
         cells = [esc(name)]
         for m in METRICS:
             v = h["value"].get(m)
             cell = f"{num(v['value'], m)}<br><span class='muted'>[{num(v['ci_low'], m)}, {num(v['ci_high'], m)}]</span>"
+            cell += _mark(flagged.get((name, m, info["primary_estimator"])))
             rel = h["relative"].get(m)
             if rel is not None and not np.isfinite(rel["value"]):
                 cell += "<br><span class='muted'>n/a (baseline is 0)</span>"
@@ -86,35 +69,34 @@ def _headline(info: dict[str, Any]) -> str:
     return table(head, rows)
 
 
-def _agreement(est: pl.DataFrame) -> str:
+def _agreement(est: pl.DataFrame, info: dict[str, Any]) -> str:
     values = est.filter(pl.col("kind") == "value")
     names = values["estimator"].unique(maintain_order=True).to_list()
+    flagged = _impossible(info)
     rows = []
     for (policy, metric), sub in values.group_by(["policy", "metric"], maintain_order=True):
         by = {r["estimator"]: r for r in sub.iter_rows(named=True)}
-        rows.append([esc(policy), esc(metric)] + [f"{num(by[n]['value'], str(metric))} ± {num(by[n]['stderr'], str(metric))}" if n in by else "–" for n in names])
+        rows.append([esc(policy), esc(metric)] + [f"{num(by[n]['value'], str(metric))} ± {num(by[n]['stderr'], str(metric))}"
+                                                  + _mark(flagged.get((str(policy), str(metric), n))) if n in by else "–"
+                                                  for n in names])
     return table(["policy", "metric"] + [esc(n) for n in names], rows, left=2)
-
-
-def _diagnostics(diag: dict[str, dict[str, Any]]) -> str:
-    rows = []
-    for policy, by_est in diag.items():
-        for name, d in by_est.items():
-            flag = "<span class='bad'>yes</span>" if d["mean_weight_flag"] else "no"
-            rows.append([esc(policy), esc(name), f"{d['ess']:,.0f}", num(d["max_weight"]), f"{d['mean_weight']:.3f} ± {d['mean_weight_se']:.3f}",
-                         flag, f"{d['unsupported_share']:.2%}", str(d["n_modified"]), "<br>".join(esc(w) for w in d["warnings"]) or "–"])
-    head = ["policy", "estimator", "ESS", "max weight", "mean weight", "flagged", "unsupported mass", "rows clipped", "warnings"]
-    return table(head, rows, left=2)
 
 
 BREAKDOWN_METRICS = ("cost_usd", "success", "satisfaction", "latency_ms", "sla_hit")
 
 
+def _interval(row: dict[str, Any], metric: str) -> str:
+    """A group's value with its interval below it."""
+    if row["value"] is None:
+        return "–"
+    return f"{num(row['value'], metric)}<br><span class='muted'>[{num(row['ci_low'], metric)}, {num(row['ci_high'], metric)}]</span>"
+
+
 def _breakdowns(frame: pl.DataFrame, estimator: str) -> str:
     if frame.height == 0:
         return "<p>No breakdowns.</p>"
-    parts = [f"<p class='muted'>{esc(estimator)} value of each policy within each group; groups with fewer than 200 logged "
-             "requests are listed without estimates.</p>"]
+    parts = [f"<p class='muted'>{esc(estimator)} value of each policy within each group, its interval below; groups with "
+             "fewer than 200 logged requests are listed without estimates.</p>"]
     for by in frame["by"].unique(maintain_order=True).to_list():
         sub = frame.filter(pl.col("by") == by)
         policies = [p for p in sub["policy"].unique(maintain_order=True).to_list() if p is not None]
@@ -122,8 +104,9 @@ def _breakdowns(frame: pl.DataFrame, estimator: str) -> str:
         tables = []
         for metric in BREAKDOWN_METRICS:
             msub = sub.filter(pl.col("metric") == metric)
-            value = {(r["group"], r["policy"]): r["value"] for r in msub.iter_rows(named=True)}
-            rows = [[esc(g), f"{int(n):,}"] + [num(value[(g, p)], metric) if (g, p) in value else "–" for p in policies] for g, n in groups]
+            value = {(r["group"], r["policy"]): r for r in msub.iter_rows(named=True)}
+            rows = [[esc(g), f"{int(n):,}"] + [_interval(value[(g, p)], metric) if (g, p) in value else "–" for p in policies]
+                    for g, n in groups]
             tables.append(f"<div><b>{esc(METRIC_LABELS[metric])}</b>" + table([esc(by), "rows"] + [esc(p) for p in policies], rows) + "</div>")
         parts.append(f"<h3>By {esc(by)}</h3><div class='grid'>" + "".join(tables) + "</div>")
     return "".join(parts)
@@ -137,7 +120,9 @@ def _shares(frame: pl.DataFrame) -> str:
 
 def _data_table(data: dict[str, Any]) -> str:
     labels = {"logs": "log file", "catalog": "catalog file", "rows": "rows evaluated", "quarantined_rows": "rows set aside",
-              "rows_with_satisfaction": "rows with satisfaction", "start": "first request", "end": "last request"}
+              "rows_with_feedback": "rows with satisfaction feedback",
+              "rows_with_satisfaction": "rows in the satisfaction metric (feedback, or a failure counted 0)",
+              "start": "first request", "end": "last request"}
     rows = [[esc(label), esc(f"{data[k]:,}" if isinstance(data[k], int) else data[k])] for k, label in labels.items() if k in data]
     rows += [[f"SHA-256 of the {esc(k)}", f"<code>{esc(v)}</code>"] for k, v in data["sha256"].items()]
     return table(["", ""], rows)
@@ -156,7 +141,8 @@ def render(result: RunResult, info: dict[str, Any]) -> str:
     rel = est.filter((pl.col("kind") == "relative") & (pl.col("estimator") == info["primary_estimator"]))
     warnings_ = list(info["warnings"])
     if data["rows_with_satisfaction"] < data["rows"]:
-        warnings_.append(f"Satisfaction is evaluated on the {data['rows_with_satisfaction']:,} of {data['rows']:,} rows that have feedback.")
+        warnings_.append(f"Satisfaction is evaluated on the {data['rows_with_satisfaction']:,} of {data['rows']:,} rows that have "
+                         "feedback or failed (a failure without feedback counts 0).")
     warn_html = "".join(f"<div class='warn'>{esc(w)}</div>" for w in warnings_) or "<p class='good'>No support or overlap problems found.</p>"
     slices = result.slices
     parts = [
@@ -171,13 +157,14 @@ def render(result: RunResult, info: dict[str, Any]) -> str:
         "<h2>Headline: each policy against the baseline</h2>",
         "<p class='muted'>Per request averages with intervals; below, the paired relative change vs the baseline (green: better and significant, red: worse and significant).</p>",
         _headline(info),
+        models_section(info),
         "<h2>Relative change against the baseline</h2>", forest_plot(rel, list(METRICS)) if rel.height else "<p>Only the baseline was evaluated.</p>",
         "<h2>Over time</h2>", f"<p class='muted'>{esc(slices['estimator'][0] if slices.height else '')} estimate per {esc(result.config.evaluation.time_slice)}.</p>",
         time_plot(slices, list(METRICS)) if slices.height else "<p>Not enough rows per period.</p>",
-        "<h2>Diagnostics</h2>", _diagnostics(info["diagnostics"]),
+        "<h2>Diagnostics</h2>", diagnostics_section(info),
         "<h2>Estimator agreement</h2>",
         "<p class='muted'>Value ± one standard error by estimator. Large disagreement means few effective samples or a poor outcome model.</p>",
-        _agreement(est),
+        _agreement(est, info),
         headline_section(info.get("headline_by_metric", {})),
         "<h2>Breakdowns by model and task</h2>", _breakdowns(result.breakdowns, info["primary_estimator"]),
         "<h2>Traffic per provider</h2>", _shares(result.shares),

@@ -99,7 +99,9 @@ def summary(result: RunResult, run_name: str) -> dict[str, Any]:
         } | ({} if result.streamed is None else {"streamed": result.streamed}),
         "policies": headline,
         "diagnostics": result.diagnostics,
+        "weight_shares": result.weight_shares,
         "warnings": result.warnings,
+        "out_of_range": [f.to_dict() for f in result.out_of_range],
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
         "versions": versions(),
     }

@@ -1,11 +1,23 @@
-"""Record a run in MLflow: flattened config as params, every estimate as metrics, outputs as artifacts."""
+"""Record a run in MLflow: a short headline metric set, the config as params, the inputs, outputs as artifacts.
+
+MLflow shows metrics sorted by name, so the headline keys are ``<policy>/<metric>`` (the headline
+estimator's value) and ``<policy>/<metric>.change_pct`` (its paired relative change vs the
+baseline): one section per policy, a metric next to its change. The full table of every estimator,
+kind and interval is the ``estimates.csv`` artifact.
+"""
 
 from __future__ import annotations
 
 import math
+import os
 import re
+import time
+import urllib.error
+import urllib.request
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import polars as pl
 
@@ -15,9 +27,16 @@ from ope.evaluation.run import RunResult
 if TYPE_CHECKING:
     from ope.evaluation.tune import TuneResult
 
-__all__ = ["TrackingError", "metric_key", "track_run", "track_tune", "ui_command"]
+__all__ = ["TrackingError", "check_server", "headline_metrics", "metric_key", "run_description", "run_page", "track_run",
+           "track_tune", "ui_command"]
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}   # MLflow 3's "Machine learning" view
+# MLflow retries an unreachable server 7 times with exponential backoff (minutes); a report tool should not wait that
+# long. Used only where the user has not set them.
+HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+SHOWN = ("cost_usd", "success", "satisfaction", "sla_hit", "latency_ms", "throughput_tps")
 
 
 class TrackingError(RuntimeError):
@@ -29,22 +48,60 @@ def metric_key(*parts: str) -> str:
     return ".".join(re.sub(r"[^A-Za-z0-9_\-/ ]", "_", p) for p in parts)
 
 
-def _metrics(estimates: pl.DataFrame) -> dict[str, float]:
+def check_server(uri: str | None, *, timeout: float = 3.0) -> str | None:
+    """Why an HTTP tracking server does not answer within ``timeout`` seconds, or None if it answers.
+
+    Any HTTP answer counts (a 401 or 404 too: the server is there). Other stores (a SQLite file, a
+    folder, ``databricks``) are not checked here: they fail fast by themselves.
+    """
+    if urlsplit(uri or "").scheme not in ("http", "https"):
+        return None
+    try:
+        with urllib.request.urlopen(uri, timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"the MLflow server {uri} does not answer ({reason}; checked with a {timeout:g} s timeout)"
+
+
+def headline_metrics(estimates: pl.DataFrame, estimator: str, *, bounds: bool = False) -> dict[str, float]:
+    """``<policy>/<metric>`` (value) and ``<policy>/<metric>.change_pct`` (relative change) of one estimator.
+
+    With ``bounds``, each also gets ``.ci_low`` and ``.ci_high`` (a sweep decides on them).
+    """
+    rows = estimates.filter((pl.col("estimator") == estimator) & pl.col("kind").is_in(["value", "relative"]))
+    stats = ("value", "ci_low", "ci_high") if bounds else ("value",)
     out: dict[str, float] = {}
-    for r in estimates.iter_rows(named=True):
-        base = [r["policy"], r["metric"], r["estimator"]]
-        suffix = "" if r["kind"] == "value" else f"{r['kind']}_"
-        for stat in ("value", "stderr", "ci_low", "ci_high"):
+    for r in rows.iter_rows(named=True):
+        key = re.sub(r"[^A-Za-z0-9_\-. ]", "_", r["policy"]) + "/" + r["metric"] + ("" if r["kind"] == "value" else ".change_pct")
+        for stat in stats:
             v = r[stat]
             if v is not None and math.isfinite(v):
-                out[metric_key(*base, suffix + stat)] = float(v)
+                out[key + ("" if stat == "value" else f".{stat}")] = float(v)
     return out
+
+
+def run_description(info: dict[str, Any]) -> str:
+    """The run in one line: each policy's significant changes vs the baseline under the headline estimator."""
+    parts = []
+    for name, kinds in info["policies"].items():
+        if name == info["baseline"]:
+            continue
+        changes = [f"{m} {c['value']:+.1f}%" for m, c in kinds["relative"].items()
+                   if m in SHOWN and c["value"] is not None and c["ci_low"] is not None and math.isfinite(c["value"])
+                   and not c["ci_low"] <= 0 <= c["ci_high"]]
+        parts.append(f"{name}: {', '.join(changes) if changes else 'no significant change'}")
+    return f"{info['primary_estimator']} vs {info['baseline']} — " + "; ".join(parts)
 
 
 def _model_metrics(info: dict[str, Any]) -> dict[str, float]:
     """Held-out quality of each outcome model and the propensity diagnostics, as metrics."""
-    out = {metric_key("model", name, stat): float(v) for name, q in (info.get("model_quality") or {}).items() for stat, v in q.items()}
-    out.update({metric_key("propensity", k): float(v) for k, v in (info.get("propensity_diagnostics") or {}).items()})
+    out = {metric_key("model", name, stat): float(v) for name, q in (info.get("model_quality") or {}).items()
+           for stat, v in q.items() if isinstance(v, (int, float))}
+    out.update({metric_key("propensity", k): float(v) for k, v in (info.get("propensity_diagnostics") or {}).items()
+                if isinstance(v, (int, float))})
     return out
 
 
@@ -63,68 +120,119 @@ def ui_command(uri: str | None) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
-def _mlflow(cfg: TrackingConfig) -> Any:
-    """The mlflow module, pointed at the configured store and experiment (created with artifacts beside a SQLite DB)."""
+def run_page(uri: str | None, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI, in the "Machine learning" view.
+
+    MLflow 3's UI opens in its GenAI view unless the page is asked for with ``workflowType=machine_learning``
+    (the choice is then remembered); a local store is served by ``mlflow ui`` on http://127.0.0.1:5000.
+    """
+    base = uri.rstrip("/") if uri and urlsplit(uri).scheme in ("http", "https") else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def _mlflow(cfg: TrackingConfig) -> tuple[Any, str]:
+    """The mlflow module, pointed at the configured store, and the experiment id (created in the classic ML view)."""
+    for key, value in HTTP_ENV.items():
+        os.environ.setdefault(key, value)
     import mlflow
 
     if cfg.uri:
         mlflow.set_tracking_uri(cfg.uri)
-    if mlflow.get_experiment_by_name(cfg.experiment) is None:
-        mlflow.create_experiment(cfg.experiment, artifact_location=_artifact_location(mlflow.get_tracking_uri()))
-    mlflow.set_experiment(cfg.experiment)
-    return mlflow
+    experiment = mlflow.get_experiment_by_name(cfg.experiment)
+    if experiment is None:
+        exp_id = mlflow.create_experiment(cfg.experiment, artifact_location=_artifact_location(mlflow.get_tracking_uri()),
+                                          tags=EXPERIMENT_KIND)
+    else:
+        exp_id = experiment.experiment_id
+        if "mlflow.experimentKind" not in experiment.tags:
+            mlflow.MlflowClient().set_experiment_tag(exp_id, *next(iter(EXPERIMENT_KIND.items())))
+    mlflow.set_experiment(experiment_id=exp_id)
+    return mlflow, exp_id
 
 
-def track_run(result: RunResult, paths: dict[str, Path], info: dict[str, Any], *, run_name: str) -> tuple[str, str]:
-    """Log the run; return (run_id, tracking URI). Raises `TrackingError` on any MLflow failure."""
+def _start(mlflow: Any, exp_id: str, run_name: str, started: float | None) -> Any:
+    """An active run whose start time is when the command started, so its duration covers the whole run."""
+    start_ms = int(1000 * (started if started is not None else time.time()))
+    run = mlflow.MlflowClient().create_run(exp_id, start_time=start_ms, run_name=run_name)
+    return mlflow.start_run(run_id=run.info.run_id)
+
+
+def _log_inputs(mlflow: Any, info: dict[str, Any]) -> None:
+    """The log and the catalog as MLflow dataset inputs, with their SHA-256 as digest."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    for role in ("logs", "catalog"):
+        path = Path(info["data"][role])
+        with warnings.catch_warnings():   # MLflow registers local files twice and says so; either reading is right
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str(path.resolve()))
+        digest = info["data"]["sha256"][role][:32]   # MLflow keeps at most 36 characters
+        mlflow.log_input(MetaDataset(source, name=path.name, digest=digest), context=role)
+
+
+def _log_outputs(mlflow: Any, paths: dict[str, Path]) -> None:
+    for path in paths.values():
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=path.name)
+        else:
+            mlflow.log_artifact(str(path))
+
+
+def track_run(result: RunResult, paths: dict[str, Path], info: dict[str, Any], *, run_name: str,
+              started: float | None = None) -> tuple[str, str, str]:
+    """Log the run (started at ``started``, a `time.time()`); return (run_id, tracking URI, `run_page`).
+
+    Raises `TrackingError` on any MLflow failure."""
     try:
-        mlflow = _mlflow(result.config.tracking)
-        with mlflow.start_run(run_name=run_name) as run:
-            mlflow.log_params({metric_key(*k.split(".")): v[:6000] for k, v in result.config.flat().items()})
-            mlflow.log_metrics(_metrics(result.estimates))
+        mlflow, exp_id = _mlflow(result.config.tracking)
+        with _start(mlflow, exp_id, run_name, started) as run:
             mlflow.set_tags({
+                "mlflow.note.content": run_description(info),
                 "data_sha256_logs": info["data"]["sha256"]["logs"],
                 "data_sha256_catalog": info["data"]["sha256"]["catalog"],
                 "llm_ope_version": info["versions"].get("llm-ope", ""),
                 "baseline": info["baseline"],
+                "headline_estimator": info["primary_estimator"],
                 "propensities": info["propensities"],
             })
-            mlflow.log_metrics(_model_metrics(info))
-            for path in paths.values():
-                if path.is_dir():
-                    mlflow.log_artifacts(str(path), artifact_path=path.name)
-                else:
-                    mlflow.log_artifact(str(path))
+            mlflow.log_params({metric_key(*k.split(".")): v[:6000] for k, v in result.config.flat().items()})
+            mlflow.log_metrics(headline_metrics(result.estimates, info["primary_estimator"]) | _model_metrics(info))
+            _log_inputs(mlflow, info)
+            _log_outputs(mlflow, paths)
             actions = paths["report"].parent / "actions"
             if actions.exists():
                 mlflow.log_artifacts(str(actions), artifact_path="actions")
-            return run.info.run_id, mlflow.get_tracking_uri()
+            return run.info.run_id, mlflow.get_tracking_uri(), run_page(mlflow.get_tracking_uri(), exp_id, run.info.run_id)
     except Exception as exc:  # any MLflow or store failure must not lose the local report
-        raise TrackingError(f"MLflow tracking failed ({type(exc).__name__}: {exc}).") from exc
+        raise TrackingError(f"MLflow could not record the run ({type(exc).__name__}: {exc})") from exc
 
 
-def track_tune(result: TuneResult, paths: dict[str, Path], summary: dict[str, Any], *, run_name: str) -> tuple[str, str]:
-    """Log a sweep: one parent run (config, verdict, outputs) and a nested run per setting; return (parent id, URI)."""
+def track_tune(result: TuneResult, paths: dict[str, Path], summary: dict[str, Any], *, run_name: str,
+               started: float | None = None) -> tuple[str, str, str]:
+    """Log a sweep: one parent run (config, verdict, outputs) and a nested run per setting; return (parent id, URI,
+    `run_page`)."""
     try:
-        mlflow = _mlflow(result.config.tracking)
-        with mlflow.start_run(run_name=run_name) as parent:
-            mlflow.log_params({metric_key(*k.split(".")): v[:6000] for k, v in result.config.flat().items()})
-            mlflow.set_tags({"kind": "tune", "data_sha256_logs": summary["data"]["sha256"]["logs"],
+        mlflow, exp_id = _mlflow(result.config.tracking)
+        with _start(mlflow, exp_id, run_name, started) as parent:
+            mlflow.set_tags({"kind": "tune", "mlflow.note.content": summary["verdict"][:5000],
+                             "data_sha256_logs": summary["data"]["sha256"]["logs"],
                              "llm_ope_version": summary["versions"].get("llm-ope", ""), "verdict": summary["verdict"][:5000],
                              "recommended": summary["recommended"] or "none"})
-            mlflow.log_metrics(_metrics(result.baseline))
-            for path in paths.values():
-                if path.is_dir():
-                    mlflow.log_artifacts(str(path), artifact_path=path.name)
-                else:
-                    mlflow.log_artifact(str(path))
+            mlflow.log_params({metric_key(*k.split(".")): v[:6000] for k, v in result.config.flat().items()})
+            mlflow.log_metrics(headline_metrics(result.baseline.with_columns(pl.lit("baseline").alias("policy")),
+                                                result.estimator, bounds=True))
+            _log_inputs(mlflow, summary)
+            _log_outputs(mlflow, paths)
             for i, point in enumerate(result.points):
                 with mlflow.start_run(run_name=point.label, nested=True):
                     mlflow.log_params({metric_key("setting", k): v for k, v in point.settings.items()})
                     mlflow.set_tags({"status": point.status, "recommended": str(i == result.recommended).lower(),
                                      "reasons": "; ".join(point.reasons)[:5000]})
                     if point.estimates is not None:
-                        mlflow.log_metrics(_metrics(point.estimates.with_columns(pl.lit(result.tune.policy).alias("policy"))))
-            return parent.info.run_id, mlflow.get_tracking_uri()
+                        est = point.estimates.with_columns(pl.lit(result.tune.policy).alias("policy"))
+                        mlflow.log_metrics(headline_metrics(est, result.estimator, bounds=True))
+            return parent.info.run_id, mlflow.get_tracking_uri(), run_page(mlflow.get_tracking_uri(), exp_id,
+                                                                           parent.info.run_id)
     except Exception as exc:  # any MLflow or store failure must not lose the local outputs
-        raise TrackingError(f"MLflow tracking failed ({type(exc).__name__}: {exc}).") from exc
+        raise TrackingError(f"MLflow could not record the sweep ({type(exc).__name__}: {exc})") from exc

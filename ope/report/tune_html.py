@@ -44,6 +44,7 @@ def tune_summary(result: TuneResult, run_name: str) -> dict[str, Any]:
         "split": {"train_fraction": tune.train_fraction, "split_at": result.split_at.isoformat(),
                   "train_rows": int(result.train.sum()), "holdout_rows": int((~result.train).sum())},
         "verdict": result.verdict,
+        "out_of_range": [f.to_dict() for f in result.out_of_range],
         "recommended": None if result.recommended is None else result.points[result.recommended].label,
         "recommended_settings": None if result.recommended is None else result.points[result.recommended].settings,
         "baseline_values": _metrics(result.baseline),
@@ -77,17 +78,23 @@ def _plot_frame(result: TuneResult) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def _cell(values: dict[str, dict[str, float]], metric: str) -> str:
+def _cell(values: dict[str, dict[str, float]], metric: str, flagged: dict[str, Any] | None = None) -> str:
     v = values[metric]
-    return f"{num(v['value'], metric)}<br><span class='muted'>[{num(v['ci_low'], metric)}, {num(v['ci_high'], metric)}]</span>"
+    cell = f"{num(v['value'], metric)}<br><span class='muted'>[{num(v['ci_low'], metric)}, {num(v['ci_high'], metric)}]</span>"
+    if flagged is not None:
+        cell += (f"<br><span class='bad' title='{esc(flagged['reason'])}. {esc(flagged['suggestion'])}'>⚠ impossible: must be "
+                 f"{esc(flagged['range'])}</span>")
+    return cell
 
 
 def _points_table(result: TuneResult, summary: dict[str, Any]) -> str:
     keys = sorted(result.tune.grid)
-    head = [esc(k) for k in keys] + ["status", *(esc(METRIC_LABELS[m]) for m in SHOWN), "Δ cost vs baseline",
+    head = [esc(k).replace("_", "_<wbr>") for k in keys] + ["status", *(esc(METRIC_LABELS[m]) for m in SHOWN), "Δ cost vs baseline",
                                      "expected when fitted (training window)"]
     base = summary["baseline_values"]
-    rows = [[f"<b>baseline</b>: {esc(result.config.evaluation.baseline)}"] + [""] * len(keys) + [_cell(base, m) for m in SHOWN] + ["", ""]]
+    flags = {(f["policy"], f["metric"]): f for f in summary["out_of_range"]}
+    rows = [[f"<b>baseline</b>: {esc(result.config.evaluation.baseline)}"] + [""] * len(keys)
+            + [_cell(base, m, flags.get(("baseline", m))) for m in SHOWN] + ["", ""]]
     for i, p in enumerate(summary["points"]):
         star = " ★ recommended" if i == result.recommended else ""
         cls = {"safe": "good", "unsafe": "bad", "infeasible": "muted"}[p["status"]]
@@ -100,7 +107,7 @@ def _points_table(result: TuneResult, summary: dict[str, Any]) -> str:
         rel = p["relative"]["cost_usd"]
         fitted = p["fitted_values"] or {}
         expected = "<br>".join(f"{esc(METRIC_LABELS[m])} {num(fitted[m], m)}" for m in ("sla_hit", "satisfaction") if m in fitted)
-        rows.append(settings + [status] + [_cell(p["value"], m) for m in SHOWN]
+        rows.append(settings + [status] + [_cell(p["value"], m, flags.get((p["label"], m))) for m in SHOWN]
                     + [f"{rel['value']:+.1f} %<br><span class='muted'>[{rel['ci_low']:+.1f}, {rel['ci_high']:+.1f}]</span>", expected])
     return table(head, rows, left=len(keys) + 1)
 
@@ -108,14 +115,13 @@ def _points_table(result: TuneResult, summary: dict[str, Any]) -> str:
 def render_tune(result: TuneResult, summary: dict[str, Any]) -> str:
     """The whole sweep page."""
     ok = result.recommended is not None
-    level = 1 - result.alpha
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>llm-ope tune — {esc(summary['run_name'])}</title><style>{CSS}</style></head><body>",
         f"<h1>Budget and SLA sweep: {esc(summary['run_name'])}</h1>",
         f"<p class='muted'>Created {esc(summary['created'])} from {esc(summary['config_file'])}. Policy swept: "
         f"<b>{esc(result.tune.policy)}</b>; baseline <b>{esc(summary['baseline'])}</b>; estimator <b>{esc(result.estimator)}</b>; "
-        f"{len(result.points)} settings; intervals at {level:.4%} per setting"
+        f"{len(result.points)} settings; intervals at {result.level} per setting"
         f"{' (Bonferroni over every setting and target: all the checks hold jointly at 1 − α)' if result.tune.simultaneous else ''}.</p>",
         f"<div class='{'good' if ok else 'warn'}' style='font-size:16px;margin:12px 0'><b>{esc(result.verdict)}</b></div>",
         "<h2>Pareto frontier on the hold-out window</h2>",
@@ -123,8 +129,8 @@ def render_tune(result: TuneResult, summary: dict[str, Any]) -> str:
         "The frontier joins settings no other beats on cost, SLA hit rate and satisfaction at once. Dashed lines: the rollout targets.</p>",
         pareto_plot(_plot_frame(result), summary["targets"]),
         "<h2>Every setting</h2>",
-        "<p class='muted'>Hold-out estimates with intervals. 'Predicted on training window' is what the router expected from its "
-        "outcome models when it was fitted: a gap to the hold-out estimate is model optimism or drift.</p>",
+        "<p class='muted'>Hold-out estimates with intervals. 'Expected when fitted' is what the router expected on the training "
+        "window from its outcome models when it was fitted: a gap to the hold-out estimate is model optimism or drift.</p>",
         _points_table(result, summary),
         "<h2>Notes</h2>", "".join(f"<div class='warn'>{esc(n)}</div>" for n in result.notes),
         "<h2>Reproducibility</h2>",

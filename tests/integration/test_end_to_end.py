@@ -76,7 +76,7 @@ def run_dir(simulated: tuple[Path, Path], tmp_path_factory: pytest.TempPathFacto
     return tmp
 
 
-def test_outputs_exist_in_long_form(run_dir: Path) -> None:
+def test_outputs_exist_in_long_form(run_dir: Path, simulated: tuple[Path, Path]) -> None:
     out = run_dir / "reports" / "e2e"
     est = pl.read_csv(out / "estimates.csv")
     assert est.columns == ESTIMATE_COLUMNS
@@ -87,6 +87,10 @@ def test_outputs_exist_in_long_form(run_dir: Path) -> None:
     assert (est["ci_low"] <= est["value"]).all() and (est["value"] <= est["ci_high"]).all()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["baseline"] == "direct_official" and summary["data"]["rows"] == 6000
+    logged = pl.read_parquet(simulated[0])
+    assert summary["data"]["rows_with_feedback"] == logged["satisfaction"].is_not_null().sum()
+    assert summary["data"]["rows_with_satisfaction"] == 6000                       # failures without feedback count 0
+    assert "rows with satisfaction feedback" in (out / "report.html").read_text()
     assert set(summary["policies"]) == {"direct_official", "cheapest", "logging <script>alert(1)</script>"}
     html = (out / "report.html").read_text()
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -120,8 +124,18 @@ def test_run_is_tracked_in_mlflow(run_dir: Path) -> None:
     assert len(runs) == 1
     run = runs[0]
     assert run.data.params["evaluation.baseline"] == "direct_official"
-    assert "cheapest.cost_usd.IPS.value" in run.data.metrics
-    assert "cheapest.cost_usd.SNIPS.relative_ci_low" in run.data.metrics
+    summary = json.loads((run_dir / "reports" / "e2e" / "summary.json").read_text())
+    headline = summary["policies"]["cheapest"]
+    assert run.data.metrics["cheapest/cost_usd"] == pytest.approx(headline["value"]["cost_usd"]["value"], rel=1e-12)
+    assert run.data.metrics["cheapest/cost_usd.change_pct"] == pytest.approx(headline["relative"]["cost_usd"]["value"], rel=1e-12)
+    assert len(run.data.metrics) <= 3 * 2 * len(METRICS) + 20      # a headline set, not every estimator × kind × stat
+    assert not any(".IPS." in key for key in run.data.metrics)
+    assert run.data.tags["mlflow.note.content"].startswith("SNIPS vs direct_official — cheapest: ")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"requests.parquet", "catalog.csv"}
+    assert inputs["requests.parquet"].dataset.digest == summary["data"]["sha256"]["logs"][:32]
+    assert run.info.end_time - run.info.start_time >= 1000 * sum(summary["timings_s"].values()) * 0.9
     assert len(run.data.tags["data_sha256_logs"]) == 64
     assert (run_dir / "mlruns").is_dir()  # artifacts beside the database, not in the working directory
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -134,8 +148,28 @@ def test_tracking_failure_keeps_the_report(simulated: tuple[Path, Path], tmp_pat
     (tmp_path / "a_file").write_text("not a directory")
     config.write_text(CONFIG.format(logs=logs, catalog=catalog, tmp=tmp_path / "a_file"))
     assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "x", "--quiet"]) == 0
-    assert "MLflow tracking failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "tracking failed: MLflow could not record the run" in err and "report written to" in err
     assert (tmp_path / "r" / "x" / "report.html").exists()
+
+
+@pytest.mark.parametrize("log", ["logged propensities", "estimated propensities", "no feedback"])
+def test_a_run_with_outcome_models_warns_nothing(log: str, simulated: tuple[Path, Path], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """No numpy RuntimeWarning (overflow in exp, division by zero, ...) reaches the console from the models."""
+    import warnings
+
+    logs, catalog = simulated
+    blank = {"estimated propensities": "propensity", "no feedback": "satisfaction"}.get(log)
+    if blank is not None:
+        pl.read_parquet(logs).with_columns(pl.lit(None, dtype=pl.Float64).alias(blank)).write_parquet(
+            logs := tmp_path / "bare.parquet")
+    config = _fast_config(tmp_path, logs, catalog, ["SNIPS", "DR"], 'name = "cheapest"\nkind = "cheapest"\nepsilon = 0.2')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["run", str(config), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+    assert "Warning" not in capsys.readouterr().err
 
 
 def test_config_errors_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -232,6 +266,28 @@ def test_time_slices_breakdowns_and_shares(simulated: tuple[Path, Path], tmp_pat
     for column in shares.columns[1:]:
         assert shares[column].sum() == pytest.approx(1.0)
     assert set(result.breakdowns["by"]) == {"model", "task"}
+    # the logging policy's weights are π/p = 1 up to the ε mix: all of its mass in the [0.5, 2) bin, none at 0
+    logging = next(v for k, v in result.weight_shares.items() if k.startswith("logging"))
+    assert logging["[0.5, 2)"] == pytest.approx(1.0) and logging["0"] == 0.0
+    assert set(result.weight_shares) == set(result.names)
+
+
+def test_report_shows_intervals_per_group_and_model_quality_next_to_dr(run_dir: Path, simulated: tuple[Path, Path],
+                                                                     tmp_path: Path) -> None:
+    from ope.report.markup import num
+
+    breakdown = (run_dir / "reports" / "e2e" / "report.html").read_text().split("Breakdowns by model and task")[1]
+    summary = json.loads((run_dir / "reports" / "e2e" / "summary.json").read_text())
+    assert "its interval below" in breakdown and breakdown.count("<span class='muted'>[") >= 10
+    assert "Outcome models behind" not in (run_dir / "reports" / "e2e" / "report.html").read_text()   # IPS/SNIPS: no models
+    config = _fast_config(tmp_path, *simulated, ["SNIPS", "DR"], 'name = "cheapest"\nkind = "cheapest"\nepsilon = 0.2')
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "dr", "--quiet"]) == 0
+    html = (tmp_path / "r" / "dr" / "report.html").read_text()
+    models = html.index("Outcome models behind the model-based numbers")
+    assert html.index("Headline: each policy") < models < html.index("Relative change against the baseline")
+    auc = json.loads((tmp_path / "r" / "dr" / "summary.json").read_text())["model_quality"]["success"]["auc"]
+    assert f"{auc:.3f}" in html[models:models + 3000]
+    assert summary["weight_shares"].keys() == summary["policies"].keys() and num(0.5) == "0.5000"
 
 
 def test_the_saved_config_reproduces_the_run(run_dir: Path, tmp_path: Path) -> None:

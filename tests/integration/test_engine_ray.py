@@ -79,6 +79,8 @@ def test_ray_run_equals_the_single_machine_run(ray_cluster: None, partitioned: t
     _assert_same_frame(local.slices, on_ray.slices, ["period", "policy", "metric"])
     _assert_same_frame(local.breakdowns, on_ray.breakdowns, ["by", "group", "policy", "metric"])
     _assert_same_frame(local.shares, on_ray.shares, ["provider"])
+    for policy, shares in local.weight_shares.items():
+        assert on_ray.weight_shares[policy] == pytest.approx(shares, rel=1e-12, abs=1e-15)
     assert local.estimates.filter(pl.col("estimator") == "DR")["value"].is_finite().all()
     for file in sorted((tmp_path / "local" / "actions").iterdir()):
         assert pl.read_parquet(file).equals(pl.read_parquet(tmp_path / "ray" / "actions" / file.name)), file.name

@@ -84,6 +84,19 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+def _opens_in_the_machine_learning_view(page: str, run_id: str) -> None:
+    """The printed link, in headless Chromium: MLflow's "Model training" navigation (Runs, Model registry), not the
+    GenAI one (Sessions, Judges) that MLflow 3 opens by default whatever the experiment's tags."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("Chromium is needed to check the MLflow link: apt-get install -y chromium (.ci/run does it)")
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
+                          "--virtual-time-budget=15000", "--dump-dom", page], capture_output=True, text=True, timeout=120,
+                         check=False).stdout
+    assert run_id in dom and "SNIPS vs direct_official" in dom, dom[-2000:]
+    assert "Model registry" in dom and "Judges" not in dom
+
+
 def test_ope_run_is_tracked_on_a_live_server(tmp_path: Path, simulated: tuple[Path, Path], mlflow_server: str,
                                              capsys: pytest.CaptureFixture) -> None:
     logs, catalog = simulated
@@ -101,8 +114,14 @@ def test_ope_run_is_tracked_on_a_live_server(tmp_path: Path, simulated: tuple[Pa
     exp = client.get_experiment_by_name("server-test")
     (run,) = client.search_runs([exp.experiment_id])
     summary = json.loads((tmp_path / "reports" / "live" / "summary.json").read_text())
-    expected = summary["policies"]["cheapest"]["difference"]["cost_usd"]["ci_low"]
-    assert run.data.metrics["cheapest.cost_usd.SNIPS.difference_ci_low"] == pytest.approx(expected, rel=1e-12)
+    expected = summary["policies"]["cheapest"]["relative"]["cost_usd"]["value"]
+    assert run.data.metrics["cheapest/cost_usd.change_pct"] == pytest.approx(expected, rel=1e-12)
+    assert run.data.tags["mlflow.note.content"].startswith("SNIPS vs direct_official — cheapest:")
+    page = f"{mlflow_server}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning"
+    assert page in out.out
+    _opens_in_the_machine_learning_view(page, run.info.run_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert {d.dataset.digest for d in run.inputs.dataset_inputs} == {summary["data"]["sha256"][k][:32] for k in ("logs", "catalog")}
     assert run.data.params["evaluation.baseline"] == "direct_official"
     assert run.data.tags["data_sha256_logs"] == summary["data"]["sha256"]["logs"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

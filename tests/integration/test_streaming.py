@@ -142,6 +142,9 @@ def test_streamed_tables_equal_the_in_memory_ones(partitioned: tuple[Path, Path]
     _assert_same_frame(whole.slices, streamed.slices, ["period", "policy", "metric"])
     _assert_same_frame(whole.breakdowns, streamed.breakdowns, ["by", "group", "policy", "metric"])
     _assert_same_frame(whole.shares, streamed.shares, ["provider"])
+    assert whole.weight_shares.keys() == streamed.weight_shares.keys()
+    for policy, shares in whole.weight_shares.items():
+        assert streamed.weight_shares[policy] == pytest.approx(shares, rel=1e-12, abs=1e-15)
 
 
 def _streaming(cfg: ExperimentConfig) -> ExperimentConfig:

@@ -106,6 +106,34 @@ def test_pareto_keeps_exactly_the_undominated_points() -> None:
     assert result.pareto == [0, 1, 3]
 
 
+def test_impossible_hold_out_estimates_are_flagged_in_every_output(capsys: pytest.CaptureFixture[str]) -> None:
+    from ope.report.console import print_tune_table
+    from ope.report.tune_html import _points_table
+
+    def every(**given: tuple[float, float, float]) -> pl.DataFrame:
+        return _estimates(dict.fromkeys(METRICS, (0.5, 0.4, 0.6)) | given)
+
+    result = TuneResult.__new__(TuneResult)
+    for name, value in {"points": [TunePoint("a", {"min_sla_hit": 0.5}, "safe", (), every(sla_hit=(1.2, 1.1, 1.3))),
+                                   TunePoint("e", {"min_sla_hit": 0.9}, "infeasible", ("x",))],
+                        "baseline": every(cost_usd=(-0.001, -0.002, 0.0)),
+                        "recommended": None, "estimator": "DR",
+                        "config": load_config(Path(__file__).resolve().parents[2] / "configs" / "tune.toml"),
+                        "tune": TuneConfig(policy="p", grid={"min_sla_hit": [0.5]})}.items():
+        object.__setattr__(result, name, value)
+    found = {(f.policy, f.metric): f for f in result.out_of_range}
+    assert set(found) == {("baseline", "cost_usd"), ("a", "sla_hit")} and found[("a", "sla_hit")].value == 1.2
+    print_tune_table(result)
+    out = capsys.readouterr().out
+    assert "!1.200" in out and "warning: a: DR sla_hit = 1.2 is impossible (must be [0, 1])" in out
+    summary = {"baseline_values": {m: {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6} for m in METRICS},
+               "out_of_range": [f.to_dict() for f in result.out_of_range],
+               "points": [{"label": "a", "settings": {"min_sla_hit": 0.5}, "status": "safe", "reasons": [],
+                           "fitted_values": None, "value": {m: {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6} for m in METRICS},
+                           "relative": {"cost_usd": {"value": -1.0, "ci_low": -2.0, "ci_high": 0.0}}}]}
+    assert _points_table(result, summary).count("⚠ impossible") == 2
+
+
 def test_holdout_q_hat_never_sees_holdout_labels(simulated: tuple[Path, Path]) -> None:
     """Scrambling the logged outcomes of the last rows changes nothing for earlier hold-out rows (history only looks back)."""
     ds = BanditDataset.load(*simulated, sla_latency_ms=8000)
@@ -175,6 +203,9 @@ def test_ope_tune_end_to_end(tmp_path: Path, simulated: tuple[Path, Path], capsy
     assert set(csv["point"]) == {"baseline"} | {p["label"] for p in summary["points"] if p["status"] != "infeasible"}
     html = (run / "tune.html").read_text()
     assert html.count("<svg") == 1 and "Pareto frontier" in html
+    level = f"{100 * (1 - summary['alpha_per_setting']):.4g} %"       # one way of writing the level, everywhere
+    assert f"intervals at {level} per setting" in html and (summary["recommended"] is None or f"whose {level} confidence" in summary["verdict"])
+    assert "'Expected when fitted' is what the router expected" in html and "expected when fitted (training window)" in html
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "mlflow ui --backend-store-uri" in out
 
@@ -188,7 +219,9 @@ def test_ope_tune_end_to_end(tmp_path: Path, simulated: tuple[Path, Path], capsy
     assert len(parents) == 1 and len(children) == 4
     assert parents[0].data.tags["kind"] == "tune" and parents[0].data.tags["recommended"] == (summary["recommended"] or "none")
     fitted = [c for c in children if c.data.tags["status"] != "infeasible"]
-    assert all(any(k.endswith("sla_hit.DR.ci_low") for k in c.data.metrics) for c in fitted)
+    assert all(any(k.endswith("/sla_hit.ci_low") for k in c.data.metrics) for c in fitted)
+    assert parents[0].data.tags["mlflow.note.content"] == summary["verdict"]
+    assert parents[0].info.end_time - parents[0].info.start_time >= 1000 * sum(summary["timings_s"].values()) * 0.9
 
 
 def test_tune_refuses_streaming(tmp_path: Path, simulated: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:

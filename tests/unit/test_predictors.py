@@ -87,6 +87,8 @@ def test_q_hat_tracks_the_simulators_truth(sim_ds, models) -> None:  # type: ign
     assert (models.q_hat[~ds.eligible] == 0).all()
     assert set(models.quality) >= {"success", "satisfaction", "sla_hit", "log_latency"}
     assert 0.5 < models.quality["sla_hit"]["auc"] <= 1.0
+    for name in ("success", "sla_hit", "satisfaction", "log_latency"):   # calibrated in the large (the mean correction)
+        assert abs(models.quality[name]["mean_ratio"] - 1) < 0.1, (name, models.quality[name])
 
 
 def test_cost_is_built_from_prices_and_predicted_output(sim_ds, models) -> None:  # type: ignore[no-untyped-def]

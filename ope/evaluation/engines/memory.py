@@ -30,9 +30,10 @@ class MemoryEngine:
         """The validated log (bad rows set aside when a quarantine file is given), its facts, and the
         deterministic-logger check on it."""
         cfg = plan.config
-        with progress("loading and validating logs", total=None, enabled=show_progress):
+        with progress("loading and validating logs", total=1, enabled=show_progress) as bar:
             dataset = BanditDataset.load(cfg.data.logs, cfg.data.catalog, sla_latency_ms=cfg.evaluation.sla_latency_ms,
                                          quarantine=cfg.data.quarantine)
+            bar.update(1)
         return TrainingData(dataset, DataFacts.of(dataset), lambda: detect_deterministic_router(dataset.logs, dataset.eligible),
                             whole_log=True)
 
@@ -41,11 +42,15 @@ class MemoryEngine:
         """`evaluate_batch` on the whole log, with the fit's own out-of-fold q̂ and propensities."""
         total = ctx.empty()
         with warnings.catch_warnings(), action_writers(actions.paths) as writers, \
-                progress("evaluating", total=data.dataset.n, enabled=show_progress) as bar:
+                progress("evaluating policies", total=2 * len(ctx.policies), enabled=show_progress) as bar:
             warnings.simplefilter("ignore", SupportWarning)  # kept in the diagnostics and the report
-            for name, table in evaluate_batch(ctx, fitted.whole_log(data), total).items():
+
+            def step(name: str) -> None:
+                bar.set_postfix_str(name, refresh=False)
+                bar.update(1)
+
+            for name, table in evaluate_batch(ctx, fitted.whole_log(data), total, step).items():
                 writers[name].write_table(table)
-            bar.update(data.dataset.n)
         return total
 
     def streamed(self, plan: Plan) -> None:
