@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from estimators import OnlinePolicy
     from ope.data.dataset import BanditDataset
 
-__all__ = ["policy_from_json", "policy_to_json", "settings_of", "BasePolicy", "PairwisePolicy", "Pairs", "Policy", "PolicyError", "checked_q_hat", "spread", "uniform_over"]
+__all__ = ["policy_from_json", "policy_to_json", "settings_of", "BasePolicy", "DeclaredTarget", "PairwisePolicy", "Pairs", "Policy",
+           "PolicyError", "checked_q_hat", "declared_targets", "spread", "uniform_over"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -73,15 +74,47 @@ class Policy(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class DeclaredTarget:
+    """A target a policy promises on a mean outcome: ``sense · mean ≤ sense · target``.
+
+    ``key`` the setting that declares it (``min_satisfaction``), ``metric`` the outcome, ``sense`` −1 for a
+    floor (mean ≥ target) and +1 for a cap (mean ≤ target).
+    """
+
+    key: str
+    metric: str
+    target: float
+    sense: float
+
+    def met_by(self, value: float) -> bool:
+        """Whether ``value`` is on the right side of the target."""
+        return bool(self.sense * (value - self.target) <= 0)
+
+    def __str__(self) -> str:
+        return f"{self.metric} {'≥' if self.sense < 0 else '≤'} {self.target:g}"
+
+
 class BasePolicy:
     """Defaults of the `Policy` contract: a heuristic that does not learn, whose pair probabilities are read
-    off its (n, K) matrix. Subclasses override what they do differently."""
+    off its (n, K) matrix. Subclasses override what they do differently.
+
+    Two more capabilities a run asks of any policy (with these defaults where a policy lacks them):
+    ``cross_fit`` — ``fit`` optimises on the rows' predicted outcomes, so a run evaluates copies fitted on
+    the other folds (`policies.crossfit`); ``targets()`` — the `DeclaredTarget` s the policy promises,
+    which every run checks against its estimates.
+    """
 
     needs_q_hat: ClassVar[bool] = False
     learns: ClassVar[bool] = False
     online: ClassVar[bool] = False
     pairwise: ClassVar[bool] = False
+    cross_fit: ClassVar[bool] = False
     n_fallback_: int = 0
+
+    def targets(self) -> tuple[DeclaredTarget, ...]:
+        """The mean-outcome targets this policy declares (none for a heuristic)."""
+        return ()
 
     def fit(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> Self:
         """Nothing to learn."""
@@ -143,6 +176,12 @@ def policy_from_json(text: str) -> Policy:
     if not module.startswith("policies."):
         raise ValueError(f"Refusing to rebuild a policy of class {data['class']!r}: only classes from policies. are allowed.")
     return getattr(importlib.import_module(module), qualname).from_json(data["json"])  # type: ignore[no-any-return]
+
+
+def declared_targets(policy: Policy) -> tuple[DeclaredTarget, ...]:
+    """A policy's declared targets; a policy without ``targets()`` declares none."""
+    targets = getattr(policy, "targets", None)
+    return tuple(targets()) if callable(targets) else ()
 
 
 def settings_of(cls: type) -> tuple[str, ...]:

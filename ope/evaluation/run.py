@@ -18,12 +18,14 @@ from ope.data.facts import DataFacts
 from ope.errors import ConfigError
 from ope.evaluation.actions import ActionFiles
 from ope.evaluation.batch import BatchContext
+from ope.evaluation.certify import Certification
 from ope.evaluation.engines import Engine, engine_for
 from ope.evaluation.fit import drop_training_rows, fit_run
 from ope.evaluation.plan import Plan, fallback_note, no_feedback_note, sample_note
 from ope.evaluation.registry import build_policies
 from ope.evaluation.replay import replay_rows
 from ope.evaluation.tables import ESTIMATE_SCHEMA, blank_metric, estimate_table
+from ope.evaluation.targets import FAILS, TargetCheck, check_targets
 from ope.models.predictors import OutcomeModels
 from ope.models.propensity import PropensityModel
 from policies import Policy
@@ -37,7 +39,10 @@ class RunResult:
 
     ``training`` holds the rows models and learning policies were fitted on (the whole log, or a
     streamed run's sample); ``facts`` describe every valid row of the log; ``evaluated_rows`` were
-    evaluated, and ``actions`` hold each policy's probabilities on them.
+    evaluated, and ``actions`` hold each policy's probabilities on them (a cross-fitted policy's: those of
+    its fold copies). ``policies`` are the policies as fitted on every training row (what one deploys);
+    ``evaluated_as`` says how each learning policy was evaluated; ``targets`` check every declared target
+    against the headline estimate; ``certificates`` are the constrained routers' target certificates.
     """
 
     config: ExperimentConfig
@@ -57,6 +62,9 @@ class RunResult:
     outcome_models: OutcomeModels | None = None
     propensity_model: PropensityModel | None = None
     streamed: dict[str, Any] | None = None
+    targets: tuple[TargetCheck, ...] = ()
+    certificates: dict[str, Certification] = field(default_factory=dict)
+    evaluated_as: dict[str, str] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -65,9 +73,10 @@ class RunResult:
 
     @property
     def warnings(self) -> list[str]:
-        """Everything a reader must see first: rows set aside, run notes, then support and overlap warnings."""
+        """Everything a reader must see first: targets missed, rows set aside, run notes, then support and overlap warnings."""
         q = self.facts.quarantined
-        out = [f"{q} rows failed validation and were set aside (quarantine file)."] if q else []
+        out = [t.warning for t in self.targets if t.verdict == FAILS]
+        out += [f"{q} rows failed validation and were set aside (quarantine file)."] if q else []
         out += list(self.notes)
         return out + sorted({f"{p}: {w}" for p, d in self.diagnostics.items() for e in d.values() for w in e["warnings"]})
 
@@ -97,7 +106,7 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True, engine:
     fitted = fit_run(plan, policies, data, show_progress=show_progress)
     plan, notes = fitted.plan, fitted.notes
     timings["fit"] = time.perf_counter() - t0 - timings["load"]
-    ctx = BatchContext(plan, data.dataset.catalog, policies, fitted.models, data.vocab, data.facts.feedback, fitted.propensity)
+    ctx = BatchContext(plan, data.dataset.catalog, fitted.evaluated, fitted.models, data.vocab, data.facts.feedback, fitted.propensity)
     actions = ActionFiles(ctx.names)
     try:
         if not data.whole_log:  # a streamed sample served the fit; keep only what the report saves
@@ -106,7 +115,7 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True, engine:
     except BaseException:  # e.g. Ctrl-C or a bad batch: no half-written action files left behind
         actions.discard()
         raise
-    notes += [fallback_note(name, sums.fallback[name], p.fallback_rule) for name, p in policies.items() if sums.fallback[name]]
+    notes += [fallback_note(name, sums.fallback[name], p.fallback_rule) for name, p in fitted.evaluated.items() if sums.fallback[name]]
     if data.facts.rows > data.dataset.n and (plan.needs_q_hat or fitted.propensity is not None or any(p.learns for p in policies.values())):
         notes.append(sample_note(data.dataset.n, data.facts.rows))
     estimates, diagnostics = estimate_table(plan, sums.parts, sums.failed, ctx.names, notes)
@@ -121,9 +130,10 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True, engine:
         notes.append(no_feedback_note())
         estimates, slices, breakdowns = (blank_metric(f, "satisfaction") for f in (estimates, slices, breakdowns))
     timings["evaluate"] = time.perf_counter() - t0 - sum(timings.values())
+    targets = tuple(check_targets(policies, estimates, plan.headline.name))
     return RunResult(plan.config, engine.name, policies, estimates, diagnostics, slices, breakdowns,
                      sums.shares.frame(data.dataset.catalog), data.facts, data.dataset, sums.rows, actions, tuple(notes), timings,
-                     fitted.models, fitted.propensity, engine.streamed(plan))
+                     fitted.models, fitted.propensity, engine.streamed(plan), targets, fitted.certificates, fitted.evaluated_as)
 
 
 def _in_policy_order(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:
