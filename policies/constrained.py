@@ -91,7 +91,7 @@ class ConstrainedRouter(BasePolicy):
     seed: int = 0
     certify: bool = True
     certify_alpha: float = 0.025
-    certify_rounds: int = 3
+    certify_rounds: int = 5
     needs_q_hat: ClassVar[bool] = True
     learns: ClassVar[bool] = True
     cross_fit: ClassVar[bool] = True

@@ -84,6 +84,7 @@ def fit_cross_fitted(policy: Policy, rows: BatchRows, folds: int, *, weighted: b
         return CrossFitted(policy, cross_fit(policy, ds, q, folds)), cert
     kept: tuple[dict[str, float], list[Policy]] | None = None
     step, current = dict.fromkeys((t.key for t in targets), 0.0), True
+    last: dict[str, tuple[float, float]] = {}  # target key → (shift, bound) of the last round it was checked
     for attempt in range(rounds + 1):
         shifts = {k: (kept[0][k] if kept else 0.0) + v for k, v in step.items()}
         try:
@@ -100,7 +101,8 @@ def fit_cross_fitted(policy: Policy, rows: BatchRows, folds: int, *, weighted: b
         missed = [t for t in cert.targets if not t.holds and np.isfinite(t.bound)]
         if not missed:
             break
-        step = {k: 0.0 for k in step} | {t.key: t.sense * (t.bound - t.target) for t in missed}
+        step = {k: 0.0 for k in step} | {t.key: _step(t, shifts[t.key], last.get(t.key)) for t in missed}
+        last = {t.key: (shifts[t.key], t.bound) for t in cert.targets}
     assert kept is not None
     if not current:
         policy.tighten(kept[0]).fit(ds, q)  # type: ignore[attr-defined]
@@ -110,6 +112,16 @@ def fit_cross_fitted(policy: Policy, rows: BatchRows, folds: int, *, weighted: b
                        else "certify_rounds = 0: the targets were checked, not tightened")
     policy.certificate_ = cert.to_dict()  # type: ignore[attr-defined]
     return CrossFitted(policy, kept[1]), cert
+
+
+def _step(t: TargetCertificate, shift: float, before: tuple[float, float] | None) -> float:
+    """How much stricter to solve next: the bound's miss divided by how far the bound moved per unit of the last
+    tightening (a secant, between 0.2 and 1; 1 in the first round), with 5 % to spare."""
+    miss = t.sense * (t.bound - t.target)
+    slope = 1.0
+    if before is not None and shift != before[0]:
+        slope = float(np.clip(-t.sense * (t.bound - before[1]) / (shift - before[0]), 0.2, 1.0))
+    return 1.05 * miss / slope
 
 
 def _checked(policy: Policy, evaluated: CrossFitted, rows: BatchRows, targets: tuple[DeclaredTarget, ...],

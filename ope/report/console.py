@@ -6,12 +6,16 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from ope.evaluation.certify import Certification
 from ope.evaluation.run import RunResult
+from ope.evaluation.targets import FAILS
 
 if TYPE_CHECKING:
     from ope.evaluation.tune import TuneResult
 
-__all__ = ["print_estimates", "print_summary", "print_tune_table"]
+__all__ = ["print_estimates", "print_summary", "print_targets", "print_tune_table"]
+
+_NONE = Certification("", 0, 0.0, 0, "not checked")
 
 SHOWN = (("cost_usd", "cost $", "{:.6f}"), ("success", "success", "{:.3f}"), ("satisfaction", "satisf.", "{:.3f}"),
          ("latency_ms", "latency ms", "{:,.0f}"), ("throughput_tps", "tok/s", "{:.1f}"), ("sla_hit", "SLA hit", "{:.3f}"))
@@ -39,14 +43,35 @@ def print_estimates(est: pl.DataFrame, names: list[str], title: str) -> None:
 
 
 def print_summary(result: RunResult, estimator: str) -> None:
-    """Per policy: the estimator's value and, for non-baselines, the relative change vs the baseline; then warnings."""
+    """Missed targets first; per policy the estimator's value and, for non-baselines, the relative change vs the
+    baseline; then every declared target, how learned policies were evaluated, and the other warnings."""
+    missed = [t.warning for t in result.targets if t.verdict == FAILS]
+    for line in missed:
+        print(f"warning: {line}")
     est = result.estimates.filter(pl.col("estimator") == estimator)
     print_estimates(est, result.names, f"{estimator} estimates, change vs {result.config.evaluation.baseline} in parentheses")
-    notes = result.warnings
+    print_targets(result)
+    notes = [n for n in result.warnings if n not in missed]
     for note in notes[:6]:
         print(f"warning: {note}")
     if len(notes) > 6:
         print(f"... and {len(notes) - 6} more warnings in the report")
+
+
+def print_targets(result: RunResult) -> None:
+    """Each declared target with its verdict (and certificate), then how each learned policy was evaluated."""
+    if result.targets:
+        level = f"{1 - result.config.evaluation.alpha:.0%}"
+        print(f"\ndeclared targets against the {level} interval")
+    for t in result.targets:
+        cert = next((c for c in result.certificates.get(t.policy, _NONE).targets if c.key == t.key), None)
+        solved = "" if cert is None or cert.solved_at == t.target else f"; solved for {cert.solved_at:.4g}"
+        print(f"  {t.policy}: {t.metric} {t.relation} {t.target:g} — {t.estimate:.4g} [{t.ci_low:.4g}, {t.ci_high:.4g}]: "
+              f"{t.verdict}{solved}")
+    for name, cert in result.certificates.items():
+        print(f"  {name}: {cert.status}" + (f" ({cert.reason})" if cert.reason else ""))
+    for name, how in result.evaluated_as.items():
+        print(f"{name}: {how}")
 
 
 def print_tune_table(result: TuneResult) -> None:
