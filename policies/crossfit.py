@@ -19,7 +19,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from policies.base import BasePolicy, DeclaredTarget, FloatArray, Pairs, Policy, declared_targets, policy_from_json, policy_to_json
+from policies.base import (
+    BasePolicy,
+    DeclaredTarget,
+    FloatArray,
+    Pairs,
+    Policy,
+    declared_targets,
+    policy_from_json,
+    policy_to_json,
+)
 
 if TYPE_CHECKING:
     from ope.data.dataset import BanditDataset

@@ -18,7 +18,7 @@ import polars as pl
 from policies import Policy
 from policies.base import declared_targets
 
-__all__ = ["HOLDS", "FAILS", "NOT_SHOWN", "TargetCheck", "check_targets"]
+__all__ = ["FAILS", "HOLDS", "NOT_SHOWN", "TargetCheck", "check_targets"]
 
 HOLDS, FAILS, NOT_SHOWN, NOT_ESTIMATED = "holds", "fails", "not shown to hold", "not estimated"
 
