@@ -4,8 +4,9 @@ For ``configs/examples/qwen3_32b.toml`` and ``configs/examples/deepseek_v3_2.tom
 --no-tracking`` into a temporary folder, the exact truth of each policy's evaluated probabilities
 (read back from ``actions/<policy>.parquet``) from the world rebuilt with the logs' seed, and
 
-- ``docs/experiments/published_tables.md``: per example, truth and every estimator with its interval
-  (✗ where the interval misses the truth), and the declared targets with their verdicts;
+- the tables of ``docs/experiments/published_counterfactuals.md`` (between its ``<!-- tables:NAME -->`` and
+  ``<!-- end:NAME -->`` markers): per example, truth and every estimator with its interval (✗ where the
+  interval misses the truth), and the declared targets with their verdicts and truth;
 - ``docs/experiments/published.json``: the headline numbers the README and
   ``docs/experiments/published_counterfactuals.md`` quote, which
   ``tests/integration/test_published.py`` (slow) re-computes and compares.
@@ -140,10 +141,16 @@ def main(out_dir: Path | None = None) -> dict[str, Any]:
             results[name] = run_example(name, Path(tmp))
     numbers = headlines(results)
     if out_dir is not None:
-        lines = ["<!-- written by docs/experiments/make_published.py; do not edit by hand -->", ""]
+        doc = out_dir / "published_counterfactuals.md"
+        text = doc.read_text()
         for name, (est, info, truth) in results.items():
-            lines += [f"## {name}", "", *table(name, est, truth), "", "Declared targets:", "", *target_table(info, truth), ""]
-        (out_dir / "published_tables.md").write_text("\n".join(lines))
+            start, end = f"<!-- tables:{name} -->", f"<!-- end:{name} -->"
+            if start not in text or end not in text:
+                raise SystemExit(f"{doc} has no {start} ... {end} markers for the {name} tables")
+            body = [start, "", *table(name, est, truth), "", "Declared targets (DR 95 % interval, the run's verdict, and the truth):",
+                    "", *target_table(info, truth), "", end]
+            text = text[:text.index(start)] + "\n".join(body) + text[text.index(end) + len(end):]
+        doc.write_text(text)
         (out_dir / "published.json").write_text(json.dumps(numbers, indent=1) + "\n")
     return numbers
 

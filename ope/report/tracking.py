@@ -88,6 +88,8 @@ def track_run(result: RunResult, paths: dict[str, Path], info: dict[str, Any], *
                 "llm_ope_version": info["versions"].get("llm-ope", ""),
                 "baseline": info["baseline"],
                 "propensities": info["propensities"],
+                "targets_missed": str(sum(t["verdict"] == "fails" for t in info["targets"])),
+                **{f"target.{metric_key(t['policy'], t['key'])}": t["verdict"] for t in info["targets"]},
             })
             mlflow.log_metrics(_model_metrics(info))
             for path in paths.values():

@@ -1,7 +1,7 @@
 """Published claims cannot drift: the README and docs/experiments/published_counterfactuals.md quote the
 headline numbers saved in docs/experiments/published.json, and re-running both examples reproduces them.
 
-``docs/experiments/make_published.py`` writes published.json and published_tables.md; run it again
+``docs/experiments/make_published.py`` writes published.json and the tables of published_counterfactuals.md; run it again
 whenever a change moves these numbers, and update the prose that quotes them.
 """
 
