@@ -18,8 +18,8 @@ Run from the project root (about three minutes on 2 cores)::
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -133,12 +133,13 @@ def headlines(results: dict[str, tuple[pl.DataFrame, dict[str, Any], dict[str, d
     return out
 
 
-def main(out_dir: Path | None = None) -> dict[str, Any]:
-    """Run both examples, write the tables and the headline numbers; return the headlines."""
+def main(out_dir: Path | None = None, runs: Path | None = None) -> dict[str, Any]:
+    """Run both examples (into ``runs``, or a temporary folder), write the tables and the headline numbers; return
+    the headlines."""
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in EXAMPLES:
-            results[name] = run_example(name, Path(tmp))
+            results[name] = run_example(name, runs or Path(tmp))
     numbers = headlines(results)
     if out_dir is not None:
         doc = out_dir / "published_counterfactuals.md"
@@ -156,4 +157,8 @@ def main(out_dir: Path | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(HERE if "--dry-run" not in sys.argv else None), indent=1))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="print the headlines, write nothing into docs/")
+    parser.add_argument("--runs", type=Path, default=None, help="keep the two run folders here")
+    args = parser.parse_args()
+    print(json.dumps(main(None if args.dry_run else HERE, args.runs), indent=1))
