@@ -10,6 +10,7 @@ seeds, not on 50: 50 seeds take about half an hour; the script measures them.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -29,6 +30,7 @@ def _experiment() -> ModuleType:
     spec = importlib.util.spec_from_file_location("certified_routing", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

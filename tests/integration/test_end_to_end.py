@@ -266,6 +266,20 @@ def test_constrained_router_runs_from_a_config(simulated: tuple[Path, Path], tmp
     assert "Targets" in (out / "report.html").read_text()
 
 
+def test_a_missed_target_is_the_first_warning_everywhere(simulated: tuple[Path, Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    logs, catalog = simulated
+    config = _fast_config(tmp_path, logs, catalog, ["DR"], 'name = "mess"\nkind = "mess_plus"\nmin_satisfaction = 0.99')
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "m", "--quiet"]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert printed[0].startswith("warning: TARGET MISSED: mess declares satisfaction ≥ 0.99"), printed[:3]
+    summary = json.loads((tmp_path / "r" / "m" / "summary.json").read_text())
+    assert summary["targets"][0]["verdict"] == "fails" and summary["warnings"][0].startswith("TARGET MISSED")
+    assert summary["evaluated_as"]["mess"].startswith("not cross-fitted")
+    html = (tmp_path / "r" / "m" / "report.html").read_text()
+    assert html.index("TARGET MISSED") < html.index("<h2>Targets</h2>")
+
+
 def test_constrained_kind_rejects_epsilon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('[data]\nlogs = "a.parquet"\ncatalog = "c.csv"\n[[policies]]\nname = "r"\nkind = "constrained"\nepsilon = 0.1\n')

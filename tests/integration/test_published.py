@@ -8,6 +8,7 @@ whenever a change moves these numbers, and update the prose that quotes them.
 from __future__ import annotations
 
 import importlib.util
+import sys
 import json
 from pathlib import Path
 from types import ModuleType
@@ -46,6 +47,7 @@ def _make_published() -> ModuleType:
     spec = importlib.util.spec_from_file_location("make_published", DOCS / "make_published.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
