@@ -1,5 +1,12 @@
 """Fit what a run evaluates with: propensities where the log has none, outcome models, and the policies —
-on the whole log (in memory) or on a training sample (streamed), by the same steps."""
+on the whole log (in memory) or on a training sample (streamed), by the same steps.
+
+Policies that optimise on predicted outcomes (``cross_fit``: the constrained router) are fitted on every
+training row — the rule one deploys — and once per fold on the other folds; the run evaluates the fold
+copies (`policies.crossfit.CrossFitted`, folds from the row key, so every engine and batch routes a row
+with the same copy), and certifies the router's targets on them (`ope.evaluation.certify`). On a
+streamed sample, the copies are fitted and certified on the sample; a row outside it was seen by none.
+"""
 
 from __future__ import annotations
 
@@ -72,7 +79,8 @@ class Fitted:
 def fit_run(plan: Plan, policies: dict[str, Policy], data: TrainingData, *, train: npt.NDArray[np.bool_] | None = None,
             needs_models: bool = False, show_progress: bool = True) -> Fitted:
     """Propensities (where missing, with the deterministic-logger check), outcome models (where an estimator or
-    policy needs them, or ``needs_models``), then every policy, on ``data.dataset``.
+    policy needs them, or ``needs_models``), then every policy, on ``data.dataset`` (``cross_fit`` policies also
+    per fold, and certified: ``Fitted.evaluated``, ``Fitted.certificates``).
 
     With ``train`` (a row mask, `ope tune`), outcome models and policies learn from those rows only, and the
     other rows are scored by the mean of the fold models, which never saw them.
