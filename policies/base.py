@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from estimators import OnlinePolicy
     from policies.context import RoutingContext
 
-__all__ = ["policy_from_json", "policy_to_json", "settings_of", "BasePolicy", "PairwisePolicy", "Pairs", "Policy", "PolicyError", "checked_q_hat", "spread", "uniform_over"]
+__all__ = ["policy_from_json", "policy_to_json", "settings_of", "BasePolicy", "DeclaredTarget", "PairwisePolicy", "Pairs", "Policy",
+           "PolicyError", "checked_q_hat", "declared_targets", "spread", "uniform_over"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -49,7 +50,17 @@ class Policy(Protocol):
     learns: ClassVar[bool]
     online: ClassVar[bool]
     pairwise: ClassVar[bool]
+    cross_fit: ClassVar[bool]
     n_fallback_: int
+    certificate_: dict[str, object] | None
+
+    def targets(self) -> tuple[DeclaredTarget, ...]:
+        """The mean-outcome targets it declares (checked in every run)."""
+        ...
+
+    def certify_settings(self) -> tuple[float, int] | None:
+        """(α, rounds) when a run should certify its targets on held-out folds (then ``tighten`` makes them stricter)."""
+        ...
 
     def fit(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> Policy:
         """Learn from the logged requests where the policy learns; return self."""
@@ -73,15 +84,60 @@ class Policy(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class DeclaredTarget:
+    """A target a policy promises on a mean outcome: ``sense · mean ≤ sense · target``.
+
+    ``key`` the setting that declares it (``min_satisfaction``), ``metric`` the outcome, ``sense`` −1 for a
+    floor (mean ≥ target) and +1 for a cap (mean ≤ target).
+    """
+
+    key: str
+    metric: str
+    target: float
+    sense: float
+
+    def met_by(self, value: float) -> bool:
+        """Whether ``value`` is on the right side of the target."""
+        return bool(self.sense * (value - self.target) <= 0)
+
+    def __str__(self) -> str:
+        return f"{self.metric} {'≥' if self.sense < 0 else '≤'} {self.target:g}"
+
+
 class BasePolicy:
     """Defaults of the `Policy` contract: a heuristic that does not learn, whose pair probabilities are read
-    off its (n, K) matrix. Subclasses override what they do differently."""
+    off its (n, K) matrix. Subclasses override what they do differently.
+
+    Two more capabilities a run asks of any policy (with these defaults where a policy lacks them):
+    ``cross_fit`` — ``fit`` optimises on the rows' predicted outcomes, so a run evaluates copies fitted on
+    the other folds (`policies.crossfit`); ``targets()`` — the `DeclaredTarget` s the policy promises,
+    which every run checks against its estimates.
+    """
 
     needs_q_hat: ClassVar[bool] = False
     learns: ClassVar[bool] = False
     online: ClassVar[bool] = False
     pairwise: ClassVar[bool] = False
+    cross_fit: ClassVar[bool] = False
     n_fallback_: int = 0
+    certificate_: dict[str, object] | None = None
+
+    def targets(self) -> tuple[DeclaredTarget, ...]:
+        """The mean-outcome targets this policy declares (none for a heuristic)."""
+        return ()
+
+    def certify_settings(self) -> tuple[float, int] | None:
+        """(level α, most re-solves) when a run should certify this policy's targets on held-out folds; None: no."""
+        return None
+
+    def tighten(self, shifts: dict[str, float]) -> Self:
+        """A copy with each target made stricter by ``shifts`` (policies that certify)."""
+        raise PolicyError(f"Policy {type(self).__name__} has no targets to tighten.")
+
+    def predicted_values(self) -> dict[str, float]:
+        """What the fitted policy expects of each target's metric on its own predictions (empty: it predicts none)."""
+        return {}
 
     def fit(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> Self:
         """Nothing to learn."""
@@ -143,6 +199,11 @@ def policy_from_json(text: str) -> Policy:
     if not module.startswith("policies."):
         raise ValueError(f"Refusing to rebuild a policy of class {data['class']!r}: only classes from policies. are allowed.")
     return getattr(importlib.import_module(module), qualname).from_json(data["json"])  # type: ignore[no-any-return]
+
+
+def declared_targets(policy: Policy) -> tuple[DeclaredTarget, ...]:
+    """A policy's declared targets (`BasePolicy.targets`)."""
+    return tuple(policy.targets())
 
 
 def settings_of(cls: type) -> tuple[str, ...]:

@@ -11,11 +11,13 @@ import polars as pl
 
 from policies.base import (
     BasePolicy,
+    DeclaredTarget,
     FloatArray,
     Pairs,
     PairwisePolicy,
     Policy,
     PolicyError,
+    declared_targets,
     policy_from_json,
     policy_to_json,
     uniform_over,
@@ -187,6 +189,13 @@ class Mixture(BasePolicy):
     @property  # type: ignore[misc]
     def pairwise(self) -> bool:  # type: ignore[override]
         return self.policy.pairwise
+
+    @property  # type: ignore[misc]
+    def cross_fit(self) -> bool:  # type: ignore[override]
+        return bool(getattr(self.policy, "cross_fit", False))
+
+    def targets(self) -> tuple[DeclaredTarget, ...]:
+        return declared_targets(self.policy)
 
     @property  # type: ignore[misc]
     def n_fallback_(self) -> int:  # type: ignore[override]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import cvxpy as cp
 import numpy as np
 
-from policies.base import BasePolicy, FloatArray, PolicyError, checked_q_hat, settings_of, uniform_over
+from policies.base import BasePolicy, DeclaredTarget, FloatArray, PolicyError, checked_q_hat, settings_of, uniform_over
 from policies.lagrangian import LagrangianRule, lp_tie_split, tie_key, tie_sets
 from policies.routing_lp import IntArray, RoutingLP, stratified_rows
 
@@ -64,6 +64,9 @@ class ConstrainedRouter(BasePolicy):
     Targets left None are not imposed. ``max_share`` caps each named provider's share of requests;
     ``exploration`` ε puts at least ε/|E_i| on every eligible arm so the policy stays evaluable.
     Above ``max_rows`` requests the LP is solved on a sample stratified by model (``seed``).
+    ``certify`` (with ``certify_alpha``, ``certify_rounds``) asks a run to certify the mean targets on
+    rows the fit did not use (`ope.evaluation.certify`); the router itself only solves, at its targets
+    tightened by ``tightening_`` (target key → amount, in the target's units, set by `tighten`).
     Learned: ``rule_`` (the deployable rule), ``multipliers_`` (shadow prices, objective units per
     unit of each target), ``lp_values_`` and ``fitted_values_`` (the LP's and the rule's means on
     the fitted requests), ``lp_probabilities_`` (the LP's x there), ``fitted_rows_``, ``solve_stats_``.
@@ -86,8 +89,14 @@ class ConstrainedRouter(BasePolicy):
     solver: str = "CLARABEL"
     max_rows: int | None = 100_000
     seed: int = 0
+    certify: bool = True
+    certify_alpha: float = 0.025
+    certify_rounds: int = 5
     needs_q_hat: ClassVar[bool] = True
     learns: ClassVar[bool] = True
+    cross_fit: ClassVar[bool] = True
+    tightening_: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    certificate_: dict[str, object] | None = field(default=None, init=False, repr=False)
     rule_: LagrangianRule | None = field(default=None, init=False, repr=False)
     multipliers_: dict[str, float] = field(default_factory=dict, init=False, repr=False)
     lp_values_: dict[str, float] = field(default_factory=dict, init=False, repr=False)
@@ -117,6 +126,25 @@ class ConstrainedRouter(BasePolicy):
         check("max_rows", self.max_rows is None or number(self.max_rows, 1, np.inf) and isinstance(self.max_rows, int),
               "None or an int >= 1")
         check("seed", isinstance(self.seed, int) and number(self.seed, 0, np.inf), "an int >= 0")
+        check("certify", isinstance(self.certify, bool), "a bool")
+        check("certify_alpha", number(self.certify_alpha, 0, 0.5) and 0 < self.certify_alpha, "a float in (0, 0.5]")
+        check("certify_rounds", isinstance(self.certify_rounds, int) and number(self.certify_rounds, 0, 20), "an int in [0, 20]")
+
+    def targets(self) -> tuple[DeclaredTarget, ...]:
+        """The mean targets as declared (provider shares are not estimated outcomes, so they are not among them)."""
+        return tuple(DeclaredTarget(key, metric, float(getattr(self, key)), sense)
+                     for key, (_, sense, metric) in _MEAN_TARGETS.items() if getattr(self, key) is not None)
+
+    def certify_settings(self) -> tuple[float, int] | None:
+        return (float(self.certify_alpha), int(self.certify_rounds)) if self.certify else None
+
+    def predicted_values(self) -> dict[str, float]:
+        return self.fitted_values_
+
+    def tighten(self, shifts: dict[str, float]) -> ConstrainedRouter:
+        """From the next ``fit`` on, solve with each mean target stricter by ``shifts[key]`` (≥ 0, in its units); self."""
+        self.tightening_ = {k: float(v) for k, v in shifts.items() if v}
+        return self
 
     def fit(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> ConstrainedRouter:
         """Solve the LP on the dataset's requests (or a stratified sample of them) and derive the rule.
@@ -172,7 +200,8 @@ class ConstrainedRouter(BasePolicy):
         if self.rule_ is None:
             raise PolicyError(f"ConstrainedRouter '{self.name}' is not fitted: there is no rule to write.")
         data = {"kind": "constrained", "format": 1, "settings": {k: getattr(self, k) for k in settings_of(type(self))},
-                "rule": self.rule_.to_dict(), "multipliers": self.multipliers_, "fitted_values": self.fitted_values_}
+                "rule": self.rule_.to_dict(), "multipliers": self.multipliers_, "fitted_values": self.fitted_values_,
+                "tightening": self.tightening_, "certificate": self.certificate_}
         return json.dumps(data, sort_keys=True, indent=1)
 
     @classmethod
@@ -184,13 +213,14 @@ class ConstrainedRouter(BasePolicy):
         router = cls(**data["settings"])
         router.rule_ = LagrangianRule.from_dict(data["rule"])
         router.multipliers_, router.fitted_values_ = data["multipliers"], data["fitted_values"]
+        router.tightening_, router.certificate_ = data.get("tightening", {}), data.get("certificate")
         return router
 
     def _checked_q_hat(self, dataset: RoutingContext, q_hat: FloatArray | None) -> FloatArray:
         return checked_q_hat(dataset, q_hat, f"ConstrainedRouter '{self.name}'")
 
     def _targets(self, known: set[str]) -> list[_Target]:
-        out = [_Target(key, label, getattr(self, key), sense, metric)
+        out = [_Target(key, label, getattr(self, key) - sense * self.tightening_.get(key, 0.0), sense, metric)
                for key, (label, sense, metric) in _MEAN_TARGETS.items() if getattr(self, key) is not None]
         unknown = sorted(set(self.max_share or {}) - known)
         if unknown:

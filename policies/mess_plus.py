@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from policies.base import BasePolicy, FloatArray, PolicyError, settings_of, uniform_over
+from policies.base import BasePolicy, DeclaredTarget, FloatArray, PolicyError, settings_of, uniform_over
 from policies.stream import IntArray, RequestStream
 
 if TYPE_CHECKING:
@@ -96,6 +96,10 @@ class MessPlus(BasePolicy):
         check("min_satisfaction", number(self.min_satisfaction) and 0 <= self.min_satisfaction <= 1, "a float in [0, 1]")
         check("V", number(self.V) and self.V >= 0, "a finite float >= 0")
         check("c", number(self.c) and self.c >= 0, "a finite float >= 0")
+
+    def targets(self) -> tuple[DeclaredTarget, ...]:
+        """α: the long-run mean satisfaction it owes."""
+        return (DeclaredTarget("min_satisfaction", "satisfaction", float(self.min_satisfaction), -1.0),)
 
     def fit(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> MessPlus:
         """Roll the router over the requests in time order; keep its final state and predicted means."""

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from policies.base import BasePolicy, FloatArray, PolicyError, settings_of
+from policies.base import BasePolicy, DeclaredTarget, FloatArray, PolicyError, settings_of
 from policies.stage_lp import route_lp
 from policies.stage_state import StageState
 from policies.stream import IntArray, RequestStream
@@ -122,6 +122,10 @@ class StageRoute(BasePolicy):
         check("prior_weight", number(self.prior_weight) and self.prior_weight > 0, "a finite float > 0")
         check("pacing", isinstance(self.pacing, bool), "a bool")
         check("seed", isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0, "an int >= 0")
+
+    def targets(self) -> tuple[DeclaredTarget, ...]:
+        """The mean budget per request, where one is set."""
+        return () if self.max_cost_usd is None else (DeclaredTarget("max_cost_usd", "cost_usd", float(self.max_cost_usd), 1.0),)
 
     def fit(self, dataset: RoutingContext, q_hat: FloatArray | None = None) -> StageRoute:
         """Roll the router over the requests stage by stage; keep its final state and predicted means."""

@@ -1,5 +1,12 @@
 """Fit what a run evaluates with: propensities where the log has none, outcome models, and the policies —
-on the whole log (in memory) or on a training sample (streamed), by the same steps."""
+on the whole log (in memory) or on a training sample (streamed), by the same steps.
+
+Policies that optimise on predicted outcomes (``cross_fit``: the constrained router) are fitted on every
+training row — the rule one deploys — and once per fold on the other folds; the run evaluates the fold
+copies (`policies.crossfit.CrossFitted`, folds from the row key, so every engine and batch routes a row
+with the same copy), and certifies the router's targets on them (`ope.evaluation.certify`). On a
+streamed sample, the copies are fitted and certified on the sample; a row outside it was seen by none.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from ope.data.dataset import BanditDataset
 from ope.data.facts import DataFacts
 from ope.data.overlap import OverlapFinding
 from ope.evaluation.batch import BatchRows
+from ope.evaluation.certify import Certification, fit_cross_fitted
 from ope.evaluation.plan import Plan, estimated_note
 from ope.models.features import PairFeatures, build_features
 from ope.models.predictors import OutcomeModels, fit_outcome_models
@@ -44,13 +52,22 @@ class TrainingData:
 
 @dataclass
 class Fitted:
-    """The plan as the data settled it, the fitted policies and models, and the notes the fit wrote."""
+    """The plan as the data settled it, the fitted policies and models, and the notes the fit wrote.
+
+    ``policies`` are fitted on every training row (what one deploys); ``evaluated`` are what the run
+    evaluates: the same, except each ``cross_fit`` policy is its `policies.crossfit.CrossFitted` copies.
+    ``evaluated_as`` says, per learning policy, how it was evaluated; ``certificates`` hold the routers'
+    target certificates.
+    """
 
     plan: Plan
     policies: dict[str, Policy]
     models: OutcomeModels | None = None
     propensity: PropensityModel | None = None
     notes: list[str] = field(default_factory=list)
+    evaluated: dict[str, Policy] = field(default_factory=dict)
+    evaluated_as: dict[str, str] = field(default_factory=dict)
+    certificates: dict[str, Certification] = field(default_factory=dict)
 
     def whole_log(self, data: TrainingData) -> BatchRows:
         """The training rows as one batch: feedback with the cross-fitted propensities, and out-of-fold q̂."""
@@ -62,7 +79,8 @@ class Fitted:
 def fit_run(plan: Plan, policies: dict[str, Policy], data: TrainingData, *, train: npt.NDArray[np.bool_] | None = None,
             needs_models: bool = False, show_progress: bool = True) -> Fitted:
     """Propensities (where missing, with the deterministic-logger check), outcome models (where an estimator or
-    policy needs them, or ``needs_models``), then every policy, on ``data.dataset``.
+    policy needs them, or ``needs_models``), then every policy, on ``data.dataset`` (``cross_fit`` policies also
+    per fold, and certified: ``Fitted.evaluated``, ``Fitted.certificates``).
 
     With ``train`` (a row mask, `ope tune`), outcome models and policies learn from those rows only, and the
     other rows are scored by the mean of the fold models, which never saw them.
@@ -82,14 +100,34 @@ def fit_run(plan: Plan, policies: dict[str, Policy], data: TrainingData, *, trai
         needs_models = needs_models or fitted.plan.needs_q_hat
     if needs_models:
         fitted.models = fit_outcome_models(ds, cfg.predictors, train=train, features=feats, show_progress=show_progress)
-    q_hat = None if fitted.models is None else fitted.models.q_hat
+    rows = fitted.whole_log(data)
     if train is not None:
-        ds, q_hat = ds.subset(train), None if q_hat is None else q_hat[train]
-    with progress("fitting policies", total=len(policies), enabled=show_progress) as bar:
-        for policy in policies.values():
-            policy.fit(ds, q_hat)
-            bar.update(1)
+        rows = BatchRows(ds.subset(train), rows.feedback.subset(train), None if rows.q_hat is None else rows.q_hat[train])
+    _fit_policies(fitted, rows, data, show_progress)
     return fitted
+
+
+def _fit_policies(fitted: Fitted, rows: BatchRows, data: TrainingData, show_progress: bool) -> None:
+    """Every policy on ``rows``; ``cross_fit`` policies also once per fold (and certified where they ask)."""
+    folds, sample = fitted.plan.config.predictors.folds, "" if data.whole_log else " of the training sample"
+    weighted = any(e.name != "DM" for e in fitted.plan.estimators)
+    with progress("fitting policies", total=len(fitted.policies), enabled=show_progress) as bar:
+        for name, policy in fitted.policies.items():
+            fitted.evaluated[name] = policy
+            if policy.cross_fit and not policy.online:
+                fitted.evaluated[name], cert = fit_cross_fitted(policy, rows, folds, weighted=weighted, feedback=data.facts.feedback)
+                fitted.evaluated_as[name] = (f"cross-fitted ({folds} folds): each request routed by a copy fitted on the other "
+                                             f"folds{sample}; policies/{name}.json is the rule fitted on all of them")
+                if cert is not None:
+                    fitted.certificates[name] = cert
+            else:
+                policy.fit(rows.dataset, rows.q_hat)
+                if policy.online:
+                    fitted.evaluated_as[name] = ("not cross-fitted: its rollout reads no logged outcome, only out-of-fold q̂, "
+                                                 "in arrival order (a fold split would break that order)")
+                elif policy.learns:
+                    fitted.evaluated_as[name] = f"fitted on every row{sample} (it learns per-arm summaries, not per-request choices)"
+            bar.update(1)
 
 
 def drop_training_rows(fitted: Fitted) -> None:

@@ -113,7 +113,7 @@ def fitted_pair(cfg: ExperimentConfig, policy: str | None) -> tuple[str, Policy,
     if policy not in others:
         raise ConfigError(f"{cfg.source}: --policy {policy!r} is not a policy of the config other than the baseline {others}.")
     pair = (built[policy], built[cfg.evaluation.baseline])
-    if any(p.needs_q_hat or getattr(p, "online", False) for p in pair):
+    if any(p.needs_q_hat or p.online for p in pair):
         raise ConfigError(f"ope monitor evaluates fixed policies that do not route on outcome models: '{policy}' or the "
                           "baseline does (constrained, mess_plus, stage_route).")
     if any(p.learns for p in pair):

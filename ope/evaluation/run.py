@@ -18,6 +18,7 @@ from ope.data.facts import DataFacts
 from ope.errors import ConfigError
 from ope.evaluation.actions import ActionFiles
 from ope.evaluation.batch import BatchContext
+from ope.evaluation.certify import Certification
 from ope.evaluation.engines import Engine, engine_for
 from ope.evaluation.fit import drop_training_rows, fit_run
 from ope.evaluation.plan import Plan, fallback_note, no_feedback_note, sample_note
@@ -25,6 +26,7 @@ from ope.evaluation.ranges import OutOfRange, out_of_range
 from ope.evaluation.registry import build_policies
 from ope.evaluation.replay import replay_rows
 from ope.evaluation.tables import ESTIMATE_SCHEMA, blank_metric, estimate_table
+from ope.evaluation.targets import FAILS, TargetCheck, check_targets
 from ope.models.predictors import OutcomeModels
 from ope.models.propensity import PropensityModel
 from ope.text import count as plural
@@ -39,7 +41,10 @@ class RunResult:
 
     ``training`` holds the rows models and learning policies were fitted on (the whole log, or a
     streamed run's sample); ``facts`` describe every valid row of the log; ``evaluated_rows`` were
-    evaluated, and ``actions`` hold each policy's probabilities on them.
+    evaluated, and ``actions`` hold each policy's probabilities on them (a cross-fitted policy's: those of
+    its fold copies). ``policies`` are the policies as fitted on every training row (what one deploys);
+    ``evaluated_as`` says how each learning policy was evaluated; ``targets`` check every declared target
+    against the headline estimate; ``certificates`` are the constrained routers' target certificates.
     """
 
     config: ExperimentConfig
@@ -60,6 +65,9 @@ class RunResult:
     propensity_model: PropensityModel | None = None
     streamed: dict[str, Any] | None = None
     weight_shares: dict[str, dict[str, float]] = field(default_factory=dict)
+    targets: tuple[TargetCheck, ...] = ()
+    certificates: dict[str, Certification] = field(default_factory=dict)
+    evaluated_as: dict[str, str] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -73,10 +81,11 @@ class RunResult:
 
     @property
     def warnings(self) -> list[str]:
-        """Everything a reader must see first: rows set aside, run notes, impossible values, then support and overlap
-        warnings."""
+        """Everything a reader must see first: targets missed, rows set aside, run notes, impossible values, then support
+        and overlap warnings."""
         q = self.facts.quarantined
-        out = [f"{plural(q, 'row')} failed validation and were set aside (quarantine file)."] if q else []
+        out = [t.warning for t in self.targets if t.verdict == FAILS]
+        out += [f"{plural(q, 'row')} failed validation and were set aside (quarantine file)."] if q else []
         out += list(self.notes) + [f.message() for f in self.out_of_range]
         return out + sorted({f"{p}: {w}" for p, d in self.diagnostics.items() for e in d.values() for w in e["warnings"]})
 
@@ -107,7 +116,7 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True, engine:
     plan, notes = fitted.plan, fitted.notes
     timings["fit"] = time.perf_counter() - t0 - timings["load"]
     written = tuple(cfg.output.written(list(policies)))
-    ctx = BatchContext(plan, data.dataset.catalog, policies, fitted.models, data.vocab, data.facts.feedback, fitted.propensity,
+    ctx = BatchContext(plan, data.dataset.catalog, fitted.evaluated, fitted.models, data.vocab, data.facts.feedback, fitted.propensity,
                        actions=written)
     actions = ActionFiles(list(written))
     try:
@@ -117,7 +126,7 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True, engine:
     except BaseException:  # e.g. Ctrl-C or a bad batch: no half-written action files left behind
         actions.discard()
         raise
-    notes += [fallback_note(name, sums.fallback[name], p.fallback_rule) for name, p in policies.items() if sums.fallback[name]]
+    notes += [fallback_note(name, sums.fallback[name], p.fallback_rule) for name, p in fitted.evaluated.items() if sums.fallback[name]]
     if data.facts.rows > data.dataset.n and (plan.needs_q_hat or fitted.propensity is not None or any(p.learns for p in policies.values())):
         notes.append(sample_note(data.dataset.n, data.facts.rows))
     estimates, diagnostics = estimate_table(plan, sums.parts, sums.failed, ctx.names, notes)
@@ -132,10 +141,11 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True, engine:
         notes.append(no_feedback_note())
         estimates, slices, breakdowns = (blank_metric(f, "satisfaction") for f in (estimates, slices, breakdowns))
     timings["evaluate"] = time.perf_counter() - t0 - sum(timings.values())
+    targets = tuple(check_targets(policies, estimates, plan.headline.name))
     return RunResult(plan.config, engine.name, policies, estimates, diagnostics, slices, breakdowns,
                      sums.shares.frame(data.dataset.catalog), data.facts, data.dataset, sums.rows, actions, tuple(notes), timings,
                      fitted.models, fitted.propensity, engine.streamed(plan),
-                     {} if sums.weights is None else sums.weights.shares())
+                     {} if sums.weights is None else sums.weights.shares(), targets, fitted.certificates, fitted.evaluated_as)
 
 
 def _in_policy_order(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:

@@ -27,6 +27,7 @@ from ope.config import ExperimentConfig, PolicyConfig, TuneConfig
 from ope.data.dataset import BanditDataset
 from ope.errors import ConfigError
 from ope.evaluation.batch import BatchContext, BatchRows, evaluate_batch, policy_target
+from ope.evaluation.certify import fit_cross_fitted
 from ope.evaluation.engines.memory import MemoryEngine
 from ope.evaluation.fit import fit_run
 from ope.evaluation.plan import Plan
@@ -193,8 +194,8 @@ def run_tune(cfg: ExperimentConfig, *, show_progress: bool = True) -> TuneResult
     judged = _judging_plan(fitted.plan, alpha)
     whole = fitted.whole_log(data)
     hold = BatchRows(whole.dataset.subset(~train), whole.feedback.subset(~train), fitted.models.q_hat[~train])
-    train_ds, q_train = data.dataset.subset(train), fitted.models.q_hat[train]
-    points, routers = _fit_settings(grid, tune, base_cfg, train_ds, q_train, hold, show_progress)
+    training = BatchRows(whole.dataset.subset(train), whole.feedback.subset(train), fitted.models.q_hat[train])
+    points, routers = _fit_settings(grid, tune, base_cfg, training, hold, fitted.plan, data.facts.feedback, show_progress)
     estimates, failed = _evaluate_settings(judged, baseline, routers, hold, data.facts.feedback)
     points = [_judged(p, estimates, failed, tune, judged) for p in points]
     safe = [i for i, p in enumerate(points) if p.status == "safe"]
@@ -213,9 +214,11 @@ def _judging_plan(plan: Plan, alpha: float) -> Plan:
     return Plan(cfg, (plan.headline,), plan.inference)
 
 
-def _fit_settings(grid: list[dict[str, float]], tune: TuneConfig, base_cfg: PolicyConfig, train_ds: BanditDataset,
-                  q_train: npt.NDArray[np.float64], hold: BatchRows, show_progress: bool) -> tuple[list[TunePoint], dict[str, Policy]]:
-    """The router fitted at every setting on the training window: infeasible points, and the fitted routers by name."""
+def _fit_settings(grid: list[dict[str, float]], tune: TuneConfig, base_cfg: PolicyConfig, training: BatchRows, hold: BatchRows,
+                  plan: Plan, feedback: bool, show_progress: bool) -> tuple[list[TunePoint], dict[str, Policy]]:
+    """The router fitted at every setting on the training window (and, where it certifies, its targets certified on the
+    training window's held-out folds, `ope.evaluation.certify`): infeasible points, and the fitted routers by name."""
+    weighted, folds = any(e.name != "DM" for e in plan.estimators), plan.config.predictors.folds
     points, routers = [], {}
     pairs = Pairs.of(hold.dataset.eligible)
     with warnings.catch_warnings(), progress("sweeping settings", total=len(grid), enabled=show_progress) as bar:
@@ -224,7 +227,11 @@ def _fit_settings(grid: list[dict[str, float]], tune: TuneConfig, base_cfg: Poli
             label = _label(settings)
             policy_cfg = PolicyConfig(name=f"{tune.policy}[{label}]", kind="constrained", params={**base_cfg.params, **settings})
             try:
-                policy = build_policy(policy_cfg).fit(train_ds, q_train)
+                policy = build_policy(policy_cfg)
+                if policy.certify_settings() is not None:
+                    fit_cross_fitted(policy, training, folds, weighted=weighted, feedback=feedback)
+                else:
+                    policy.fit(training.dataset, training.q_hat)
                 policy_target(policy, hold.dataset, pairs, hold.q_hat)  # a rule that cannot route the hold-out window
             except (PolicyError, ConfigError) as exc:
                 points.append(TunePoint(label, settings, "infeasible", (str(exc).splitlines()[-1],)))

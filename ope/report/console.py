@@ -7,12 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from ope.evaluation.certify import Certification
 from ope.evaluation.run import RunResult
+from ope.evaluation.targets import FAILS
 
 if TYPE_CHECKING:
     from ope.evaluation.tune import TuneResult
 
-__all__ = ["format_validation", "print_estimates", "print_summary", "print_tune_table"]
+__all__ = ["format_validation", "print_estimates", "print_summary", "print_targets", "print_tune_table"]
+
+_NONE = Certification("", 0, 0.0, 0, "not checked")
 
 SHOWN = (("cost_usd", "cost $", "{:.6f}"), ("success", "success", "{:.3f}"), ("satisfaction", "satisf.", "{:.3f}"),
          ("latency_ms", "latency ms", "{:,.0f}"), ("throughput_tps", "tok/s", "{:.1f}"), ("sla_hit", "SLA hit", "{:.3f}"))
@@ -50,14 +54,19 @@ def print_estimates(est: pl.DataFrame, names: list[str], title: str, impossible:
 
 
 def print_summary(result: RunResult, estimator: str) -> None:
-    """Per policy: the estimator's value and, for non-baselines, the relative change vs the baseline; then warnings."""
+    """Missed targets first; per policy the estimator's value and, for non-baselines, the relative change vs the
+    baseline; then every declared target, how learned policies were evaluated, and the other warnings."""
+    missed = [t.warning for t in result.targets if t.verdict == FAILS]
+    for line in missed:
+        print(f"warning: {line}")
     est = result.estimates.filter(pl.col("estimator") == estimator)
     flagged = result.out_of_range
     impossible = frozenset((f.policy, f.metric) for f in flagged if f.estimator == estimator)
     print_estimates(est, result.names, f"{estimator} estimates, change vs {result.config.evaluation.baseline} in parentheses",
                     impossible)
+    print_targets(result)
     headline = [f.message() for f in flagged if f.estimator == estimator]
-    notes = headline + [w for w in result.warnings if w not in headline]
+    notes = headline + [w for w in result.warnings if w not in headline and w not in missed]
     for note in notes[:6]:
         print(f"warning: {note}")
     if len(notes) > 6:
@@ -96,6 +105,22 @@ def format_validation(path: str, summary: dict[str, Any]) -> str:
             f"  satisfaction  feedback on {100 * summary['with_satisfaction']:.1f} % of rows",
         ]
     return "\n".join(lines)
+
+
+def print_targets(result: RunResult) -> None:
+    """Each declared target with its verdict (and certificate), then how each learned policy was evaluated."""
+    if result.targets:
+        level = f"{1 - result.config.evaluation.alpha:.0%}"
+        print(f"\ndeclared targets against the {level} interval")
+    for t in result.targets:
+        cert = next((c for c in result.certificates.get(t.policy, _NONE).targets if c.key == t.key), None)
+        solved = "" if cert is None or cert.solved_at == t.target else f"; solved for {cert.solved_at:.4g}"
+        print(f"  {t.policy}: {t.metric} {t.relation} {t.target:g} — {t.estimate:.4g} [{t.ci_low:.4g}, {t.ci_high:.4g}]: "
+              f"{t.verdict}{solved}")
+    for name, cert in result.certificates.items():
+        print(f"  {name}: {cert.status}" + (f" ({cert.reason})" if cert.reason else ""))
+    for name, how in result.evaluated_as.items():
+        print(f"{name}: {how}")
 
 
 def print_tune_table(result: TuneResult) -> None:

@@ -134,6 +134,29 @@ def headline_section(choice: dict[str, Any]) -> str:
     return "<h2>Which estimator to trust</h2>" + (table(["metric", "estimator", "why"], rows) if rows else "")
 
 
+def _targets(info: dict[str, Any]) -> str:
+    """Every declared target against the headline interval, the routers' certificates, and how learned policies were evaluated."""
+    if not info["targets"]:
+        return "<p class='muted'>No policy declares a target.</p>"
+    certs = {(name, t["key"]): t for name, c in info["certification"].items() for t in c["targets"]}
+    rows = []
+    for t in info["targets"]:
+        c = certs.get((t["policy"], t["key"]))
+        verdict = {"holds": "good", "fails": "bad"}.get(t["verdict"], "")
+        rows.append([esc(t["policy"]), esc(f"{t['metric']} {'≥' if t['relation'] == '>=' else '≤'} {t['target']:g}"),
+                     num(c["solved_at"], t["metric"]) if c else "–", num(c["predicted"], t["metric"]) if c else "–",
+                     f"{num(c['estimate'], t['metric'])} (bound {num(c['bound'], t['metric'])})" if c else "–",
+                     f"{num(t['estimate'], t['metric'])} [{num(t['ci'][0], t['metric'])}, {num(t['ci'][1], t['metric'])}]",
+                     f"<span class='{verdict}'>{esc(t['verdict'])}</span>"])
+    head = ["policy", "target", "solved for", "predicted (q̂)", "certified: DR on held-out folds", f"{info['primary_estimator']} "
+            f"{1 - info['alpha']:.0%} interval", "verdict"]
+    notes = [f"{esc(n)}: {esc(c['status'])}" + (f" — {esc(c['reason'])}" if c["reason"] else "") for n, c in info["certification"].items()]
+    notes += [f"{esc(n)}: {esc(how)}" for n, how in info["evaluated_as"].items()]
+    return (table(head, rows) + "<p class='muted'>holds: the whole interval is on the target's side; fails: the whole interval "
+            "is on the wrong side; not shown to hold: the interval straddles the target.</p>"
+            + "".join(f"<p class='muted'>{n}</p>" for n in notes))
+
+
 def render(result: RunResult, info: dict[str, Any]) -> str:
     """The whole report page."""
     est = result.estimates
@@ -154,6 +177,7 @@ def render(result: RunResult, info: dict[str, Any]) -> str:
         f"SLA: latency ≤ {info['sla_latency_ms']:,.0f} ms. "
         f"Propensities: {esc(info['propensities'])}.</p>",
         "<h2>Warnings and support</h2>", warn_html,
+        "<h2>Targets</h2>", _targets(info),
         "<h2>Headline: each policy against the baseline</h2>",
         "<p class='muted'>Per request averages with intervals; below, the paired relative change vs the baseline (green: better and significant, red: worse and significant).</p>",
         _headline(info),

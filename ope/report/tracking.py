@@ -195,6 +195,8 @@ def track_run(result: RunResult, paths: dict[str, Path], info: dict[str, Any], *
                 "baseline": info["baseline"],
                 "headline_estimator": info["primary_estimator"],
                 "propensities": info["propensities"],
+                "targets_missed": str(sum(t["verdict"] == "fails" for t in info["targets"])),
+                **{f"target.{metric_key(t['policy'], t['key'])}": t["verdict"] for t in info["targets"]},
             })
             mlflow.log_params({metric_key(*k.split(".")): v[:6000] for k, v in result.config.flat().items()})
             mlflow.log_metrics(headline_metrics(result.estimates, info["primary_estimator"]) | _model_metrics(info))

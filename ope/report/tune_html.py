@@ -51,6 +51,7 @@ def tune_summary(result: TuneResult, run_name: str) -> dict[str, Any]:
         "points": [{
             "label": p.label, "settings": p.settings, "status": p.status, "reasons": list(p.reasons), "pareto": i in pareto,
             "fitted_values": None if p.policy is None else p.policy.fitted_values_,
+            "certificate": None if p.policy is None else p.policy.certificate_,
             **({"value": _metrics(p.estimates), "difference": _metrics(p.estimates, "difference"),
                 "relative": _metrics(p.estimates, "relative")} if p.estimates is not None else {}),
         } for i, p in enumerate(result.points)],
@@ -107,6 +108,8 @@ def _points_table(result: TuneResult, summary: dict[str, Any]) -> str:
         rel = p["relative"]["cost_usd"]
         fitted = p["fitted_values"] or {}
         expected = "<br>".join(f"{esc(METRIC_LABELS[m])} {num(fitted[m], m)}" for m in ("sla_hit", "satisfaction") if m in fitted)
+        if p.get("certificate"):
+            expected += f"<br><span class='muted'>targets {esc(p['certificate']['status'])} on held-out folds</span>"
         rows.append(settings + [status] + [_cell(p["value"], m, flags.get((p["label"], m))) for m in SHOWN]
                     + [f"{rel['value']:+.1f} %<br><span class='muted'>[{rel['ci_low']:+.1f}, {rel['ci_high']:+.1f}]</span>", expected])
     return table(head, rows, left=len(keys) + 1)

@@ -2,7 +2,7 @@
 
 Every benchmark records its measurements (time, peak memory of its worker process) in a
 session-wide store, later benchmarks compute ratios against earlier ones, and the summary below
-prints them all — so a plain ``pytest tests/benchmarks --benchmark-enable`` shows the ratios
+prints them all — so a plain ``pytest tests/benchmarks --benchmark-enable -n 0`` shows the ratios
 without ``-s``.
 """
 
@@ -45,3 +45,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Measuring under pytest-xdist measures nothing (pytest-benchmark turns itself off there): say so, in one line."""
+    if config.getoption("benchmark_enable", False) and config.getoption("numprocesses", 0):
+        raise pytest.UsageError("--benchmark-enable measures in one process: add -n 0 (the project runs tests on 2 xdist workers).")
+

@@ -8,9 +8,9 @@ tables with other parquet codecs, as ratios to the run's writer. Nothing asserts
 files are read back and checked.
 
 Sizes come from ``LLM_OPE_BENCH_SCALE``: ``full`` (10⁶ requests; the tables held in memory take
-~2.5 GB) is the default with ``--benchmark-enable``, ``small`` (2·10⁴) otherwise::
+~2.5 GB) is the default with ``--benchmark-enable -n 0``, ``small`` (2·10⁴) otherwise::
 
-    python -m pytest tests/benchmarks/test_bench_action_files.py --benchmark-enable -s
+    python -m pytest tests/benchmarks/test_bench_action_files.py --benchmark-enable -n 0 -s
 """
 
 from __future__ import annotations

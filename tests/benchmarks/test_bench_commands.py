@@ -1,10 +1,10 @@
 """Wall time of the README's commands (`ope run`, `ope tune`, the constrained example), as a user runs them.
 
 Each command runs in a fresh process (imports included, as a user pays them) from the project root, as
-the README shows them, writing its report and a SQLite MLflow store in a temporary directory. With ``--benchmark-enable`` each runs 3 times on
+the README shows them, writing its report and a SQLite MLflow store in a temporary directory. With ``--benchmark-enable -n 0`` each runs 3 times on
 the bundled sample and pytest-benchmark reports the median: the number the README quotes::
 
-    python -m pytest tests/benchmarks/test_bench_commands.py --benchmark-enable -s
+    python -m pytest tests/benchmarks/test_bench_commands.py --benchmark-enable -n 0 -s
 
 Otherwise each runs once on a 3,000-row simulated log (it only checks that the measurement works).
 Nothing asserts a wall-clock time.

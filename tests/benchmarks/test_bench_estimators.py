@@ -23,13 +23,13 @@ streamed evaluation stays below 4 GB.
 
 Run the full-size benchmarks (about ten minutes on 2 cores today; see the summary table)::
 
-    cd /work/main && python -m pytest tests/benchmarks --benchmark-enable -q -s
+    cd /work/main && python -m pytest tests/benchmarks --benchmark-enable -n 0 -q -s
 
 Sizes come from ``LLM_OPE_BENCH_SCALE``: ``full`` (10⁶ / 10⁷ rows, batches of 10⁶) is the default
-with ``--benchmark-enable``; ``small`` (10⁴ / 10⁵ rows, batches of 5·10⁴) is the default otherwise,
+with ``--benchmark-enable -n 0``; ``small`` (10⁴ / 10⁵ rows, batches of 5·10⁴) is the default otherwise,
 so the project's default ``python -m pytest`` (``--benchmark-disable`` in addopts) runs every case
 once, quickly, as a plain test; ``medium`` (10⁵ / 10⁶) is in between. For example
-``LLM_OPE_BENCH_SCALE=medium python -m pytest tests/benchmarks --benchmark-enable``.
+``LLM_OPE_BENCH_SCALE=medium python -m pytest tests/benchmarks --benchmark-enable -n 0``.
 """
 
 from __future__ import annotations

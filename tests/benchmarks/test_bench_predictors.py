@@ -11,9 +11,9 @@ and each setting's held-out quality. Nothing asserts a wall-clock time; the numb
 ``benchmark.extra_info`` and the benchmark summary.
 
 Sizes come from ``LLM_OPE_BENCH_SCALE`` (``full``: 10⁶ rows, the default with
-``--benchmark-enable``; ``small``: 5,000 rows, the default otherwise; ``medium``: 10⁵)::
+``--benchmark-enable -n 0``; ``small``: 5,000 rows, the default otherwise; ``medium``: 10⁵)::
 
-    python -m pytest tests/benchmarks/test_bench_predictors.py --benchmark-enable -s
+    python -m pytest tests/benchmarks/test_bench_predictors.py --benchmark-enable -n 0 -s
 
 Full size needs several GB of memory for q̂ and the pair features.
 """

@@ -14,10 +14,10 @@ and the process's peak resident memory (VmHWM) is recorded next to its wall time
 ``benchmark.extra_info`` and printed. No test asserts a wall-clock time.
 
 Sizes come from ``LLM_OPE_BENCH_SCALE`` as in ``test_bench_estimators``: ``full`` (10⁵ / 10⁶) is the
-default with ``--benchmark-enable``, ``small`` (2·10³ / 10⁴) otherwise, so the default test run
+default with ``--benchmark-enable -n 0``, ``small`` (2·10³ / 10⁴) otherwise, so the default test run
 checks every case quickly; ``medium`` is 10⁴ / 10⁵. Full sizes (about a minute, 2.5 GB)::
 
-    cd /work/main && python -m pytest tests/benchmarks/test_bench_routing.py --benchmark-enable -q -s
+    cd /work/main && python -m pytest tests/benchmarks/test_bench_routing.py --benchmark-enable -n 0 -q -s
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ against the baseline on two metrics, with a normal interval, once over all rows.
 sequence (`estimators.canary.CanaryCS`) gives the bounds at *every* row, in batches of an hour's
 rows carried through the JSON state as `ope monitor` does. Nothing asserts a time.
 
-    python -m pytest tests/benchmarks/test_bench_sequence.py --benchmark-enable -s
+    python -m pytest tests/benchmarks/test_bench_sequence.py --benchmark-enable -n 0 -s
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ the peak stays under 4 GB.
 
 Sizes come from ``LLM_OPE_BENCH_SCALE``: ``small`` (2·10⁴ rows, batches of 5,000) is the default
 when benchmarks are disabled, so the default ``pytest`` runs each case once as a plain test;
-``full`` (10⁶ rows) is the default with ``--benchmark-enable``; ``large`` (10⁷ rows) and ``huge`` (10⁸ rows)
+``full`` (10⁶ rows) is the default with ``--benchmark-enable -n 0``; ``large`` (10⁷ rows) and ``huge`` (10⁸ rows)
 are opt-in::
 
-    LLM_OPE_BENCH_SCALE=full python -m pytest tests/benchmarks/test_bench_streaming.py --benchmark-enable -s
+    LLM_OPE_BENCH_SCALE=full python -m pytest tests/benchmarks/test_bench_streaming.py --benchmark-enable -n 0 -s
 """
 
 from __future__ import annotations

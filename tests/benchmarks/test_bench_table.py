@@ -22,7 +22,7 @@ must stay under 1.5 GB.
 
 Run at full size (``LLM_OPE_BENCH_SCALE`` = small / medium / full as in ``test_bench_estimators``)::
 
-    python -m pytest tests/benchmarks/test_bench_table.py --benchmark-enable -q -s
+    python -m pytest tests/benchmarks/test_bench_table.py --benchmark-enable -n 0 -q -s
 """
 
 from __future__ import annotations

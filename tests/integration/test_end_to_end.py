@@ -309,6 +309,31 @@ def test_constrained_router_runs_from_a_config(simulated: tuple[Path, Path], tmp
     est = pl.read_csv(out / "estimates.csv").filter((pl.col("policy") == "routed") & (pl.col("estimator") == "DR"))
     cost = est.filter((pl.col("metric") == "cost_usd") & (pl.col("kind") == "relative"))["value"][0]
     assert cost < 0  # cheaper than direct official access
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["evaluated_as"]["routed"].startswith("cross-fitted (")
+    (target,) = summary["targets"]
+    assert {k: target[k] for k in ("policy", "metric", "target")} == {"policy": "routed", "metric": "satisfaction", "target": 0.72}
+    sat = est.filter((pl.col("metric") == "satisfaction") & (pl.col("kind") == "value")).row(0, named=True)
+    assert target["estimate"] == sat["value"] and target["ci"] == [sat["ci_low"], sat["ci_high"]]
+    assert target["verdict"] in ("holds", "fails", "not shown to hold")
+    cert = summary["certification"]["routed"]
+    assert cert["status"] in ("certified", "not certified") and cert["targets"][0]["key"] == "min_satisfaction"
+    assert rule["certificate"]["status"] == cert["status"]
+    assert "Targets" in (out / "report.html").read_text()
+
+
+def test_a_missed_target_is_the_first_warning_everywhere(simulated: tuple[Path, Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    logs, catalog = simulated
+    config = _fast_config(tmp_path, logs, catalog, ["DR"], 'name = "mess"\nkind = "mess_plus"\nmin_satisfaction = 0.99')
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "m", "--quiet"]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert printed[0].startswith("warning: TARGET MISSED: mess declares satisfaction ≥ 0.99"), printed[:3]
+    summary = json.loads((tmp_path / "r" / "m" / "summary.json").read_text())
+    assert summary["targets"][0]["verdict"] == "fails" and summary["warnings"][0].startswith("TARGET MISSED")
+    assert summary["evaluated_as"]["mess"].startswith("not cross-fitted")
+    html = (tmp_path / "r" / "m" / "report.html").read_text()
+    assert html.index("TARGET MISSED") < html.index("<h2>Targets</h2>")
 
 
 def test_constrained_kind_rejects_epsilon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,81 @@
+"""Certified constrained routing against the simulator's exact truth, with LightGBM's own q̂ bias.
+
+`docs/experiments/certified_routing.py` holds the experiment; its markdown
+(`docs/experiments/certified_routing.md`) is the full run (50 seeds × 10,000 requests). Here the same
+code runs at the size that fits a few minutes on 2 cores: 20 seeds × 6,000 requests, the LP solved on
+3,000 of them (``max_rows``). Coverage is checked on those 20 seeds, not on 50 (50 seeds take about
+45 minutes; the script measures them): at least 90 % on the metrics that reach 93 % over 50 seeds, at
+least 75 % on the three that do not (success, TTFT, the certified router's satisfaction).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT as PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+SEEDS = range(2000, 2020)
+ROWS, MAX_ROWS = 6_000, 3_000
+
+
+def _experiment() -> ModuleType:
+    path = Path(PROJECT_ROOT) / "docs" / "experiments" / "certified_routing.py"
+    spec = importlib.util.spec_from_file_location("certified_routing", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def results() -> tuple[ModuleType, list]:
+    experiment = _experiment()
+    return experiment, [experiment.run_seed(seed, ROWS, max_rows=MAX_ROWS) for seed in SEEDS]
+
+
+def test_certified_router_meets_its_targets_in_truth(results: tuple[ModuleType, list]) -> None:
+    experiment, runs = results
+    fitted = [r for r in runs if "certified" in r.truth]
+    assert len(fitted) == len(runs), [r.status for r in runs]
+    met = [r.truth["certified"]["satisfaction"] >= experiment.MIN_SATISFACTION
+           and r.truth["certified"]["sla_hit"] >= experiment.MIN_SLA_HIT for r in fitted]
+    assert np.mean(met) >= 0.9, experiment.tables(runs)
+
+
+def test_certified_router_is_still_cheaper_than_direct_official_access(results: tuple[ModuleType, list]) -> None:
+    _, runs = results
+    for r in runs:
+        assert r.truth["certified"]["cost_usd"] < r.official_cost, (r.seed, r.truth["certified"]["cost_usd"], r.official_cost)
+
+
+def test_uncertified_router_misses_more_often(results: tuple[ModuleType, list]) -> None:
+    experiment, runs = results
+
+    def met(label: str) -> float:
+        ok = [r for r in runs if label in r.truth]
+        return float(np.mean([r.truth[label]["satisfaction"] >= experiment.MIN_SATISFACTION
+                              and r.truth[label]["sla_hit"] >= experiment.MIN_SLA_HIT for r in ok]))
+
+    assert met("uncertified") < met("certified"), experiment.tables(runs)
+
+
+#: metrics whose 95 % DR interval covered the truth in >= 94 % of the 50 seeds of certified_routing.md; the others
+#: fall short there (success 86 %, TTFT 80 %, the certified router's satisfaction 90 %) and are held to no worse
+STRICT = ("cost_usd", "sla_hit", "throughput_tps", "latency_ms")
+
+
+def test_dr_intervals_of_the_evaluated_router_cover_the_truth(results: tuple[ModuleType, list]) -> None:
+    experiment, runs = results
+    for label in ("certified", "uncertified"):
+        for metric in experiment.COVERED:
+            covered = [r.covered[label][metric] for r in runs if label in r.covered]
+            assert np.mean(covered) >= (0.9 if metric in STRICT else 0.75), (label, metric, experiment.tables(runs))

@@ -1,0 +1,70 @@
+"""Published claims cannot drift: the README and docs/experiments/published_counterfactuals.md quote the
+headline numbers saved in docs/experiments/published.json, and re-running both examples reproduces them.
+
+``docs/experiments/make_published.py`` writes published.json and the tables of published_counterfactuals.md; run it again
+whenever a change moves these numbers, and update the prose that quotes them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT as PROJECT_ROOT
+
+DOCS = PROJECT_ROOT / "docs" / "experiments"
+SAVED = json.loads((DOCS / "published.json").read_text())
+QUOTED_IN = (PROJECT_ROOT / "README.md", DOCS / "published_counterfactuals.md")
+#: a re-run may differ from the saved numbers by this much (percentage points of a relative change): LightGBM
+#: and the LP solver are deterministic on one machine, but not to the last bit across platforms
+TOLERANCE_PP = 0.1
+
+
+def quoted(entry: dict[str, Any]) -> str:
+    """How the docs quote a headline change: DR and its 95 % interval, one decimal, in %."""
+    low, high = entry["ci"]
+    return f"{entry['dr']:+.1f} % [{low:+.1f} %, {high:+.1f} %]"
+
+
+def _headlines() -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in SAVED.items() if k.endswith(".relative")}
+
+
+@pytest.mark.parametrize("doc", QUOTED_IN, ids=lambda p: p.name)
+def test_docs_quote_the_saved_headlines(doc: Path) -> None:
+    text = doc.read_text()
+    for key, entry in _headlines().items():
+        assert quoted(entry) in text, f"{doc.name} does not quote {key} as {quoted(entry)!r}"
+
+
+def _make_published() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_published", DOCS / "make_published.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_rerunning_both_examples_reproduces_the_saved_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(PROJECT_ROOT)  # the example configs' relative paths
+    fresh = _make_published().main(None)
+    assert set(fresh) == set(SAVED)
+    for key, entry in _headlines().items():
+        got = fresh[key]
+        for field in ("dr", "truth"):
+            assert abs(got[field] - entry[field]) <= TOLERANCE_PP, (key, field, got[field], entry[field])
+        assert all(abs(a - b) <= TOLERANCE_PP for a, b in zip(got["ci"], entry["ci"], strict=True)), (key, got["ci"], entry["ci"])
+    for key in (k for k in SAVED if not k.endswith(".relative")):
+        if key.endswith(".targets"):
+            assert [{k: t[k] for k in ("policy", "metric", "target", "verdict")} for t in fresh[key]] == \
+                   [{k: t[k] for k in ("policy", "metric", "target", "verdict")} for t in SAVED[key]], key
+        else:
+            assert fresh[key] == SAVED[key], key
