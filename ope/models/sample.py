@@ -25,9 +25,8 @@ from estimators.resample import hash_keys
 from ope.data.dataset import BanditDataset
 from ope.data.schema import REQUIRED_COLUMNS
 from ope.models.features import PairFeatures, build_features
-from ope.models.predictors import OutcomeModels, PredictorConfig, fit_outcome_models
 
-__all__ = ["TrainingSample", "Vocabulary", "batch_features", "fit_on_sample"]
+__all__ = ["TrainingSample", "Vocabulary", "batch_features"]
 
 FloatArray = npt.NDArray[np.float64]
 #: salt that makes sample priorities independent of the cross-fitting folds (both come from the row key)
@@ -104,8 +103,3 @@ class TrainingSample:
         """The sampled typed rows (log order) and their history block."""
         self._trim()
         return self.frames[0].drop("_row", "_priority"), self.histories[0]
-
-
-def fit_on_sample(sample: BanditDataset, feats: PairFeatures, cfg: PredictorConfig) -> OutcomeModels:
-    """Cross-fitted outcome models of the training sample (folds from the row key; history from the whole log)."""
-    return fit_outcome_models(sample, cfg, features=feats)
