@@ -8,12 +8,18 @@ estimate's are correlated. `cross_fit` fits one copy per fold on the other folds
 fold in memory, in any streamed batch and on any worker, and a request outside the fitted rows (a
 streamed run fits on a sample) is routed by a copy that never saw it either. The rule one deploys is
 the policy fitted on every row (``deployed``), which is what it reports for ``to_json``-style outputs.
+
+An online router (MESS+, StageRoute) cannot be fitted on a subset: its rollout walks every request in
+arrival order. `cross_fit_rollouts` rolls one copy over the whole log per fold, each reading only the
+predictions of the models fitted without that fold, and keeps each copy's probabilities on its own fold's
+requests (`RolledOut`): no request's probabilities depend on its own outcome, and the order is intact.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,6 +31,7 @@ from policies.base import (
     FloatArray,
     Pairs,
     Policy,
+    PolicyError,
     declared_targets,
     policy_from_json,
     policy_to_json,
@@ -33,7 +40,7 @@ from policies.base import (
 if TYPE_CHECKING:
     from ope.data.dataset import BanditDataset
 
-__all__ = ["CrossFitted", "cross_fit", "key_folds"]
+__all__ = ["CrossFitted", "RolledOut", "cross_fit", "cross_fit_rollouts", "key_folds"]
 
 
 def key_folds(keys: npt.NDArray[np.uint64], folds: int) -> npt.NDArray[np.int64]:
@@ -110,3 +117,50 @@ class CrossFitted(BasePolicy):
     def from_json(cls, text: str) -> CrossFitted:
         data = json.loads(text)
         return cls(policy_from_json(data["deployed"]), [policy_from_json(p) for p in data["folds"]])
+
+
+def cross_fit_rollouts(policy: Policy, dataset: BanditDataset, q_hat: FloatArray, fold: npt.NDArray[np.int64],
+                       fold_q_hat: Callable[[int], FloatArray]) -> RolledOut:
+    """Fit ``policy`` on ``q_hat`` (the deployed rule), and roll one copy over every row per fold ``f`` on
+    ``fold_q_hat(f)`` (predictions that never saw fold f's outcomes); row i takes its fold's copy's probabilities."""
+    values = np.zeros((dataset.n, dataset.eligible.shape[1]))
+    for f in np.unique(fold).tolist():
+        q_f = fold_q_hat(f)
+        rows = fold == f
+        values[rows] = copy.deepcopy(policy).fit(dataset, q_f).action_probabilities(dataset, q_f)[rows]
+    return RolledOut(policy.fit(dataset, q_hat), values, np.asarray(dataset.keys), int(np.unique(fold).size))
+
+
+class RolledOut(BasePolicy):
+    """An online router as a run evaluates it: the fold-wise rollouts' probabilities on the log they were
+    rolled over (`cross_fit_rollouts`); ``deployed`` is the router fitted on every row's out-of-fold q̂."""
+
+    def __init__(self, deployed: Policy, probabilities: FloatArray, keys: npt.NDArray[np.uint64], folds: int) -> None:
+        self.deployed, self.probabilities, self.keys, self.folds = deployed, probabilities, keys, folds
+        self.name, self.n_fallback_ = deployed.name, 0
+
+    @property  # type: ignore[misc]
+    def needs_q_hat(self) -> bool:  # type: ignore[override]
+        return self.deployed.needs_q_hat
+
+    @property
+    def fallback_rule(self) -> str:
+        return self.deployed.fallback_rule
+
+    def targets(self) -> tuple[DeclaredTarget, ...]:
+        return declared_targets(self.deployed)
+
+    def pair_probabilities(self, dataset: BanditDataset, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
+        """π at the eligible pairs of the log the rollouts walked (and of no other: the rollouts are of that log)."""
+        if dataset.n != self.keys.size or not np.array_equal(dataset.keys, self.keys):
+            raise PolicyError(f"'{self.name}': fold-wise rollouts hold the probabilities of the {self.keys.size:,} requests "
+                              f"they walked, not of these {dataset.n:,}.")
+        return self.probabilities[pairs.rows, pairs.arms]
+
+    def action_probabilities(self, dataset: BanditDataset, q_hat: FloatArray | None = None) -> FloatArray:
+        pairs = Pairs.of(dataset.eligible)
+        return pairs.dense(self.pair_probabilities(dataset, pairs, q_hat))
+
+    def to_json(self) -> str:
+        """The deployed router (what one would run); the rollouts' probabilities are in the run's action files."""
+        return policy_to_json(self.deployed)

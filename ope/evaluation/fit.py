@@ -6,6 +6,9 @@ training row — the rule one deploys — and once per fold on the other folds; 
 copies (`policies.crossfit.CrossFitted`, folds from the row key, so every engine and batch routes a row
 with the same copy), and certifies the router's targets on them (`ope.evaluation.certify`). On a
 streamed sample, the copies are fitted and certified on the sample; a row outside it was seen by none.
+Online routers (in memory only) are rolled over the whole log once per fold instead
+(`policies.crossfit.cross_fit_rollouts`): a fold's requests take the probabilities of the rollout that read
+only predictions of the models fitted without that fold.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from ope.evaluation.batch import BatchRows
 from ope.evaluation.certify import Certification, fit_cross_fitted
 from ope.evaluation.plan import Plan, estimated_note
 from ope.models.features import PairFeatures, build_features
-from ope.models.predictors import OutcomeModels, fit_outcome_models
+from ope.models.predictors import OutcomeModels, fit_outcome_models, fold_q_hat
 from ope.models.propensity import PropensityModel, fit_propensities
 from ope.models.sample import Vocabulary
 from ope.progress import progress
 from policies import Policy
+from policies.crossfit import cross_fit_rollouts
 
 __all__ = ["Fitted", "TrainingData", "drop_training_rows", "fit_run"]
 
@@ -108,7 +112,8 @@ def fit_run(plan: Plan, policies: dict[str, Policy], data: TrainingData, *, trai
 
 
 def _fit_policies(fitted: Fitted, rows: BatchRows, data: TrainingData, show_progress: bool) -> None:
-    """Every policy on ``rows``; ``cross_fit`` policies also once per fold (and certified where they ask)."""
+    """Every policy on ``rows``; ``cross_fit`` policies also once per fold (and certified where they ask), online
+    routers also rolled out once per fold on predictions that never saw it."""
     folds, sample = fitted.plan.config.predictors.folds, "" if data.whole_log else " of the training sample"
     weighted = any(e.name != "DM" for e in fitted.plan.estimators)
     with progress("fitting policies", total=len(fitted.policies), enabled=show_progress) as bar:
@@ -120,11 +125,18 @@ def _fit_policies(fitted: Fitted, rows: BatchRows, data: TrainingData, show_prog
                                              f"folds{sample}; policies/{name}.json is the rule fitted on all of them")
                 if cert is not None:
                     fitted.certificates[name] = cert
+            elif policy.online and fitted.models is not None and rows.dataset is data.dataset:
+                models = fitted.models
+                fitted.evaluated[name] = cross_fit_rollouts(policy, rows.dataset, models.q_hat, models.folds,
+                                                            lambda f, m=models: fold_q_hat(m, rows.dataset, f))
+                fitted.evaluated_as[name] = (f"cross-fitted ({folds} folds): each request routed by a rollout over the whole log "
+                                             "in arrival order that read only the predictions of models fitted without "
+                                             f"its fold; policies/{name}.json is the router rolled over every row's out-of-fold q̂")
             else:
                 policy.fit(rows.dataset, rows.q_hat)
                 if policy.online:
-                    fitted.evaluated_as[name] = ("not cross-fitted: its rollout reads no logged outcome, only out-of-fold q̂, "
-                                                 "in arrival order (a fold split would break that order)")
+                    fitted.evaluated_as[name] = ("not cross-fitted (models fitted on a window): its rollout reads no logged "
+                                                 "outcome, only q̂, in arrival order")
                 elif policy.learns:
                     fitted.evaluated_as[name] = f"fitted on every row{sample} (it learns per-arm summaries, not per-request choices)"
             bar.update(1)

@@ -23,7 +23,7 @@ from ope.models.compiled import COMPILERS, raw_scorer
 from ope.models.features import PairFeatures, build_features
 from ope.progress import progress
 
-__all__ = ["MODELS", "OutcomeModels", "PredictorConfig", "assign_folds", "fit_outcome_models", "predict_q_hat"]
+__all__ = ["MODELS", "OutcomeModels", "PredictorConfig", "assign_folds", "fit_outcome_models", "fold_q_hat", "predict_q_hat"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -344,18 +344,34 @@ def predict_q_hat(models: OutcomeModels, ds: BanditDataset, feats: PairFeatures)
     For rows of the same log the models were cross-fitted on (a streamed batch), so no row is
     scored by a model that saw it.
     """
-    cfg = models.config
-    folds = assign_folds(ds, cfg.folds)
+    folds = assign_folds(ds, models.config.folds)
     rows, arms = np.nonzero(ds.eligible)
-    x = feats.pairs(rows, arms)
     q_hat = np.zeros((ds.n, ds.catalog.n_arms, len(ds.metrics)))
-    constants = models.extra.get("constants", {})
-    for f in range(cfg.folds):
+    x = feats.pairs(rows, arms)
+    for f in range(models.config.folds):
         sel = folds[rows] == f
-        if not sel.any():
-            continue
-        preds = {name: np.full(int(sel.sum()), constants[name]) if name in constants else
-                 _apply(kind, raw_scorer(models.boosters[name][f], cfg.compiled, cfg.predict_threads)(x[sel]),
-                        models.corrections[name][f]) for name, (kind, _) in MODELS.items()}
-        q_hat[rows[sel], arms[sel]] = _assemble(preds, ds, rows[sel], arms[sel], models.failed_cost)
+        if sel.any():
+            q_hat[rows[sel], arms[sel]] = _scored(models, ds, x[sel], rows[sel], arms[sel], f)
     return q_hat
+
+
+def fold_q_hat(models: OutcomeModels, ds: BanditDataset, fold: int) -> FloatArray:
+    """q̂ (n, K, M) of every row of the log the models were fitted on, all scored by fold ``fold``'s models.
+
+    What a learner may see when it must not see fold ``fold``'s outcomes: on that fold's rows it is the
+    out-of-fold q̂ itself; elsewhere, predictions of a model fitted on the other rows (online routers' cross-fit).
+    """
+    rows, arms = np.nonzero(ds.eligible)
+    q_hat = np.zeros((ds.n, ds.catalog.n_arms, len(ds.metrics)))
+    q_hat[rows, arms] = _scored(models, ds, models.features.pairs(rows, arms), rows, arms, fold)
+    return q_hat
+
+
+def _scored(models: OutcomeModels, ds: BanditDataset, x: FloatArray, rows: npt.NDArray[np.int64], arms: npt.NDArray[np.int64],
+            fold: int) -> FloatArray:
+    """Every metric at the pairs (rows, arms) with features ``x``, by fold ``fold``'s models and corrections."""
+    cfg, constants = models.config, models.extra.get("constants", {})
+    preds = {name: np.full(rows.size, constants[name]) if name in constants else
+             _apply(kind, raw_scorer(models.boosters[name][fold], cfg.compiled, cfg.predict_threads)(x),
+                    models.corrections[name][fold]) for name, (kind, _) in MODELS.items()}
+    return _assemble(preds, ds, rows, arms, models.failed_cost)

@@ -71,19 +71,45 @@ min_sla_hit = 0.45
 exploration = 0.05
 max_rows = 30000
 """
+DR_FAMILY = ["IPS", "SNIPS", "DM", "DR", "SNDR", "SwitchDR", "DRos"]
+COMPILED = '[predictors]\ncompiled = "lleaves"\n'
+NO_ACTIONS = 'actions = "none"\n'
+
+
+@dataclass(frozen=True)
+class Case:
+    """A streamed run: its estimators and policies, and the new paths it takes (compiled trees, no action files)."""
+
+    estimators: list[str]
+    policies: str
+    predictors: str = ""
+    output: str = ""
+
+    @property
+    def takes_new_paths(self) -> bool:
+        """A case the code before issue 19 cannot run (its config keys did not exist)."""
+        return bool(self.predictors or self.output)
+
+
 CASES = {
-    "heuristic-ips": (["IPS", "SNIPS"], POLICIES),
-    "dr-family-constrained": (["IPS", "SNIPS", "DM", "DR", "SNDR", "SwitchDR", "DRos"], POLICIES + CONSTRAINED),
+    "heuristic-ips": Case(["IPS", "SNIPS"], POLICIES),
+    "heuristic-ips-no-actions": Case(["IPS", "SNIPS"], POLICIES, output=NO_ACTIONS),
+    "dr-family-constrained": Case(DR_FAMILY, POLICIES + CONSTRAINED),
+    "dr-family-constrained-compiled": Case(DR_FAMILY, POLICIES + CONSTRAINED, predictors=COMPILED),
+    "dr-family-constrained-compiled-no-actions": Case(DR_FAMILY, POLICIES + CONSTRAINED, predictors=COMPILED,
+                                                      output=NO_ACTIONS),
 }
 ENGINES = ["local", "ray"]
+#: a checkout of an earlier commit (``git worktree add ../before b29edfa``): each case it can run is also run
+#: there, in turn with this checkout, and the ratio of the two wall times is reported
+BASELINE = os.environ.get("LLM_OPE_BENCH_BASELINE")
 
 
 @pytest.fixture(scope="module")
 def scale(request: pytest.FixtureRequest) -> Scale:
     """Full size when the benchmark plugin is enabled, small otherwise, unless LLM_OPE_BENCH_SCALE says."""
-    options = request.config.getoption
-    disabled = options("benchmark_disable", default=True) and not options("benchmark_enable", default=False)
-    name = os.environ.get("LLM_OPE_BENCH_SCALE") or ("small" if disabled else "full")
+    enabled = request.config.getoption("benchmark_enable", default=False)
+    name = os.environ.get("LLM_OPE_BENCH_SCALE") or ("full" if enabled else "small")
     if name not in SCALES:
         raise pytest.UsageError(f"LLM_OPE_BENCH_SCALE must be one of {sorted(SCALES)}. Got {name!r}.")
     return SCALES[name]
@@ -99,7 +125,7 @@ def simulated(scale: Scale, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
 
 
 def _config(folder: Path, logs: Path, catalog: Path, scale: Scale, case: str, engine: str) -> Path:
-    estimators, policies = CASES[case]
+    spec = CASES[case]
     path = folder / f"{case}-{engine}.toml"
     path.write_text(f"""
 [data]
@@ -111,11 +137,14 @@ batch_rows = {scale.batch_rows}
 max_train_rows = 100000
 [evaluation]
 baseline = "direct_official"
-estimators = {json.dumps(estimators)}
+estimators = {json.dumps(spec.estimators)}
 inference = "normal"
-{policies}
+{spec.policies}
+{spec.predictors}
 [tracking]
 enabled = false
+[output]
+{spec.output}
 """)
     return path
 
@@ -126,8 +155,14 @@ def worker(config: str, out: str) -> None:
     import warnings
 
     from ope.config import load_config
-    from ope.evaluation.run import run_experiment
-    from ope.report.outputs import write_outputs
+
+    try:
+        from ope.evaluation.run import run_experiment
+        from ope.report.outputs import write_outputs
+    except ImportError:  # a baseline checkout from before the layout of DESIGN §3
+        from ope.runner import run_experiment  # type: ignore[no-redef]
+
+        from ope.report import write_outputs  # type: ignore[no-redef]
 
     warnings.simplefilter("ignore")
     t0 = time.perf_counter()
@@ -136,31 +171,55 @@ def worker(config: str, out: str) -> None:
     seconds = time.perf_counter() - t0
     with open("/proc/self/status") as fh:
         peak = next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmHWM:"))
-    assert result.streamed is not None
+    facts = getattr(result, "facts", None) or result.stream  # the baseline checkout keeps them in ``stream``
     if result.config.data.engine == "ray":
         import ray
 
         ray.shutdown()
-    print(json.dumps({"rows": result.facts.rows, "seconds": seconds, "peak_rss_mb": peak,
+    print(json.dumps({"rows": facts.rows, "seconds": seconds, "peak_rss_mb": peak,
                       "timings": {k: round(v, 2) for k, v in result.timings.items()}}))
 
 
-def _measure(config: Path, out: Path) -> dict[str, Any]:
-    code = f"from tests.benchmarks.test_bench_streaming import worker; worker({str(config)!r}, {str(out)!r})"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+def _measure(config: Path, out: Path, checkout: Path = ROOT) -> dict[str, Any]:
+    """One run in a fresh process of ``checkout``'s code (this one, or the baseline: the worker's source is passed in)."""
+    import inspect
+
+    code = f"import json, os\nfrom pathlib import Path\n{inspect.getsource(worker)}\nworker({str(config)!r}, {str(out)!r})"
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=checkout, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise AssertionError(done.stderr[-4000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("case", list(CASES))
+def _measuring(config: pytest.Config) -> bool:
+    return bool(config.getoption("benchmark_enable", False)) or os.environ.get("LLM_OPE_BENCH_SCALE", "small") != "small"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every case on both engines when measuring; the default run (small, once each) runs the four cases that take
+    no new path — compiled trees and skipped action files have their own tests, and compiling costs ~20 s at any size."""
+    if metafunc.function.__name__ != "test_streamed_run":
+        return
+    measuring = _measuring(metafunc.config)
+    pairs = [(case, engine) for case, spec in CASES.items() for engine in ENGINES
+             if (measuring or not spec.takes_new_paths) and not (engine == "ray" and spec.output)]
+    metafunc.parametrize(("case", "engine"), pairs, ids=[f"{c}-{e}" for c, e in pairs])
+
+
 def test_streamed_run(benchmark: Any, scale: Scale, simulated: tuple[Path, Path], tmp_path: Path, case: str, engine: str,
                       bench_results: dict[str, dict[str, Any]]) -> None:
     logs, catalog = simulated
     config = _config(tmp_path, logs, catalog, scale, case, engine)
     measured: dict[str, Any] = {}
+    if BASELINE and not CASES[case].takes_new_paths:
+        before = _measure(config, tmp_path / "out-before", Path(BASELINE))
+        bench_results["cases"][f"stream {case} {engine} ({scale.name}) before"] = {
+            "n": before["rows"], "seconds": before["seconds"], "peak_rss_mb": before["peak_rss_mb"],
+            "estimator_seconds": before["timings"].get("evaluate")}
     benchmark.pedantic(lambda: measured.update(_measure(config, tmp_path / "out")), rounds=1, iterations=1)
+    if BASELINE and not CASES[case].takes_new_paths:
+        bench_results["ratios"][f"stream {case} {engine} wall before / now ({scale.name})"] = before["seconds"] / measured["seconds"]
     measured["rows_per_second"] = measured["rows"] / measured["seconds"]
     benchmark.extra_info.update(measured)
     bench_results["cases"][f"stream {case} {engine} ({scale.name})"] = {"n": measured["rows"], "seconds": measured["seconds"],

@@ -331,7 +331,7 @@ def test_a_missed_target_is_the_first_warning_everywhere(simulated: tuple[Path, 
     assert printed[0].startswith("warning: TARGET MISSED: mess declares satisfaction ≥ 0.99"), printed[:3]
     summary = json.loads((tmp_path / "r" / "m" / "summary.json").read_text())
     assert summary["targets"][0]["verdict"] == "fails" and summary["warnings"][0].startswith("TARGET MISSED")
-    assert summary["evaluated_as"]["mess"].startswith("not cross-fitted")
+    assert summary["evaluated_as"]["mess"].startswith("cross-fitted (") and "rollout over the whole log" in summary["evaluated_as"]["mess"]
     html = (tmp_path / "r" / "m" / "report.html").read_text()
     assert html.index("TARGET MISSED") < html.index("<h2>Targets</h2>")
 

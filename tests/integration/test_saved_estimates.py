@@ -1,7 +1,8 @@
 """Not one number changes: the quickstart's and both examples' estimates.csv equal the saved ones
 (tests/fixtures/estimates/, written by ``ope run --no-tracking``), to 1e-9. The quickstart's was saved
 before the one-evaluation-path redesign; the examples' were saved again when their constrained routers
-became cross-fitted and certified (issue 17: only the rows of routed and mess_plus moved)."""
+became cross-fitted and certified (issue 17: only the rows of routed and mess_plus moved), and the Qwen3 example's
+once more when MESS+ became evaluated by fold-wise rollouts (only the mess_plus rows moved)."""
 
 from __future__ import annotations
 
