@@ -1,8 +1,9 @@
 """Watching a randomised canary: anytime-valid confidence sequences, a verdict, and a state file to continue from.
 
 The one place where row order matters: rows are read in time order and added to the confidence
-sequences of `estimators.canary.CanaryCS` (the predictable plug-in empirical-Bernstein CS of
-Waudby-Smith & Ramdas 2024, Thm 2), which stay valid however often they are looked at. Two decision
+sequences of `estimators.canary.CanaryCS` (predictable plug-in empirical-Bernstein sequences after
+Waudby-Smith & Ramdas 2024, Thm 2, each side paying only for its own range: `estimators.onesided`),
+which stay valid however often they are looked at. Two decision
 metrics, cost per request and SLA hit rate, each get a two-sided sequence for the difference
 policy − baseline at level 1 − α/2, so the verdict is wrong with probability at most α overall:
 
@@ -30,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from estimators.canary import CanaryBounds, CanaryCS
-from estimators.sequence import SequenceState
+from estimators.onesided import OneSidedState
 from ope.config import ExperimentConfig
 from ope.data.catalog import load_catalog
 from ope.data.dataset import BanditDataset
@@ -40,10 +41,11 @@ from ope.errors import ConfigError, OPEError
 from ope.evaluation.registry import build_policies
 from policies import Policy
 
-__all__ = ["MonitorSettings", "MonitorResult", "fitted_pair", "monitor", "verdict"]
+__all__ = ["MonitorResult", "MonitorSettings", "fitted_pair", "monitor", "verdict"]
 
 DECIDING = ("cost_usd", "sla_hit")
 UNDECIDED = "undecided"
+STATE_FORMAT = "one-sided-eb/1"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,6 +161,9 @@ def _load_state(path: Path, settings: MonitorSettings) -> dict[str, Any] | None:
     if not path.exists():
         return None
     state = json.loads(path.read_text())
+    if state.get("format") != STATE_FORMAT:
+        raise OPEError(f"{path} was written by another version of ope monitor (format {state.get('format')!r}, this one "
+                       f"reads {STATE_FORMAT!r}); start a new --state.")
     saved = state.get("settings")
     if saved != dataclasses.asdict(settings):
         raise OPEError(f"{path} was written for other settings ({saved}); use another --state or the same settings.")
@@ -181,8 +186,8 @@ def _first_decision(b: CanaryBounds, margin: float) -> tuple[int | None, str]:
     return row, verdict((float(clo[row]), float(chi[row])), (float(slo[row]), float(shi[row])), margin)
 
 
-def _advance(cs: CanaryCS, state: SequenceState, frame: pl.DataFrame, ds: BanditDataset, settings: MonitorSettings,
-             pair: tuple[Policy, Policy]) -> tuple[SequenceState, dict[str, Any]]:
+def _advance(cs: CanaryCS, state: OneSidedState, frame: pl.DataFrame, ds: BanditDataset, settings: MonitorSettings,
+             pair: tuple[Policy, Policy]) -> tuple[OneSidedState, dict[str, Any]]:
     """Add the new rows in order, stopping at the first row where the sequences decide; the state and the record."""
     w1, w0 = _weights(ds, *pair)
     outcomes = ds.outcomes[:, [METRICS.index(m) for m in DECIDING]]
@@ -205,7 +210,7 @@ def monitor(cfg: ExperimentConfig, logs: Path, state_path: Path, settings: Monit
     """
     saved = _load_state(state_path, settings)
     cs = settings.sequences()
-    state = cs.start() if saved is None else SequenceState.from_dict(saved["sequences"])
+    state = cs.start() if saved is None else OneSidedState.from_dict(saved["sequences"])
     record: dict[str, Any] = ({"last_ts": None, "bounds": {}, "verdict": UNDECIDED, "decided_at": None} if saved is None
                               else {k: saved[k] for k in ("last_ts", "bounds", "verdict", "decided_at")})
     if record["verdict"] != UNDECIDED:
@@ -214,8 +219,8 @@ def monitor(cfg: ExperimentConfig, logs: Path, state_path: Path, settings: Monit
     if frame.height:
         state, record = _advance(cs, state, frame, _dataset(frame, cfg, settings), settings, (candidate, baseline))
     state_path.parent.mkdir(parents=True, exist_ok=True)
-    state_path.write_text(json.dumps({"settings": dataclasses.asdict(settings), "sequences": state.to_dict(), **record},
-                                     indent=2))
+    saved = {"format": STATE_FORMAT, "settings": dataclasses.asdict(settings), "sequences": state.to_dict(), **record}
+    state_path.write_text(json.dumps(saved, indent=2))
     return MonitorResult(settings, state.t, frame.height, skipped, **record)
 
 

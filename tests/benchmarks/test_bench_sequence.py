@@ -21,7 +21,7 @@ import pytest
 from estimators import IPS
 from estimators.canary import CanaryCS
 from estimators.feedback import BanditFeedback
-from estimators.sequence import SequenceState
+from estimators.onesided import OneSidedState
 
 pytestmark = pytest.mark.benchmark
 
@@ -41,13 +41,13 @@ def _canary(n: int) -> tuple[np.ndarray, ...]:
     return arms, mix[np.arange(n), arms], pi0, pi1, r
 
 
-def _sequence(arms: np.ndarray, p: np.ndarray, pi0: np.ndarray, pi1: np.ndarray, r: np.ndarray) -> SequenceState:
+def _sequence(arms: np.ndarray, p: np.ndarray, pi0: np.ndarray, pi1: np.ndarray, r: np.ndarray) -> OneSidedState:
     cs = CanaryCS(alpha=0.025, share=SHARE, metric_high=(0.01, 1.0))
     rows = np.arange(len(arms))
     state = cs.start()
     for start in range(0, len(arms), BATCH):
         s = slice(start, start + BATCH)
-        state, _ = cs.update(SequenceState.from_dict(json.loads(json.dumps(state.to_dict()))),
+        state, _ = cs.update(OneSidedState.from_dict(json.loads(json.dumps(state.to_dict()))),
                              weight=pi1[rows[s], arms[s]] / p[s], baseline_weight=pi0[rows[s], arms[s]] / p[s],
                              outcomes=r[s])
     return state

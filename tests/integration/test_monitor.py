@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from estimators.canary import CanaryCS
-from estimators.sequence import SequenceState
+from estimators.onesided import OneSidedState
 from ope.cli import main
 from ope.data.dataset import BanditDataset
 from ope.data.schema import METRICS
@@ -49,7 +49,8 @@ def test_two_calls_continue_where_the_first_stopped(canary: tuple[Path, Path], t
     assert _monitor(config, rest, tmp_path / "twice.json") == 0
     once, twice = (json.loads((tmp_path / f).read_text()) for f in ("once.json", "twice.json"))
     assert once["sequences"]["t"] == twice["sequences"]["t"]
-    np.testing.assert_allclose(once["sequences"]["sum_lam_x"], twice["sequences"]["sum_lam_x"], rtol=1e-12)
+    for key in ("lo_beta_x", "hi_beta_x", "lo_pen", "hi_pen"):
+        np.testing.assert_allclose(once["sequences"][key], twice["sequences"][key], rtol=1e-12)
     assert once["verdict"] == twice["verdict"] and once["last_ts"] == twice["last_ts"]
 
 
@@ -74,6 +75,11 @@ def test_a_state_of_other_settings_is_refused(canary: tuple[Path, Path], tmp_pat
     assert _monitor(config, logs, tmp_path / "s.json") == 0
     assert _monitor(config, logs, tmp_path / "s.json", "--share", "0.1") == 2
     assert "was written for other settings" in capsys.readouterr().err
+    old = json.loads((tmp_path / "s.json").read_text())
+    del old["format"]  # a state of the two-sided sequences this version replaced
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert _monitor(config, logs, tmp_path / "old.json") == 2
+    assert "written by another version of ope monitor (format None" in capsys.readouterr().err
 
 
 def _hourly(cs: CanaryCS, hours: np.ndarray, w1: np.ndarray, w0: np.ndarray, r: np.ndarray) -> tuple[int | None, int | None]:
@@ -82,7 +88,7 @@ def _hourly(cs: CanaryCS, hours: np.ndarray, w1: np.ndarray, w0: np.ndarray, r: 
     state, first_cost, first_any = cs.start(), None, None
     for h in np.unique(hours):
         rows = hours == h
-        state, b = cs.update(SequenceState.from_dict(json.loads(json.dumps(state.to_dict()))),
+        state, b = cs.update(OneSidedState.from_dict(json.loads(json.dumps(state.to_dict()))),
                              weight=w1[rows], baseline_weight=w0[rows], outcomes=r[rows])
         (clo, chi), (slo, shi) = (b.difference[0][-1, 0], b.difference[1][-1, 0]), (b.difference[0][-1, 1], b.difference[1][-1, 1])
         if first_cost is None and chi < 0:
