@@ -78,7 +78,6 @@ def _bars(args: argparse.Namespace) -> bool:
 
 def _run(args: argparse.Namespace) -> int:
     from ope.config import DEFAULT_CONFIG
-    from ope.evaluation.plan import primary_estimator
     from ope.evaluation.run import run_experiment
     from ope.progress import progress
     from ope.report.console import print_headlines, print_summary
@@ -93,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
         paths = write_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
         bar.update(1)
     info = json.loads(paths["summary"].read_text())
-    print_summary(result, primary_estimator(result.config.evaluation.estimators))
+    print_summary(result, info["headline_estimators"])
     print_headlines(info)
     print(f"\nreport:    {paths['report']}")
     _track(cfg, paths["report"], problem, lambda: track_run(result, paths, info, run_name=run_name, started=started))
