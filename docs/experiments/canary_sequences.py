@@ -144,11 +144,12 @@ def first_peek(mask: np.ndarray, peeks: np.ndarray) -> int | None:
     return int(peeks[np.argmax(hit)] + 1) if hit.any() else None
 
 
-def detect(market: Market, share: float, seed: int) -> dict[str, int | None]:
-    """Requests until each method's cost upper bound is below 0, for the 29 % cut at ``share``."""
+def detect(market: Market, share: float, seed: int) -> dict[str, list[int | None]]:
+    """Requests until each method's cost upper bound is below 0 (cheaper), and until its SLA upper bound is (worse on
+    SLA: this policy's SLA hit rate is truly 0.07 lower), for the 29 % cut at ``share``."""
     pi1 = 0.55 * market.official + 0.45 * market.cheapest
     c = market.canary(pi1, market.official, share, np.random.default_rng(seed))
-    return {m: first_peek(hi[:, 0] < 0, market.peeks) for m, (_, hi) in sequences(c, share, METHODS).items()}
+    return {m: [first_peek(hi[:, j] < 0, market.peeks) for j in (0, 1)] for m, (_, hi) in sequences(c, share, METHODS).items()}
 
 
 def false_decision(market: Market, kind: str, seed: int, share: float = 0.05) -> dict[str, int | None]:
@@ -187,8 +188,9 @@ def run(detect_seeds: int, null_seeds: int) -> dict[str, object]:
                               "detection": {}, "false": {}, "floor": {}}
     for share in SHARES:
         runs = [detect(big, share, seed) for seed in range(detect_seeds)]
-        out["detection"][str(share)] = {m: _stats([r[m] for r in runs], big.sim.world.n) | {"seeds": [r[m] for r in runs]}
-                                        for m in METHODS}
+        out["detection"][str(share)] = {
+            m: {metric: _stats([r[m][j] for r in runs], big.sim.world.n) | {"seeds": [r[m][j] for r in runs]}
+                for j, metric in enumerate(("cost", "sla"))} for m in METHODS}
         out["floor"][str(share)] = floor(share, c0 - c1)
     for kind, market in (("equal on every metric", small), ("equal cost, heavy weights", small)):
         runs = [false_decision(market, kind, seed) for seed in range(null_seeds)]  # seeds 1000, 1001, ...
@@ -205,14 +207,16 @@ def tables(out: dict[str, object]) -> str:
     """The page's markdown tables."""
     truth = out["truth"]
     intro = (f"Detection of a {-100 * truth['cost_cut_relative']:.0f} % cost cut ({1000 * truth['cost_cut_usd']:.2f} mUSD per "
-             f"request; its SLA hit rate differs by {truth['sla_difference']:+.3f}, not used here): requests until the cost "
-             "difference's upper bound is below 0, at hourly peeks.")
-    lines = [intro, "",
-             "| canary share | sequence | median | 90th percentile | max | not decided in 60,000 |", "|---|---|---|---|---|---|"]
+             f"request) whose SLA hit rate is {-truth['sla_difference']:.3f} lower: requests until the cost difference's upper "
+             "bound is below 0 (cheaper), and until the SLA difference's is (worse on SLA), at hourly peeks; median and 90th "
+             "percentile over seeds (a seed not decided within 60,000 requests counts 60,001).")
+    head = "| canary share | sequence | cheaper: median | cheaper: 90th pct | worse on SLA: median | worse on SLA: 90th pct |"
+    lines = [intro, "", head, "|---|---|---|---|---|---|"]
     for share, by_method in out["detection"].items():
         for method, st in by_method.items():
-            lines.append(f"| {100 * float(share):.0f} % | {method} | {_n(st['median'])} | {_n(st['p90'])} | {_n(st['max'])} | "
-                         f"{st['missed']} of {len(st['seeds'])} |")
+            c, s = st["cost"], st["sla"]
+            lines.append(f"| {100 * float(share):.0f} % | {method} | {_n(c['median'])} | {_n(c['p90'])} | {_n(s['median'])} | "
+                         f"{_n(s['p90'])} |")
         lines.append(f"| {100 * float(share):.0f} % | *floor for any valid sequence* | {_n(out['floor'][share])} | | | |")
     kinds = list(out["false"])
     lines += ["", "False decisions with hourly peeks when the policies are equal (α = 5 %):", "",
