@@ -2,7 +2,7 @@
 the saved results say what the README says, and the sequences `ope monitor` uses decide falsely at most α of the time.
 
 The full run (40 detection seeds per share, 200 seeds per equal-policies case) takes about 6 minutes on 2 cores and is
-the script's job; here 2 detection seeds and 3 seeds of each equal-policies case are re-run (a few seconds) and must
+the script's job; here 1 detection seed and 3 seeds of each equal-policies case are re-run (a few seconds) and must
 reproduce the saved per-seed results exactly (same seeds, same simulator, same code).
 """
 
@@ -33,12 +33,11 @@ def experiment() -> ModuleType:
     return module
 
 
-def test_a_few_seeds_reproduce_the_saved_detections(experiment: ModuleType) -> None:
+def test_a_seed_reproduces_the_saved_detections(experiment: ModuleType) -> None:
     market = experiment.Market(60_000, 7)
     saved = SAVED["detection"]["0.05"]
-    for seed in (0, 1):
-        found = experiment.detect(market, 0.05, seed)
-        assert found == {m: [saved[m]["cost"]["seeds"][seed], saved[m]["sla"]["seeds"][seed]] for m in found}
+    found = experiment.detect(market, 0.05, 0)
+    assert found == {m: [saved[m]["cost"]["seeds"][0], saved[m]["sla"]["seeds"][0]] for m in saved}
 
 
 def test_a_few_seeds_reproduce_the_saved_false_decisions(experiment: ModuleType) -> None:
