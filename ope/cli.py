@@ -78,7 +78,6 @@ def _bars(args: argparse.Namespace) -> bool:
 
 def _run(args: argparse.Namespace) -> int:
     from ope.config import DEFAULT_CONFIG
-    from ope.evaluation.plan import primary_estimator
     from ope.evaluation.run import run_experiment
     from ope.progress import progress
     from ope.report.console import print_headlines, print_summary
@@ -93,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
         paths = write_outputs(result, cfg.output.dir, run_name, overwrite=args.overwrite)
         bar.update(1)
     info = json.loads(paths["summary"].read_text())
-    print_summary(result, primary_estimator(result.config.evaluation.estimators))
+    print_summary(result, info["headline_estimators"])
     print_headlines(info)
     print(f"\nreport:    {paths['report']}")
     _track(cfg, paths["report"], problem, lambda: track_run(result, paths, info, run_name=run_name, started=started))
@@ -178,7 +177,7 @@ def _monitor(args: argparse.Namespace) -> int:
     name, candidate, baseline = fitted_pair(cfg, args.policy)
     settings = MonitorSettings(policy=name, baseline=cfg.evaluation.baseline, share=args.share, alpha=cfg.evaluation.alpha,
                                max_cost_usd=args.max_cost_usd, sla_margin=args.sla_margin,
-                               sla_latency_ms=cfg.evaluation.sla_latency_ms)
+                               sla_latency_ms=cfg.evaluation.sla_latency_ms, terms=args.terms)
     state = Path(args.state) if args.state else cfg.output.dir / "monitor" / f"{Path(args.config).stem}-{name}.json"
     since = datetime.fromisoformat(args.since.replace("Z", "+00:00")) if args.since else None
     if since is not None and since.tzinfo is None:
@@ -244,6 +243,8 @@ def _monitor_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     mon.add_argument("--share", type=float, default=0.05, help="share of requests the canary routes (bounds the weights)")
     mon.add_argument("--max-cost-usd", type=float, default=0.1, help="known upper bound of one request's cost")
     mon.add_argument("--sla-margin", type=float, default=0.01, help="SLA hit rate loss still counted as 'not worse'")
+    mon.add_argument("--terms", choices=("dr", "ips"), default="dr", help="doubly robust terms, q̂ from outcome models fitted "
+                     "on the history log (kept in <out>/monitor/), or plain importance-weighted ones")
     mon.set_defaults(func=_monitor)
 
 

@@ -5,6 +5,10 @@ numbers headlines decide on; the baseline's own value when it is the only policy
 headline is the estimator chosen for most policies, ties broken by `PREFERENCE`; with no usable
 candidate it is undecided and DR (else the first preferred estimator the run computed) is kept.
 
+The headline numbers then follow the choice: `headline_rows` keeps, per metric, the chosen
+estimator's rows, which the console table, summary.json's ``policies``, the report's headline table
+and forest plot and MLflow's headline metrics all quote (each saying which estimator per metric).
+
 DM is no candidate when an importance-weighted estimator was computed: its interval holds the
 variance of the model's predictions, not the model's bias, so SLOPE's agreement test cannot see
 what makes it wrong (on the quickstart it picked DM for 6 of 7 metrics). A log routed
@@ -21,7 +25,7 @@ import polars as pl
 from estimators.selection import slope
 from ope.evaluation.plan import PREFERENCE, primary_estimator
 
-__all__ = ["choose_headlines"]
+__all__ = ["choose_headlines", "chosen_estimators", "headline_rows"]
 
 
 def _one_metric(frame: pl.DataFrame, estimators: list[str], default: str) -> dict[str, Any]:
@@ -54,3 +58,15 @@ def choose_headlines(estimates: pl.DataFrame, baseline: str, estimators: list[st
     frame = diff if diff.height else estimates.filter(pl.col("kind") == "value")
     return {str(m): _one_metric(sub, candidates, default)
             for (m,), sub in frame.group_by("metric", maintain_order=True)}
+
+
+def chosen_estimators(choices: dict[str, Any]) -> dict[str, str]:
+    """metric → the estimator `choose_headlines` chose for it."""
+    return {metric: str(choice["estimator"]) for metric, choice in choices.items()}
+
+
+def headline_rows(estimates: pl.DataFrame, chosen: dict[str, str]) -> pl.DataFrame:
+    """The rows of ``estimates`` (long form) of each metric's chosen estimator; metrics without a choice are dropped."""
+    pairs = pl.DataFrame({"metric": list(chosen), "estimator": list(chosen.values())},
+                         schema={"metric": estimates.schema["metric"], "estimator": estimates.schema["estimator"]})
+    return estimates.join(pairs, on=["metric", "estimator"], how="semi", maintain_order="left")

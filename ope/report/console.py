@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from ope.evaluation.certify import Certification
+from ope.evaluation.headline import headline_rows
 from ope.evaluation.run import RunResult
 from ope.evaluation.targets import FAILS
 
@@ -22,14 +23,18 @@ SHOWN = (("cost_usd", "cost $", "{:.6f}"), ("success", "success", "{:.3f}"), ("s
          ("latency_ms", "latency ms", "{:,.0f}"), ("throughput_tps", "tok/s", "{:.1f}"), ("sla_hit", "SLA hit", "{:.3f}"))
 
 
-def print_estimates(est: pl.DataFrame, names: list[str], title: str, impossible: frozenset[tuple[str, str]] = frozenset()) -> None:
+def print_estimates(est: pl.DataFrame, names: list[str], title: str, impossible: frozenset[tuple[str, str]] = frozenset(),
+                    estimators: dict[str, str] | None = None) -> None:
     """One line per policy in ``names``: values of the shown metrics and, where present, the relative change.
 
-    ``impossible`` holds (policy, metric) pairs whose value lies outside the metric's range: marked ``!``.
+    ``impossible`` holds (policy, metric) pairs whose value lies outside the metric's range: marked ``!``;
+    ``estimators`` (metric → name), when given, is printed as a line under the header: which estimator each column quotes.
     """
     width = max(len(n) for n in names) + 2
     print(f"\n{title}")
     print("policy".ljust(width) + "".join(label.rjust(20) for _, label, _ in SHOWN))
+    if estimators is not None:
+        print("estimator".ljust(width) + "".join(estimators.get(metric, "–").rjust(20) for metric, _, _ in SHOWN))
     marks = set()
     for name in names:
         cells = []
@@ -53,19 +58,22 @@ def print_estimates(est: pl.DataFrame, names: list[str], title: str, impossible:
         print("(! marks an impossible value, outside the metric's range: see the warnings below)")
 
 
-def print_summary(result: RunResult, estimator: str) -> None:
-    """Missed targets first; per policy the estimator's value and, for non-baselines, the relative change vs the
-    baseline; then every declared target, how learned policies were evaluated, and the other warnings."""
+def print_summary(result: RunResult, chosen: dict[str, str]) -> None:
+    """Missed targets first; per policy each metric's headline value (the estimator ``chosen`` for it, metric → name)
+    and, for non-baselines, the relative change vs the baseline; then every declared target, how learned policies
+    were evaluated, and the other warnings."""
     missed = [t.warning for t in result.targets if t.verdict == FAILS]
     for line in missed:
         print(f"warning: {line}")
-    est = result.estimates.filter(pl.col("estimator") == estimator)
-    flagged = result.out_of_range
-    impossible = frozenset((f.policy, f.metric) for f in flagged if f.estimator == estimator)
-    print_estimates(est, result.names, f"{estimator} estimates, change vs {result.config.evaluation.baseline} in parentheses",
-                    impossible)
+    est = headline_rows(result.estimates, chosen)
+    flagged = [f for f in result.out_of_range if chosen.get(f.metric) == f.estimator]
+    impossible = frozenset((f.policy, f.metric) for f in flagged)
+    names = sorted(set(chosen.values()))
+    title = (f"{names[0]} estimates" if len(names) == 1 else "Headline estimates (the estimator each metric trusts, below)")
+    print_estimates(est, result.names, f"{title}, change vs {result.config.evaluation.baseline} in parentheses", impossible,
+                    None if len(names) == 1 else chosen)
     print_targets(result)
-    headline = [f.message() for f in flagged if f.estimator == estimator]
+    headline = [f.message() for f in flagged]
     notes = headline + [w for w in result.warnings if w not in headline and w not in missed]
     for note in notes[:6]:
         print(f"warning: {note}")

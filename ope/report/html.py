@@ -10,6 +10,7 @@ import polars as pl
 
 from ope.config import to_toml
 from ope.data.schema import LOWER_IS_BETTER, METRICS
+from ope.evaluation.headline import headline_rows
 from ope.evaluation.run import RunResult
 from ope.report.diagnostics import diagnostics_section, models_section
 from ope.report.markup import CSS, esc, num, table
@@ -46,8 +47,21 @@ def _mark(finding: dict[str, Any] | None) -> str:
             f"{esc(finding['range'])}</span>")
 
 
+def headline_estimator(info: dict[str, Any], metric: str) -> str:
+    """The estimator a metric's headline quotes (summary.json's ``headline_estimators``; the primary one before them)."""
+    return str(info.get("headline_estimators", {}).get(metric, info["primary_estimator"]))
+
+
+def _headline_by(info: dict[str, Any]) -> str:
+    """``DR`` when every metric's headline uses it, else ``cost_usd SNIPS, success DR, …``."""
+    chosen = {m: headline_estimator(info, m) for m in METRICS}
+    names = set(chosen.values())
+    return esc(names.pop()) if len(names) == 1 else ", ".join(f"{esc(m)} {esc(e)}" for m, e in chosen.items())
+
+
 def _headline(info: dict[str, Any]) -> str:
-    head = ["policy"] + [esc(METRIC_LABELS[m]) for m in METRICS]
+    head = ["policy"] + [f"{esc(METRIC_LABELS[m])}<br><span class='muted'>{esc(headline_estimator(info, m))}</span>"
+                         for m in METRICS]
     rows = []
     flagged = _impossible(info)
     for name, h in info["policies"].items():
@@ -55,7 +69,7 @@ def _headline(info: dict[str, Any]) -> str:
         for m in METRICS:
             v = h["value"].get(m)
             cell = f"{num(v['value'], m)}<br><span class='muted'>[{num(v['ci_low'], m)}, {num(v['ci_high'], m)}]</span>"
-            cell += _mark(flagged.get((name, m, info["primary_estimator"])))
+            cell += _mark(flagged.get((name, m, headline_estimator(info, m))))
             rel = h["relative"].get(m)
             if rel is not None and not np.isfinite(rel["value"]):
                 cell += "<br><span class='muted'>n/a (baseline is 0)</span>"
@@ -161,7 +175,7 @@ def render(result: RunResult, info: dict[str, Any]) -> str:
     """The whole report page."""
     est = result.estimates
     data = info["data"]
-    rel = est.filter((pl.col("kind") == "relative") & (pl.col("estimator") == info["primary_estimator"]))
+    rel = headline_rows(est.filter(pl.col("kind") == "relative"), {m: headline_estimator(info, m) for m in METRICS})
     warnings_ = list(info["warnings"])
     if data["rows_with_satisfaction"] < data["rows"]:
         warnings_.append(f"Satisfaction is evaluated on the {data['rows_with_satisfaction']:,} of {data['rows']:,} rows that have "
@@ -173,13 +187,15 @@ def render(result: RunResult, info: dict[str, Any]) -> str:
         f"<title>llm-ope report — {esc(info['run_name'])}</title><style>{CSS}</style></head><body>",
         f"<h1>Counterfactual routing report: {esc(info['run_name'])}</h1>",
         f"<p class='muted'>Created {esc(info['created'])} from {esc(info['config_file'])}. Baseline: <b>{esc(info['baseline'])}</b>. "
-        f"Headline estimator: <b>{esc(info['primary_estimator'])}</b>, {1 - info['alpha']:.0%} {esc(info['inference'])} intervals. "
+        f"Headline estimator: <b>{_headline_by(info)}</b> (see “Which estimator to trust”), {1 - info['alpha']:.0%} "
+        f"{esc(info['inference'])} intervals. "
         f"SLA: latency ≤ {info['sla_latency_ms']:,.0f} ms. "
         f"Propensities: {esc(info['propensities'])}.</p>",
         "<h2>Warnings and support</h2>", warn_html,
         "<h2>Targets</h2>", _targets(info),
         "<h2>Headline: each policy against the baseline</h2>",
-        "<p class='muted'>Per request averages with intervals; below, the paired relative change vs the baseline (green: better and significant, red: worse and significant).</p>",
+        ("<p class='muted'>Per request averages with intervals, each metric by the estimator named under it; below, the "
+         "paired relative change vs the baseline (green: better and significant, red: worse and significant).</p>"),
         _headline(info),
         models_section(info),
         "<h2>Relative change against the baseline</h2>", forest_plot(rel, list(METRICS)) if rel.height else "<p>Only the baseline was evaluated.</p>",

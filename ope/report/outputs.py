@@ -19,7 +19,7 @@ from ope.data.readers import log_files
 from ope.data.schema import METRICS
 from ope.errors import OPEError
 from ope.evaluation.actions import file_stems
-from ope.evaluation.headline import choose_headlines
+from ope.evaluation.headline import choose_headlines, chosen_estimators, headline_rows
 from ope.evaluation.plan import primary_estimator
 from ope.evaluation.run import RunResult
 from ope.models.serialization import save_models
@@ -67,11 +67,15 @@ def summary(result: RunResult, run_name: str) -> dict[str, Any]:
     cfg = result.config
     est = result.estimates
     primary = primary_estimator(cfg.evaluation.estimators)
+    choices = choose_headlines(est, cfg.evaluation.baseline, list(cfg.evaluation.estimators), cfg.evaluation.headline)
+    chosen = chosen_estimators(choices)
+    rows = headline_rows(est, chosen)
     headline: dict[str, Any] = {}
     for name in result.names:
-        sub = est.filter((pl.col("policy") == name) & (pl.col("estimator") == primary))
+        sub = rows.filter(pl.col("policy") == name)
         headline[name] = {
-            kind: {r["metric"]: {k: r[k] for k in ("value", "stderr", "ci_low", "ci_high")} for r in sub.filter(pl.col("kind") == kind).iter_rows(named=True)}
+            kind: {r["metric"]: {k: r[k] for k in ("estimator", "value", "stderr", "ci_low", "ci_high")}
+                   for r in sub.filter(pl.col("kind") == kind).iter_rows(named=True)}
             for kind in ("value", "difference", "relative")
         }
     return {
@@ -80,8 +84,8 @@ def summary(result: RunResult, run_name: str) -> dict[str, Any]:
         "config_file": str(cfg.source),
         "baseline": cfg.evaluation.baseline,
         "primary_estimator": primary,
-        "headline_by_metric": choose_headlines(est, cfg.evaluation.baseline, list(cfg.evaluation.estimators),
-                                               cfg.evaluation.headline),
+        "headline_estimators": chosen,
+        "headline_by_metric": choices,
         "estimators": list(cfg.evaluation.estimators),
         "alpha": cfg.evaluation.alpha,
         "inference": cfg.evaluation.inference,

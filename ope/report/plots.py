@@ -61,7 +61,8 @@ def forest_plot(relative: pl.DataFrame, metrics: list[str]) -> str:
         ax.axvline(0, color="#57606a", lw=0.9)
         ax.set_yticks(range(len(policies)), policies if ax in axes[:, 0] else [""] * len(policies))
         better = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
-        ax.set_title(f"{METRIC_LABELS.get(metric, metric)}\n({better})", fontsize=9)
+        by = f" · {sub['estimator'][0]}" if sub.height and "estimator" in sub.columns else ""
+        ax.set_title(f"{METRIC_LABELS.get(metric, metric)}{by}\n({better})", fontsize=9)
         ax.set_xlabel("relative change vs baseline (%)", fontsize=8)
         ax.set_ylim(len(policies) - 0.5, -0.5)
     for ax in list(axes.flat)[len(metrics):]:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import polars as pl
 
 from ope.config import TrackingConfig
+from ope.evaluation.headline import headline_rows
 from ope.evaluation.run import RunResult
 
 if TYPE_CHECKING:
@@ -66,12 +67,14 @@ def check_server(uri: str | None, *, timeout: float = 3.0) -> str | None:
         return f"the MLflow server {uri} does not answer ({reason}; checked with a {timeout:g} s timeout)"
 
 
-def headline_metrics(estimates: pl.DataFrame, estimator: str, *, bounds: bool = False) -> dict[str, float]:
-    """``<policy>/<metric>`` (value) and ``<policy>/<metric>.change_pct`` (relative change) of one estimator.
+def headline_metrics(estimates: pl.DataFrame, estimator: str | dict[str, str], *, bounds: bool = False) -> dict[str, float]:
+    """``<policy>/<metric>`` (value) and ``<policy>/<metric>.change_pct`` (relative change) of one estimator, or of
+    each metric's own (``estimator`` a mapping metric → name, a run's ``headline_estimators``).
 
     With ``bounds``, each also gets ``.ci_low`` and ``.ci_high`` (a sweep decides on them).
     """
-    rows = estimates.filter((pl.col("estimator") == estimator) & pl.col("kind").is_in(["value", "relative"]))
+    kinds = estimates.filter(pl.col("kind").is_in(["value", "relative"]))
+    rows = kinds.filter(pl.col("estimator") == estimator) if isinstance(estimator, str) else headline_rows(kinds, estimator)
     stats = ("value", "ci_low", "ci_high") if bounds else ("value",)
     out: dict[str, float] = {}
     for r in rows.iter_rows(named=True):
@@ -93,7 +96,9 @@ def run_description(info: dict[str, Any]) -> str:
                    if m in SHOWN and c["value"] is not None and c["ci_low"] is not None and math.isfinite(c["value"])
                    and not c["ci_low"] <= 0 <= c["ci_high"]]
         parts.append(f"{name}: {', '.join(changes) if changes else 'no significant change'}")
-    return f"{info['primary_estimator']} vs {info['baseline']} — " + "; ".join(parts)
+    chosen = set(info.get("headline_estimators", {}).values()) or {info["primary_estimator"]}
+    by = chosen.pop() if len(chosen) == 1 else "headline estimators per metric"
+    return f"{by} vs {info['baseline']} — " + "; ".join(parts)
 
 
 def _model_metrics(info: dict[str, Any]) -> dict[str, float]:
@@ -193,13 +198,13 @@ def track_run(result: RunResult, paths: dict[str, Path], info: dict[str, Any], *
                 "data_sha256_catalog": info["data"]["sha256"]["catalog"],
                 "llm_ope_version": info["versions"].get("llm-ope", ""),
                 "baseline": info["baseline"],
-                "headline_estimator": info["primary_estimator"],
+                "headline_estimator": ", ".join(f"{m}={e}" for m, e in info["headline_estimators"].items()),
                 "propensities": info["propensities"],
                 "targets_missed": str(sum(t["verdict"] == "fails" for t in info["targets"])),
                 **{f"target.{metric_key(t['policy'], t['key'])}": t["verdict"] for t in info["targets"]},
             })
             mlflow.log_params({metric_key(*k.split(".")): v[:6000] for k, v in result.config.flat().items()})
-            mlflow.log_metrics(headline_metrics(result.estimates, info["primary_estimator"]) | _model_metrics(info))
+            mlflow.log_metrics(headline_metrics(result.estimates, info["headline_estimators"]) | _model_metrics(info))
             _log_inputs(mlflow, info)
             _log_outputs(mlflow, paths)
             actions = paths["report"].parent / "actions"

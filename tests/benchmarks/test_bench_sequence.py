@@ -2,8 +2,9 @@
 
 "Plain" is what `ope run` computes for the same question: IPS of the policy and its paired difference
 against the baseline on two metrics, with a normal interval, once over all rows. The confidence
-sequence (`estimators.canary.CanaryCS`) gives the bounds at *every* row, in batches of an hour's
-rows carried through the JSON state as `ope monitor` does. Nothing asserts a time.
+sequences (`estimators.canary.CanaryCS`, importance-weighted and doubly robust terms) give the bounds at
+*every* row, in batches of an hour's rows carried through the JSON state as `ope monitor` does (q̂ given:
+predicting it is the outcome models' cost, not the sequence's). Nothing asserts a time.
 
     python -m pytest tests/benchmarks/test_bench_sequence.py --benchmark-enable -n 0 -s
 """
@@ -21,7 +22,7 @@ import pytest
 from estimators import IPS
 from estimators.canary import CanaryCS
 from estimators.feedback import BanditFeedback
-from estimators.sequence import SequenceState
+from estimators.onesided import OneSidedState
 
 pytestmark = pytest.mark.benchmark
 
@@ -41,15 +42,16 @@ def _canary(n: int) -> tuple[np.ndarray, ...]:
     return arms, mix[np.arange(n), arms], pi0, pi1, r
 
 
-def _sequence(arms: np.ndarray, p: np.ndarray, pi0: np.ndarray, pi1: np.ndarray, r: np.ndarray) -> SequenceState:
-    cs = CanaryCS(alpha=0.025, share=SHARE, metric_high=(0.01, 1.0))
+def _sequence(arms: np.ndarray, p: np.ndarray, pi0: np.ndarray, pi1: np.ndarray, r: np.ndarray,
+              q: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> OneSidedState:
+    cs = CanaryCS(alpha=0.025, share=SHARE, metric_high=(0.01, 1.0), doubly_robust=q is not None)
     rows = np.arange(len(arms))
     state = cs.start()
     for start in range(0, len(arms), BATCH):
         s = slice(start, start + BATCH)
-        state, _ = cs.update(SequenceState.from_dict(json.loads(json.dumps(state.to_dict()))),
+        state, _ = cs.update(OneSidedState.from_dict(json.loads(json.dumps(state.to_dict()))),
                              weight=pi1[rows[s], arms[s]] / p[s], baseline_weight=pi0[rows[s], arms[s]] / p[s],
-                             outcomes=r[s])
+                             outcomes=r[s], q_hat=None if q is None else (q[0][s], q[1][s], q[2][s]))
     return state
 
 
@@ -71,3 +73,10 @@ def test_sequence_against_plain(benchmark: Any, bench_results: dict[str, Any], r
     bench_results["cases"]["plain IPS value + difference"] = {"n": n, "seconds": plain_s, "peak_rss_mb": 0.0}
     bench_results["cases"]["confidence sequence, hourly state"] = {"n": n, "seconds": seq_s, "peak_rss_mb": 0.0}
     bench_results["ratios"]["confidence sequence / plain fixed-n run"] = seq_s / plain_s
+    q = np.random.default_rng(1).random((3, n, 2)) * [0.01, 1.0]
+    start = time.perf_counter()
+    dr_state = _sequence(*data, q=(q[0], q[1], q[2]))
+    dr_s = time.perf_counter() - start
+    assert dr_state.t == n
+    bench_results["cases"]["doubly robust confidence sequence, hourly state"] = {"n": n, "seconds": dr_s, "peak_rss_mb": 0.0}
+    bench_results["ratios"]["doubly robust sequence / plain fixed-n run"] = dr_s / plain_s

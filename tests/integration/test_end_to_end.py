@@ -92,6 +92,12 @@ def test_outputs_exist_in_long_form(run_dir: Path, simulated: tuple[Path, Path])
     assert summary["data"]["rows_with_satisfaction"] == 6000                       # failures without feedback count 0
     assert "rows with satisfaction feedback" in (out / "report.html").read_text()
     assert set(summary["policies"]) == {"direct_official", "cheapest", "logging <script>alert(1)</script>"}
+    chosen = summary["headline_estimators"]  # the headline quotes, per metric, the estimator "trust" names
+    assert chosen == {m: c["estimator"] for m, c in summary["headline_by_metric"].items()} and set(chosen) == set(METRICS)
+    for metric, cell in summary["policies"]["cheapest"]["value"].items():
+        row = est.filter((pl.col("policy") == "cheapest") & (pl.col("metric") == metric) & (pl.col("kind") == "value")
+                         & (pl.col("estimator") == chosen[metric]))
+        assert cell["estimator"] == chosen[metric] and cell["value"] == pytest.approx(row["value"][0], rel=1e-12)
     html = (out / "report.html").read_text()
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert html.count("<svg") >= 2

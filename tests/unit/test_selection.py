@@ -49,3 +49,31 @@ def test_headline_per_metric_with_reason_and_dr_when_undecided() -> None:
     assert choose_headlines(est, "base", ["DM"])["cost_usd"]["estimator"] == "DM"  # a deterministic logger leaves DM alone
     assert out["success"]["estimator"] == "DR" and out["success"]["reason"].startswith("undecided")
     assert choose_headlines(est, "base", ["IPS", "DR", "DM"], "IPS")["cost_usd"]["reason"] == "fixed by [evaluation] headline"
+
+
+def test_the_headline_rows_follow_the_choice_per_metric(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each metric's headline quotes its own chosen estimator: the rows, the console table's estimator line, the
+    report's headline cells (estimator under each metric, an impossible-value mark only for the quoted estimator)."""
+    from ope.data.schema import METRICS
+    from ope.evaluation.headline import headline_rows
+    from ope.report.console import print_estimates
+    from ope.report.html import _headline
+
+    est = pl.DataFrame([_rows(p, m, k, e, v, 0.1) for p in ("base", "a") for m in METRICS for k in ("value", "relative")
+                        for e, v in (("DR", 0.5), ("SNIPS", 0.7)) if p == "a" or k == "value"])
+    chosen = dict.fromkeys(METRICS, "DR") | {"success": "SNIPS"}
+    rows = headline_rows(est, chosen)
+    assert rows.height == 3 * len(METRICS)
+    assert rows.filter(pl.col("metric") == "success")["estimator"].unique().to_list() == ["SNIPS"]
+    assert set(rows.filter(pl.col("metric") != "success")["value"].to_list()) == {0.5}
+    print_estimates(rows, ["base", "a"], "t", estimators=chosen)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("estimator"))
+    assert line.split()[1:] == ["DR", "SNIPS", "DR", "DR", "DR", "DR"]  # the shown columns: cost, success, satisf., …
+    cell = {"value": 1.2, "ci_low": 1.1, "ci_high": 1.3, "stderr": 0.1}
+    finding = {"policy": "a", "metric": "success", "estimator": "DR", "value": 1.2, "range": "[0, 1]", "reason": "r",
+               "suggestion": "s"}
+    info = {"primary_estimator": "DR", "headline_estimators": chosen, "out_of_range": [finding],
+            "policies": {"a": {"value": dict.fromkeys(METRICS, cell), "relative": {}}}}
+    html = _headline(info)
+    assert "success rate<br><span class='muted'>SNIPS</span>" in html and "⚠ impossible" not in html  # DR's finding, not quoted
+    assert "⚠ impossible" in _headline(info | {"headline_estimators": chosen | {"success": "DR"}})
