@@ -1,4 +1,4 @@
-"""The `ope` command: run, tune, validate, import, simulate, monitor."""
+"""The `ope` command: run, tune, validate, import, export, simulate, monitor."""
 
 from __future__ import annotations
 
@@ -146,6 +146,39 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from ope.evaluation.export import export_policy
+    from ope.report.export import print_export, write_export
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise OPEError(f"{out} already exists; pass --overwrite to replace it.")
+    edges = tuple(int(e) for e in args.length_edges.split(",") if e.strip()) if args.length_edges else None
+    if edges is not None and args.format != "json":
+        raise OPEError(f"--length-edges is for --format json: {args.format} cannot route on input length.")
+    export = export_policy(args.run_dir, args.policy, args.format, show_progress=_bars(args),
+                           **({"length_edges": edges} if edges is not None else {}))
+    print_export(export, write_export(export, Path(args.run_dir), out, overwrite=args.overwrite))
+    print(f"wall time: {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _export_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    exp = sub.add_parser("export", help="write a run's policy as a gateway config and evaluate it as deployable")
+    exp.add_argument("run_dir", help="a run folder of `ope run` (reports/<run-name>)")
+    exp.add_argument("--policy", required=True, help="the policy to export (one of the run's, with an action file)")
+    exp.add_argument("--format", required=True, choices=("litellm", "openrouter", "json"),
+                     help="litellm: router config (YAML; .json for JSON); openrouter: provider preferences per (model, task); "
+                          "json: weights per (model, task, input-length bucket)")
+    exp.add_argument("--out", required=True, help="the gateway file to write")
+    exp.add_argument("--length-edges", help="input-token bucket edges for --format json, e.g. 1024,4096,16384 "
+                                            "(default: 1024,4096,16384)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    exp.add_argument("--quiet", action="store_true", help="no progress bars")
+    exp.set_defaults(func=_export)
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from ope.simulate.partitioned import write_partitioned
     from ope.simulate.scenarios import write_scenario
@@ -271,6 +304,7 @@ def parser() -> argparse.ArgumentParser:
     val.add_argument("--json", action="store_true", help="print the summary as JSON, for machines")
     val.set_defaults(func=_validate)
     add_import_parser(sub)
+    _export_parser(sub)
     _simulate_parser(sub)
     _monitor_parser(sub)
     for command in sub.choices.values():
