@@ -180,9 +180,12 @@ def _log_outputs(mlflow: Any, paths: dict[str, Path]) -> None:
 
 
 def track_run(result: RunResult, paths: dict[str, Path], info: dict[str, Any], *, run_name: str,
-              started: float | None = None) -> tuple[str, str, str]:
+              started: float | None = None, register: tuple[str, str] | None = None,
+              messages: list[str] | None = None) -> tuple[str, str, str]:
     """Log the run (started at ``started``, a `time.time()`); return (run_id, tracking URI, `run_page`).
 
+    Every policy whose rule reads the outcome models is logged as a pyfunc model (`ope.report.pyfunc`);
+    ``register`` (model name, policy) also logs that policy and registers it, saying so in ``messages``.
     Raises `TrackingError` on any MLflow failure."""
     try:
         mlflow, exp_id = _mlflow(result.config.tracking)
@@ -205,9 +208,22 @@ def track_run(result: RunResult, paths: dict[str, Path], info: dict[str, Any], *
             actions = paths["report"].parent / "actions"
             if actions.exists():
                 mlflow.log_artifacts(str(actions), artifact_path="actions")
+            _log_routers(result, register, messages if messages is not None else [])
             return run.info.run_id, mlflow.get_tracking_uri(), run_page(mlflow.get_tracking_uri(), exp_id, run.info.run_id)
     except Exception as exc:  # any MLflow or store failure must not lose the local report
         raise TrackingError(f"MLflow could not record the run ({type(exc).__name__}: {exc})") from exc
+
+
+def _log_routers(result: RunResult, register: tuple[str, str] | None, messages: list[str]) -> None:
+    """The run's routers as pyfunc models in the active run; the one to register, registered."""
+    from ope.report.pyfunc import log_router, routers_to_log
+
+    for policy in routers_to_log(result, None if register is None else register[1]):
+        name = register[0] if register is not None and register[1] == policy else None
+        info = log_router(result, policy, registered_name=name)
+        messages.append(f"model:     {info.model_uri} (policy '{policy}': mlflow.pyfunc.load_model(uri).predict(requests))")
+        if name is not None:
+            messages.append(f"registered: models:/{name}/{info.registered_model_version} (policy '{policy}')")
 
 
 def track_tune(result: TuneResult, paths: dict[str, Path], summary: dict[str, Any], *, run_name: str,
