@@ -196,11 +196,11 @@ def _export(args: argparse.Namespace) -> int:
 def _export_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     exp = sub.add_parser("export", help="write a run's policy as a gateway config and evaluate it as deployable")
     exp.add_argument("run_dir", help="a run folder of `ope run` (reports/<run-name>)")
-    exp.add_argument("--policy", required=True, help="the policy to export (one of the run's, with an action file)")
+    exp.add_argument("--policy", required=True, help="the policy to export: one of the run's, with an action file (required)")
     exp.add_argument("--format", required=True, choices=("litellm", "openrouter", "json"),
                      help="litellm: router config (YAML; .json for JSON); openrouter: provider preferences per (model, task); "
-                          "json: weights per (model, task, input-length bucket)")
-    exp.add_argument("--out", required=True, help="the gateway file to write")
+                          "json: weights per (model, task, input-length bucket) (required)")
+    exp.add_argument("--out", required=True, help="the gateway file to write (required)")
     exp.add_argument("--length-edges", help="input-token bucket edges for --format json, e.g. 1024,4096,16384 "
                                             "(default: 1024,4096,16384)")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -281,7 +281,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 def _register_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--register", metavar="NAME", help="register the router as MLflow model NAME (a pyfunc: request columns in, "
-                                                      "a probability per arm and the chosen arm out); needs a sqlite or server store")
+                                                      "a probability per arm and the chosen arm out); needs a sqlite or server store "
+                                                      "(default: none: routers are logged with the run, not registered)")
     p.add_argument("--register-policy", metavar="POLICY", help="the policy --register registers (default: the config's only "
                                                                "constrained policy, else its only non-baseline policy)")
 

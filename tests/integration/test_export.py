@@ -137,3 +137,17 @@ def test_the_deployed_router_routes_new_requests_as_the_rule_does(run: tuple[Run
     assert (pi[np.arange(50), chosen] > 0).all() and out.equals(router.predict(requests.head(50)))
     with pytest.raises(SchemaError, match=r"needs the request columns \['tenant'\]"):
         router.probabilities(requests.drop("tenant"))
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--tracking-uri", "file:///tmp/mlruns"], "is a file store. Pass e.g. --tracking-uri sqlite:///mlflow.db"),
+    (["--no-tracking"], "--register records the router in MLflow's model registry: it needs tracking"),
+    (["--tracking-uri", "sqlite:///x.db", "--register-policy", "nope"], "say which policy to register with --register-policy"),
+])
+def test_register_is_checked_before_the_run(run: tuple[RunResult, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            flags: list[str], message: str) -> None:
+    _, folder = run
+    config = folder.parents[1] / "c.toml"
+    assert main(["run", str(config), "--out", str(tmp_path), "--quiet", "--register", "r", *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())      # nothing was run
