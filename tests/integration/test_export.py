@@ -147,7 +147,9 @@ def test_the_deployed_router_routes_new_requests_as_the_rule_does(run: tuple[Run
 def test_register_is_checked_before_the_run(run: tuple[RunResult, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                             flags: list[str], message: str) -> None:
     _, folder = run
-    config = folder.parents[1] / "c.toml"
-    assert main(["run", str(config), "--out", str(tmp_path), "--quiet", "--register", "r", *flags]) == 2
+    config = tmp_path / "tracked.toml"
+    config.write_text((folder.parents[1] / "c.toml").read_text().replace("enabled = false", 'experiment = "x"'))
+    out = tmp_path / "reports"
+    assert main(["run", str(config), "--out", str(out), "--quiet", "--register", "r", *flags]) == 2
     assert message in capsys.readouterr().err
-    assert not any(tmp_path.iterdir())      # nothing was run
+    assert not out.exists()      # nothing was run
