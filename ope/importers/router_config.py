@@ -268,7 +268,7 @@ def reconstruct_propensities(logs: pl.DataFrame, catalog: Catalog, config: Route
                              *, unknown_rows: npt.NDArray[np.bool_] | None = None) -> tuple[FloatArray, list[str]]:
     """The logging router's probability of each logged arm (NaN where it cannot be known), and notes.
 
-    ``logs`` needs ``ts, model, input_tokens, arm`` (and the ``needs_*`` columns if any); the
+    ``logs`` needs ``ts, model, task, input_tokens, arm`` (and the ``needs_*`` columns if any); the
     candidate set of a request is its catalog-eligible arms with positive weight outside cooldowns.
     ``unknown_rows`` (e.g. requests served after a fallback) get NaN: the served arm was not drawn
     by the randomised rule alone.

@@ -338,12 +338,11 @@ def _corrected(ds: BanditDataset, fits: _FoldFits, folds: npt.NDArray[np.int64],
     return q_hat, corrections, held
 
 
-def predict_q_hat(models: OutcomeModels, ds: BanditDataset, feats: PairFeatures, *, average: bool = False) -> FloatArray:
+def predict_q_hat(models: OutcomeModels, ds: BanditDataset, feats: PairFeatures) -> FloatArray:
     """q̂ (n, K, M) of new rows, each scored by the models of its own fold (key mod folds) with that fold's corrections.
 
     For rows of the same log the models were cross-fitted on (a streamed batch), so no row is
-    scored by a model that saw it. With ``average``, every row is scored by every fold's models and
-    the predictions averaged (requests the models never saw: a deployed router's).
+    scored by a model that saw it.
     """
     cfg = models.config
     folds = assign_folds(ds, cfg.folds)
@@ -351,18 +350,12 @@ def predict_q_hat(models: OutcomeModels, ds: BanditDataset, feats: PairFeatures,
     x = feats.pairs(rows, arms)
     q_hat = np.zeros((ds.n, ds.catalog.n_arms, len(ds.metrics)))
     constants = models.extra.get("constants", {})
-    mean: dict[str, FloatArray] = {name: np.zeros(rows.size) for name in MODELS}
     for f in range(cfg.folds):
-        sel = np.ones(rows.size, dtype=bool) if average else folds[rows] == f
+        sel = folds[rows] == f
         if not sel.any():
             continue
         preds = {name: np.full(int(sel.sum()), constants[name]) if name in constants else
                  _apply(kind, raw_scorer(models.boosters[name][f], cfg.compiled, cfg.predict_threads)(x[sel]),
                         models.corrections[name][f]) for name, (kind, _) in MODELS.items()}
-        if average:   # the fold models' mean prediction of each outcome, assembled once (as for a hold-out window)
-            mean = {name: mean[name] + preds[name] / cfg.folds for name in MODELS}
-        else:
-            q_hat[rows[sel], arms[sel]] = _assemble(preds, ds, rows[sel], arms[sel], models.failed_cost)
-    if average and rows.size:
-        q_hat[rows, arms] = _assemble(mean, ds, rows, arms, models.failed_cost)
+        q_hat[rows[sel], arms[sel]] = _assemble(preds, ds, rows[sel], arms[sel], models.failed_cost)
     return q_hat

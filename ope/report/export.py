@@ -50,7 +50,7 @@ def summary(export: Export, out: Path) -> dict[str, Any]:
     return {"policy": export.policy, "format": export.format, "gateway": LABELS[export.format], "gateway_file": str(out),
             "as_computed": export.as_computed, "as_deployable": export.as_deployable, "estimator": export.estimator,
             "alpha": export.result.config.evaluation.alpha, "cannot_express": CANNOT_EXPRESS[export.format],
-            "fallback_requests": export.exported.n_fallback_, "comparison": export.comparison().to_dicts(),
+            "comparison": export.comparison().to_dicts(),
             "warnings": export.result.warnings}
 
 

@@ -18,8 +18,7 @@ from ope.errors import SchemaError
 from ope.evaluation.export import export_policy
 from ope.evaluation.run import RunResult, run_experiment
 from ope.models.features import build_features
-from ope.models.predictors import predict_q_hat
-from ope.models.router import CHOSEN, DeployedRouter, _snapshot, probability_column
+from ope.models.router import CHOSEN, DeployedRouter, _snapshot, mean_q_hat, probability_column
 from ope.report.outputs import write_outputs
 from policies.base import policy_from_json
 
@@ -78,8 +77,7 @@ def test_export_writes_a_litellm_config_and_evaluates_it_against_the_policy_as_c
     np.testing.assert_allclose(joined["value_right"].to_numpy(), joined["value"].to_numpy(), rtol=1e-12)  # the run's numbers
     # the exported policy, rebuilt from its file, scored by IPS directly on the log
     policy = policy_from_json((exports / "policy.json").read_text())
-    ds = BanditDataset.load(*[load_config(folder / "config.toml").data.__getattribute__(k) for k in ("logs", "catalog")],
-                            sla_latency_ms=10_000)
+    ds = result.training      # the whole log: an in-memory run fits on every row
     direct = IPS().estimate(ds.to_feedback(), target=policy.action_probabilities(ds))
     name = "routed (as deployable in LiteLLM)"
     ips = est.filter(pl.col("policy") == name, pl.col("estimator") == "IPS")
@@ -127,7 +125,7 @@ def test_the_deployed_router_routes_new_requests_as_the_rule_does(run: tuple[Run
     ds, policy, models = result.training, result.policies["routed"], result.outcome_models
     assert models is not None
     history = np.where(ds.eligible[:, :, None], _snapshot(ds, models.config.history_hours)[None], np.nan)
-    expected = policy.action_probabilities(ds, predict_q_hat(models, ds, build_features(ds, history=history), average=True))
+    expected = policy.action_probabilities(ds, mean_q_hat(models, ds, build_features(ds, history=history)))
     router = DeployedRouter.load(DeployedRouter.of(policy, ds, models).save(tmp_path / "router"))
     requests = ds.logs.select("request_id", *router.columns)
     np.testing.assert_allclose(router.probabilities(requests), expected, rtol=1e-12, atol=1e-15)
@@ -153,3 +151,14 @@ def test_register_is_checked_before_the_run(run: tuple[RunResult, Path], tmp_pat
     assert main(["run", str(config), "--out", str(out), "--quiet", "--register", "r", *flags]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()      # nothing was run
+
+
+def test_mean_q_hat_scores_unseen_requests_as_a_hold_out_window_is_scored(simulated: tuple[Path, Path]) -> None:
+    """The deployed router's q̂ of new requests is `fit_outcome_models`' hold-out q̂: the fold models' mean prediction."""
+    from ope.models.predictors import PredictorConfig, fit_outcome_models
+
+    ds = BanditDataset.load(*simulated, sla_latency_ms=10_000)
+    train = np.arange(ds.n) < ds.n // 2
+    models = fit_outcome_models(ds, PredictorConfig(folds=2, n_estimators=8, num_leaves=7), train=train)
+    q_hat = mean_q_hat(models, ds, models.features)
+    np.testing.assert_allclose(q_hat[~train], models.q_hat[~train], rtol=1e-10, atol=1e-12)
