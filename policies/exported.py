@@ -18,6 +18,7 @@ group gives no eligible arm any weight is routed uniformly over its eligible arm
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
@@ -40,7 +41,7 @@ ANY = "*"
 def bucket_labels(edges: Sequence[int]) -> list[str]:
     """Labels of the input-length buckets cut at ``edges``: ``0-1024``, ``1024-4096``, ..., ``4096+``."""
     bounds = [0, *edges]
-    return [f"{lo}-{hi}" for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)] + [f"{bounds[-1]}+"]
+    return [f"{lo}-{hi}" for lo, hi in itertools.pairwise(bounds)] + [f"{bounds[-1]}+"]
 
 
 def group_keys(requests: pl.DataFrame, length_edges: Sequence[int] = ()) -> pl.Series:

@@ -29,9 +29,9 @@ from ope.data.catalog import Catalog, catalog_from_frame
 from ope.data.dataset import BanditDataset
 from ope.data.schema import METRICS, NEED_PREFIX, REQUIRED_COLUMNS
 from ope.errors import SchemaError
-from ope.models.history import US_PER_HOUR, history_block, row_values
 from ope.models.compiled import raw_scorer
 from ope.models.features import PairFeatures
+from ope.models.history import US_PER_HOUR, history_block, row_values
 from ope.models.predictors import MODELS, OutcomeModels, _apply, _assemble
 from ope.models.sample import Vocabulary, batch_features
 from ope.models.serialization import load_models, outcome_models, save_models
@@ -178,7 +178,7 @@ class DeployedRouter:
         prices.write_parquet(folder / "catalog.parquet")
         if self.models is not None:
             save_models(folder / "models", self.models, None)
-        history = None if self.history is None else [[None if x != x else float(x) for x in row] for row in self.history]
+        history = None if self.history is None else [[None if np.isnan(x) else float(x) for x in row] for row in self.history]
         spec = {"format": 1, "policy": policy_to_json(self.policy), "sla_latency_ms": self.sla_latency_ms, "columns": self.columns,
                 "vocabulary": self.vocabulary, "history": history, "history_hours": self.history_hours, "arms": list(self.arms)}
         (folder / "router.json").write_text(json.dumps(spec, indent=1))

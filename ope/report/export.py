@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def summary(export: Export, out: Path) -> dict[str, Any]:
 
 
 def _cell(value: float | None, low: float | None, high: float | None, *, sign: bool = False) -> str:
-    if value is None or value != value:
+    if value is None or math.isnan(value):
         return "n/a"
     fmt = "{:+.4g}" if sign else "{:.4g}"
     return f"{fmt.format(value)} [{fmt.format(low)}, {fmt.format(high)}]"
@@ -72,7 +73,7 @@ def print_export(export: Export, paths: dict[str, Path]) -> None:
         print(f"{r['metric']:<16}{_cell(r['computed_value'], r['computed_ci_low'], r['computed_ci_high']):>34}"
               f"{_cell(r['deployable_value'], r['deployable_ci_low'], r['deployable_ci_high']):>34}"
               f"{_cell(r['difference_value'], r['difference_ci_low'], r['difference_ci_high'], sign=True):>36}"
-              f"{'n/a' if rel is None or rel != rel else f'{rel:+.1f}%':>10}")
+              f"{'n/a' if rel is None or math.isnan(rel) else f'{rel:+.1f}%':>10}")
     for warning in export.result.warnings:
         print(f"warning: {warning}")
     print(f"\n{LABELS[export.format]} cannot express: {CANNOT_EXPRESS[export.format]}.")
