@@ -106,7 +106,7 @@ class GroupWeights(PairwisePolicy):
 
     @property
     def fallback_rule(self) -> str:
-        return "uniform over the eligible arms (no listed arm of the request's group is eligible)"
+        return "uniform over the eligible arms, for requests whose group gives none of their eligible arms a weight"
 
     def table(self, arms: Sequence[str]) -> tuple[FloatArray, dict[str, int]]:
         """The (G + 1, K) weight of every group and arm in ``arms`` order (last row: zero), and each group's row."""
@@ -151,7 +151,7 @@ class ProviderPreferences(PairwisePolicy):
 
     @property
     def fallback_rule(self) -> str:
-        return "uniform over the eligible arms (no provider of the request's preference is eligible)"
+        return "uniform over the eligible arms, for requests none of whose preferred providers is eligible"
 
     def pair_probabilities(self, dataset: RoutingContext, pairs: Pairs, q_hat: FloatArray | None = None) -> FloatArray:
         index = {a: k for k, a in enumerate(dataset.arms)}
