@@ -78,7 +78,7 @@ def _register_target(args: argparse.Namespace, cfg: ExperimentConfig) -> tuple[s
     """(registered model name, policy) of ``--register``, checked before the run; None without it."""
     if not args.register:
         return None
-    from ope.report.pyfunc import check_registry
+    from ope.report.tracking import check_registry
 
     if not cfg.tracking.enabled:
         raise OPEError("--register records the router in MLflow's model registry: it needs tracking (drop --no-tracking, "

@@ -41,7 +41,7 @@ from policies import Policy
 from policies.base import FloatArray, Pairs, PairwisePolicy
 from policies.exported import GroupWeights, ProviderPreferences
 
-__all__ = ["Export", "LoggedProbabilities", "RunFolder", "export_policy"]
+__all__ = ["Export", "LoggedProbabilities", "RunFolder", "export_policy", "gateway_policy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,20 +158,28 @@ def _evaluated_rows(cfg: ExperimentConfig, actions: pl.DataFrame) -> BanditDatas
     return ds.subset(covered)
 
 
+def gateway_policy(run: RunFolder, policy: str, fmt: str, *,
+                   length_edges: Sequence[int] = DEFAULT_LENGTH_EDGES) -> tuple[Policy, dict[str, Any]]:
+    """The exported policy (named ``<policy> (as deployable in <gateway>)``) and its gateway file's content, built from
+    the run's action probabilities on its log; ``length_edges`` cut input tokens into buckets (``json`` only)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"Unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}.")
+    actions = pl.read_parquet(run.actions(policy))
+    name = f"{policy} (as deployable in {LABELS[fmt]})"
+    return _gateway_policy(fmt, _evaluated_rows(run.config, actions), actions, name, length_edges)
+
+
 def export_policy(run_dir: str | Path, policy: str, fmt: str, *, length_edges: Sequence[int] = DEFAULT_LENGTH_EDGES,
                   show_progress: bool = False) -> Export:
     """Build the gateway version of a run's policy and evaluate it, on the run's log and config, against the policy as computed.
 
     ``fmt`` is one of `ope.gateway.FORMATS`; ``length_edges`` cut input tokens into buckets (``json`` only).
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"Unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}.")
     run = RunFolder.of(run_dir)
-    path = run.actions(policy)
-    actions = pl.read_parquet(path)
-    computed, deployable = f"{policy} (as computed)", f"{policy} (as deployable in {LABELS[fmt]})"
-    exported, document = _gateway_policy(fmt, _evaluated_rows(run.config, actions), actions, deployable, length_edges)
-    policies: dict[str, Policy] = {computed: LoggedProbabilities(name=computed, path=str(path.resolve())), deployable: exported}
+    exported, document = gateway_policy(run, policy, fmt, length_edges=length_edges)
+    computed, deployable = f"{policy} (as computed)", exported.name
+    policies: dict[str, Policy] = {computed: LoggedProbabilities(name=computed, path=str(run.actions(policy).resolve())),
+                                   deployable: exported}
     cfg = run.config
     scratch = Path(tempfile.mkdtemp(prefix="ope-export-"))
     try:

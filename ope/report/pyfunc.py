@@ -13,7 +13,6 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import mlflow
 import pandas as pd
@@ -24,10 +23,8 @@ from ope.evaluation.actions import file_stems
 from ope.evaluation.run import RunResult
 from ope.models.router import CHOSEN, DeployedRouter, probability_column
 
-__all__ = ["REGISTRY_SCHEMES", "RouterModel", "check_registry", "log_router", "routers_to_log", "signature"]
+__all__ = ["RouterModel", "log_router", "routers_to_log", "signature"]
 
-#: tracking stores that hold a model registry (a file store does not, in MLflow 3)
-REGISTRY_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "databricks-uc")
 #: the model's code (MLflow "models from code"): the class lives in llm-ope, which must be installed where the model loads
 _CODE = "import mlflow\nfrom ope.report.pyfunc import RouterModel\n\nmlflow.models.set_model(RouterModel())\n"
 _TYPES = {"str": "string", "int": "long", "float": "double", "bool": "boolean", "datetime": "datetime"}
@@ -90,11 +87,3 @@ def log_router(result: RunResult, policy: str, *, registered_name: str | None = 
                                        artifacts={"router": str(folder)}, signature=signature(router),
                                        input_example=example.to_pandas(), pip_requirements=_requirements(),
                                        registered_model_name=registered_name)
-
-
-def check_registry(uri: str | None) -> None:
-    """Refuse, before a run, to register in a store without a model registry (a local folder / file store)."""
-    scheme = urlsplit(uri or "sqlite:///mlflow.db").scheme
-    if scheme not in REGISTRY_SCHEMES:
-        raise OPEError(f"--register needs a tracking store with a model registry (sqlite:///..., a database or an MLflow server); "
-                       f"the tracking URI {uri!r} is a file store. Pass e.g. --tracking-uri sqlite:///mlflow.db.")

@@ -22,12 +22,13 @@ from urllib.parse import urlsplit
 import polars as pl
 
 from ope.config import TrackingConfig
+from ope.errors import OPEError
 from ope.evaluation.run import RunResult
 
 if TYPE_CHECKING:
     from ope.evaluation.tune import TuneResult
 
-__all__ = ["TrackingError", "check_server", "headline_metrics", "metric_key", "run_description", "run_page", "track_run",
+__all__ = ["REGISTRY_SCHEMES", "TrackingError", "check_registry", "check_server", "headline_metrics", "metric_key", "run_description", "run_page", "track_run",
            "track_tune", "ui_command"]
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -64,6 +65,18 @@ def check_server(uri: str | None, *, timeout: float = 3.0) -> str | None:
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         return f"the MLflow server {uri} does not answer ({reason}; checked with a {timeout:g} s timeout)"
+
+
+#: tracking stores that hold a model registry (a file store does not, in MLflow 3)
+REGISTRY_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "databricks-uc")
+
+
+def check_registry(uri: str | None) -> None:
+    """Refuse, before a run, to register a model in a store without a model registry (a local folder / file store)."""
+    scheme = urlsplit(uri or DEFAULT_URI).scheme
+    if scheme not in REGISTRY_SCHEMES:
+        raise OPEError(f"--register needs a tracking store with a model registry (sqlite:///..., a database or an MLflow server); "
+                       f"the tracking URI {uri!r} is a file store. Pass e.g. --tracking-uri sqlite:///mlflow.db.")
 
 
 def headline_metrics(estimates: pl.DataFrame, estimator: str, *, bounds: bool = False) -> dict[str, float]:

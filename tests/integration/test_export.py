@@ -14,8 +14,8 @@ from estimators import IPS
 from ope.cli import main
 from ope.config import load_config
 from ope.data.dataset import BanditDataset
-from ope.errors import SchemaError
-from ope.evaluation.export import export_policy
+from ope.errors import ConfigError, SchemaError
+from ope.evaluation.export import RunFolder, export_policy, gateway_policy
 from ope.evaluation.run import RunResult, run_experiment
 from ope.models.features import build_features
 from ope.models.router import CHOSEN, DeployedRouter, _snapshot, mean_q_hat, probability_column
@@ -95,12 +95,14 @@ def test_export_writes_a_litellm_config_and_evaluates_it_against_the_policy_as_c
 
 def test_openrouter_and_json_exports(run: tuple[RunResult, Path]) -> None:
     _, folder = run
-    routed = export_policy(folder, "routed", "openrouter")
-    assert routed.document["groups"] and all("provider" in g for g in routed.document["groups"])
-    assert routed.comparison()["metric"].to_list()[0] == "cost_usd"
-    weights = export_policy(folder, "routed", "json", length_edges=(2000,))
-    assert weights.document["input_token_buckets"] == ["0-2000", "2000+"]
-    assert {g["input_tokens"] for g in weights.document["groups"] if g["task"] != "*"} <= {"0-2000", "2000+"}
+    preferences, document = gateway_policy(RunFolder.of(folder), "routed", "openrouter")
+    assert preferences.name == "routed (as deployable in OpenRouter)"
+    assert document["groups"] and all("provider" in g for g in document["groups"])
+    _, document = gateway_policy(RunFolder.of(folder), "routed", "json", length_edges=(2000,))
+    assert document["input_token_buckets"] == ["0-2000", "2000+"]
+    assert {g["input_tokens"] for g in document["groups"] if g["task"] != "*"} == {"0-2000", "2000+"}
+    with pytest.raises(ConfigError, match="Unknown export format 'yaml'"):
+        export_policy(folder, "routed", "yaml")
 
 
 @pytest.mark.parametrize(("args", "message"), [
