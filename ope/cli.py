@@ -1,4 +1,4 @@
-"""The `ope` command: run, tune, validate, import, simulate, monitor."""
+"""The `ope` command: run, tune, validate, import, export, simulate, monitor."""
 
 from __future__ import annotations
 
@@ -55,20 +55,44 @@ def _server_problem(cfg: ExperimentConfig) -> str | None:
     return problem
 
 
-def _track(cfg: ExperimentConfig, report: Path, problem: str | None, track: Callable[[], tuple[str, str, str]]) -> None:
-    """Record in MLflow if enabled; a failure (or a server found unreachable before the run) keeps the local outputs."""
+def _track(cfg: ExperimentConfig, report: Path, problem: str | None, track: Callable[[], tuple[str, str, str]]) -> bool:
+    """Record in MLflow if enabled; a failure (or a server found unreachable before the run) keeps the local outputs.
+    Returns whether the run was recorded."""
     from ope.report.tracking import TrackingError, ui_command
 
     if not cfg.tracking.enabled:
-        return
+        return False
     try:
         if problem is not None:
             raise TrackingError(problem)
         run_id, uri, page = track()
         serve = "" if uri.startswith(("http://", "https://")) else f"{ui_command(cfg.tracking.uri)}, then "
         print(f"mlflow:    run {run_id} in {uri}\n           open it with: {serve}{page}")
+        return True
     except TrackingError as exc:
         print(f"tracking failed: {exc}, report written to {report}", file=sys.stderr)
+        return False
+
+
+def _register_target(args: argparse.Namespace, cfg: ExperimentConfig) -> tuple[str, str] | None:
+    """(registered model name, policy) of ``--register``, checked before the run; None without it."""
+    if not args.register:
+        return None
+    from ope.report.tracking import check_registry
+
+    if not cfg.tracking.enabled:
+        raise OPEError("--register records the router in MLflow's model registry: it needs tracking (drop --no-tracking, "
+                       "or set [tracking] enabled = true).")
+    check_registry(cfg.tracking.uri)
+    kinds = {p.name: p.kind for p in cfg.policies}
+    routers = [n for n, k in kinds.items() if k == "constrained"] or [n for n in kinds if n != cfg.evaluation.baseline]
+    policy = args.register_policy or (routers[0] if len(routers) == 1 else None)
+    if policy is None or policy not in kinds:
+        raise OPEError(f"--register: say which policy to register with --register-policy (one of {', '.join(kinds)}).")
+    if kinds[policy] in ("mess_plus", "stage_route"):
+        raise OPEError(f"--register: policy '{policy}' ({kinds[policy]}) learns online as it routes; a frozen copy is not "
+                       "what it would deploy.")
+    return args.register, policy
 
 
 def _bars(args: argparse.Namespace) -> bool:
@@ -86,6 +110,7 @@ def _run(args: argparse.Namespace) -> int:
 
     start, started = time.perf_counter(), time.time()
     cfg, run_name = _resolve(args, DEFAULT_CONFIG)
+    register = _register_target(args, cfg)
     problem = _server_problem(cfg)
     result = run_experiment(cfg, show_progress=_bars(args))
     with progress("writing the report", total=1, enabled=_bars(args)) as bar:
@@ -95,9 +120,13 @@ def _run(args: argparse.Namespace) -> int:
     print_summary(result, info["headline_estimators"])
     print_headlines(info)
     print(f"\nreport:    {paths['report']}")
-    _track(cfg, paths["report"], problem, lambda: track_run(result, paths, info, run_name=run_name, started=started))
+    messages: list[str] = []
+    tracked = _track(cfg, paths["report"], problem, lambda: track_run(result, paths, info, run_name=run_name, started=started,
+                                                                      register=register, messages=messages))
+    for line in messages:
+        print(line)
     print(f"wall time: {time.perf_counter() - start:.1f} s")
-    return 0
+    return 1 if register is not None and not tracked else 0
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -143,6 +172,39 @@ def _validate(args: argparse.Namespace) -> int:
 
         print(format_validation(args.logs, result.summary()))
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ope.evaluation.export import export_policy
+    from ope.report.export import print_export, write_export
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise OPEError(f"{out} already exists; pass --overwrite to replace it.")
+    edges = tuple(int(e) for e in args.length_edges.split(",") if e.strip()) if args.length_edges else None
+    if edges is not None and args.format != "json":
+        raise OPEError(f"--length-edges is for --format json: {args.format} cannot route on input length.")
+    export = export_policy(args.run_dir, args.policy, args.format, show_progress=_bars(args),
+                           **({"length_edges": edges} if edges is not None else {}))
+    print_export(export, write_export(export, Path(args.run_dir), out, overwrite=args.overwrite))
+    print(f"wall time: {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _export_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    exp = sub.add_parser("export", help="write a run's policy as a gateway config and evaluate it as deployable")
+    exp.add_argument("run_dir", help="a run folder of `ope run` (reports/<run-name>)")
+    exp.add_argument("--policy", required=True, help="the policy to export: one of the run's, with an action file (required)")
+    exp.add_argument("--format", required=True, choices=("litellm", "openrouter", "json"),
+                     help="litellm: router config (YAML; .json for JSON); openrouter: provider preferences per (model, task); "
+                          "json: weights per (model, task, input-length bucket) (required)")
+    exp.add_argument("--out", required=True, help="the gateway file to write (required)")
+    exp.add_argument("--length-edges", help="input-token bucket edges for --format json, e.g. 1024,4096,16384 "
+                                            "(default: 1024,4096,16384)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    exp.add_argument("--quiet", action="store_true", help="no progress bars")
+    exp.set_defaults(func=_export)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -216,6 +278,14 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                                          "else a local one)")
 
 
+def _register_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--register", metavar="NAME", help="register the router as MLflow model NAME (a pyfunc: request columns in, "
+                                                      "a probability per arm and the chosen arm out); needs a sqlite or server store "
+                                                      "(default: none: routers are logged with the run, not registered)")
+    p.add_argument("--register-policy", metavar="POLICY", help="the policy --register registers (default: the config's only "
+                                                               "constrained policy, else its only non-baseline policy)")
+
+
 def _simulate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sim = sub.add_parser("simulate", help="write a synthetic log and catalog with known ground truth")
     sim.add_argument("--rows", type=int, default=60_000, help="requests to simulate")
@@ -260,6 +330,7 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="evaluate the policies of a config on request logs and write a report")
     run.add_argument("config", nargs="?", help="TOML config (default: configs/quickstart.toml on the bundled sample)")
     _run_options(run)
+    _register_options(run)
     run.set_defaults(func=_run)
     tune = sub.add_parser("tune", help="sweep a constrained router's budget and SLA settings and recommend a safe one")
     tune.add_argument("config", nargs="?", help="TOML config with a [tune] section (default: configs/tune.toml on the bundled sample)")
@@ -272,6 +343,7 @@ def parser() -> argparse.ArgumentParser:
     val.add_argument("--json", action="store_true", help="print the summary as JSON, for machines")
     val.set_defaults(func=_validate)
     add_import_parser(sub)
+    _export_parser(sub)
     _simulate_parser(sub)
     _monitor_parser(sub)
     for command in sub.choices.values():

@@ -63,7 +63,7 @@ class DirectOfficial(PairwisePolicy):
 
     @property
     def fallback_rule(self) -> str:
-        return self.fallback
+        return f"{self.fallback}, for requests with no eligible official endpoint"
 
     def __post_init__(self) -> None:
         if self.fallback not in ("error", "uniform", "cheapest"):

@@ -111,7 +111,7 @@ def no_feedback_note() -> str:
 
 def fallback_note(name: str, count: int, fallback: str) -> str:
     """The note of a policy that routed ``count`` requests by its fallback."""
-    return f"{name}: {plural(count, 'request')} had no eligible official endpoint and were routed by its fallback ({fallback})."
+    return f"{name}: {plural(count, 'request')} {'was' if count == 1 else 'were'} routed by its fallback ({fallback})."
 
 
 def sample_note(train_rows: int, rows: int) -> str:

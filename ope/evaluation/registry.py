@@ -23,6 +23,8 @@ KINDS: dict[str, str] = {
     "fastest": "policies.baselines:Fastest",
     "price_weighted": "policies.baselines:PriceWeighted",
     "uniform": "policies.baselines:Uniform",
+    "group_weights": "policies.exported:GroupWeights",              # what `ope export` writes: fixed weights per group
+    "provider_preferences": "policies.exported:ProviderPreferences",  # OpenRouter order / price balancing per group
 }
 
 #: kinds that explore on their own terms, so an ε-mixture would change what they are

@@ -10,7 +10,10 @@ router was randomised and its configuration is known, that probability can be re
   proportional to 1 / price² (price in force at the request, from the catalog).
 
 Anything else (``sort``, ``order``, latency- or cost-based routing) is deterministic or unknown:
-propensities stay null. The file is TOML or JSON; docs/importers.md describes every key.
+propensities stay null. The file is TOML or JSON; docs/importers.md describes every key. A LiteLLM
+proxy config (YAML or JSON with a ``model_list``, as ``ope export --format litellm`` writes) is read
+as such (`ope.gateway.litellm.read_deployments`): with ``enable_tag_filtering`` a request competes
+only among the deployments tagged with its task (``task:<task>``), else those tagged ``default``.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+import yaml
 
 from ope.data.catalog import Catalog
 from ope.errors import ConfigError
+from ope.gateway.litellm import DEFAULT_TAG, TASK_TAG, read_deployments
 from ope.text import count as plural
 
 __all__ = [
@@ -54,6 +59,7 @@ class Deployment:
     rpm: float | None = None
     tpm: float | None = None
     healthy: bool = True
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +95,7 @@ class RouterConfig:
     model_aliases: dict[str, str] = field(default_factory=dict)
     burstgpt: BurstGPTSettings = field(default_factory=BurstGPTSettings)
     source: str = "<defaults>"
+    tag_filtering: bool = False
 
     @property
     def randomised(self) -> bool:
@@ -97,11 +104,11 @@ class RouterConfig:
 
 
 _SECTIONS = {
-    "router": {"strategy", "deployments", "cooldowns", "stable_providers", "price", "exponent", "sort", "order"},
+    "router": {"strategy", "deployments", "cooldowns", "stable_providers", "price", "exponent", "sort", "order", "tag_filtering"},
     "aliases": {"providers", "models"},
     "burstgpt": {"start", "arms", "assumed_ttft_ms", "assumed_tokens_per_s"},
 }
-_DEPLOYMENT_KEYS = {"arm", "weight", "rpm", "tpm", "healthy"}
+_DEPLOYMENT_KEYS = {"arm", "weight", "rpm", "tpm", "healthy", "tags"}
 _COOLDOWN_KEYS = {"arm", "start", "end"}
 
 
@@ -147,7 +154,7 @@ def _router(raw: dict[str, Any], source: str) -> dict[str, Any]:
             raise ConfigError(f"{source}: {where} needs a string 'arm' (provider/model, as in the catalog).")
         deployments.append(Deployment(arm=dep["arm"], weight=_number(dep, "weight", where, source),
                                       rpm=_number(dep, "rpm", where, source), tpm=_number(dep, "tpm", where, source),
-                                      healthy=bool(dep.get("healthy", True))))
+                                      healthy=bool(dep.get("healthy", True)), tags=tuple(str(t) for t in dep.get("tags") or ())))
     cooldowns = []
     for i, cd in enumerate(raw.get("cooldowns", [])):
         where = f"[[router.cooldowns]] entry {i + 1}"
@@ -163,7 +170,7 @@ def _router(raw: dict[str, Any], source: str) -> dict[str, Any]:
     if strategy == "simple-shuffle" and not deployments:
         raise ConfigError(f"{source}: strategy simple-shuffle needs [[router.deployments]] (one per deployment).")
     return {"strategy": strategy, "deployments": tuple(deployments), "cooldowns": tuple(cooldowns), "price": price,
-            "exponent": _number(raw, "exponent", "[router]", source) or 2.0,
+            "exponent": _number(raw, "exponent", "[router]", source) or 2.0, "tag_filtering": bool(raw.get("tag_filtering", False)),
             "stable_providers": None if stable is None else tuple(str(s) for s in stable)}
 
 
@@ -173,13 +180,18 @@ def load_router_config(path: str | Path | None) -> RouterConfig:
         return RouterConfig()
     path = Path(path)
     source = str(path)
+    kind = {".json": "JSON", ".yaml": "YAML", ".yml": "YAML"}.get(path.suffix.lower(), "TOML")
     try:
         text = path.read_text()
-        raw = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+        raw = {"JSON": json.loads, "YAML": yaml.safe_load, "TOML": tomllib.loads}[kind](text)
     except FileNotFoundError as exc:
         raise ConfigError(f"Router config file not found: {path}") from exc
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {exc}") from exc
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path} is not valid {kind}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level.")
+    if "model_list" in raw:    # a LiteLLM proxy config
+        return RouterConfig(**_router(read_deployments(raw, source), source), source=source)
     _check_keys(raw, set(_SECTIONS), "the top level", source)
     aliases = raw.get("aliases", {})
     _check_keys(aliases, _SECTIONS["aliases"], "[aliases]", source)
@@ -203,14 +215,31 @@ def _check_arms(arms: list[str], catalog: Catalog, source: str, what: str) -> No
         raise ConfigError(f"{source}: {what} name arms not in the catalog: {unknown[:5]}.")
 
 
-def _shuffle_weights(config: RouterConfig, catalog: Catalog) -> FloatArray:
-    """(K,) simple-shuffle weight of every arm (deployments of one model group compete with each other)."""
+def _shuffle_weights(config: RouterConfig, catalog: Catalog, tasks: pl.Series) -> FloatArray:
+    """(n, K) simple-shuffle weight of every arm for each request (deployments of one model group compete with each other;
+    with tag filtering, only those tagged with the request's task, else those tagged ``default``)."""
     _check_arms([d.arm for d in config.deployments], catalog, config.source, "[[router.deployments]]")
     models = dict(zip(catalog.arms, catalog.arms_frame["model"].to_list(), strict=True))
-    index = {a: k for k, a in enumerate(catalog.arms)}
-    weights = np.zeros(catalog.n_arms)
-    for model in {models[d.arm] for d in config.deployments}:
-        group = [d for d in config.deployments if models[d.arm] == model and d.healthy]
+    if not config.tag_filtering:
+        return np.broadcast_to(_group_weights(config.deployments, models, catalog.arms), (tasks.len(), catalog.n_arms))
+    out = np.zeros((tasks.len(), catalog.n_arms))
+    values = tasks.cast(pl.String).to_numpy()
+    for task in np.unique(values):
+        chosen = []
+        for model in {models[d.arm] for d in config.deployments}:
+            mine = [d for d in config.deployments if models[d.arm] == model]
+            tagged = [d for d in mine if f"{TASK_TAG}{task}" in d.tags] or [d for d in mine if DEFAULT_TAG in d.tags]
+            chosen += tagged or ([] if any(d.tags for d in mine) else mine)
+        out[values == task] = _group_weights(tuple(chosen), models, catalog.arms)
+    return out
+
+
+def _group_weights(deployments: tuple[Deployment, ...], models: dict[str, str], arms: tuple[str, ...]) -> FloatArray:
+    """(K,) weight of every arm among ``deployments``: per model group, weight, else rpm, else tpm, else uniform (healthy only)."""
+    index = {a: k for k, a in enumerate(arms)}
+    weights = np.zeros(len(arms))
+    for model in {models[d.arm] for d in deployments}:
+        group = [d for d in deployments if models[d.arm] == model and d.healthy]
         for key in ("weight", "rpm", "tpm", None):
             values = [1.0 if key is None else (getattr(d, key) or 0.0) for d in group]
             if sum(values) > 0:
@@ -239,7 +268,7 @@ def reconstruct_propensities(logs: pl.DataFrame, catalog: Catalog, config: Route
                              *, unknown_rows: npt.NDArray[np.bool_] | None = None) -> tuple[FloatArray, list[str]]:
     """The logging router's probability of each logged arm (NaN where it cannot be known), and notes.
 
-    ``logs`` needs ``ts, model, input_tokens, arm`` (and the ``needs_*`` columns if any); the
+    ``logs`` needs ``ts, model, task, input_tokens, arm`` (and the ``needs_*`` columns if any); the
     candidate set of a request is its catalog-eligible arms with positive weight outside cooldowns.
     ``unknown_rows`` (e.g. requests served after a fallback) get NaN: the served arm was not drawn
     by the randomised rule alone.
@@ -249,7 +278,7 @@ def reconstruct_propensities(logs: pl.DataFrame, catalog: Catalog, config: Route
         return np.full(n, np.nan), []
     eligible = catalog.eligible(logs)
     if config.strategy == "simple-shuffle":
-        weights = np.where(eligible, _shuffle_weights(config, catalog)[None, :], 0.0)
+        weights = np.where(eligible, _shuffle_weights(config, catalog, logs["task"]), 0.0)
     else:
         weights = np.where(eligible, _price_weights(config, catalog, logs["ts"]), 0.0)
     ts = logs["ts"].dt.epoch("us").to_numpy()

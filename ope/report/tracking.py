@@ -22,13 +22,14 @@ from urllib.parse import urlsplit
 import polars as pl
 
 from ope.config import TrackingConfig
+from ope.errors import OPEError
 from ope.evaluation.headline import headline_rows
 from ope.evaluation.run import RunResult
 
 if TYPE_CHECKING:
     from ope.evaluation.tune import TuneResult
 
-__all__ = ["TrackingError", "check_server", "headline_metrics", "metric_key", "run_description", "run_page", "track_run",
+__all__ = ["REGISTRY_SCHEMES", "TrackingError", "check_registry", "check_server", "headline_metrics", "metric_key", "run_description", "run_page", "track_run",
            "track_tune", "ui_command"]
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -65,6 +66,18 @@ def check_server(uri: str | None, *, timeout: float = 3.0) -> str | None:
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         return f"the MLflow server {uri} does not answer ({reason}; checked with a {timeout:g} s timeout)"
+
+
+#: tracking stores that hold a model registry (a file store does not, in MLflow 3)
+REGISTRY_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "databricks-uc")
+
+
+def check_registry(uri: str | None) -> None:
+    """Refuse, before a run, to register a model in a store without a model registry (a local folder / file store)."""
+    scheme = urlsplit(uri or DEFAULT_URI).scheme
+    if scheme not in REGISTRY_SCHEMES:
+        raise OPEError(f"--register needs a tracking store with a model registry (sqlite:///..., a database or an MLflow server); "
+                       f"the tracking URI {uri!r} is a file store. Pass e.g. --tracking-uri sqlite:///mlflow.db.")
 
 
 def headline_metrics(estimates: pl.DataFrame, estimator: str | dict[str, str], *, bounds: bool = False) -> dict[str, float]:
@@ -185,9 +198,12 @@ def _log_outputs(mlflow: Any, paths: dict[str, Path]) -> None:
 
 
 def track_run(result: RunResult, paths: dict[str, Path], info: dict[str, Any], *, run_name: str,
-              started: float | None = None) -> tuple[str, str, str]:
+              started: float | None = None, register: tuple[str, str] | None = None,
+              messages: list[str] | None = None) -> tuple[str, str, str]:
     """Log the run (started at ``started``, a `time.time()`); return (run_id, tracking URI, `run_page`).
 
+    Every policy whose rule reads the outcome models is logged as a pyfunc model (`ope.report.pyfunc`);
+    ``register`` (model name, policy) also logs that policy and registers it, saying so in ``messages``.
     Raises `TrackingError` on any MLflow failure."""
     try:
         mlflow, exp_id = _mlflow(result.config.tracking)
@@ -210,9 +226,22 @@ def track_run(result: RunResult, paths: dict[str, Path], info: dict[str, Any], *
             actions = paths["report"].parent / "actions"
             if actions.exists():
                 mlflow.log_artifacts(str(actions), artifact_path="actions")
+            _log_routers(result, register, messages if messages is not None else [])
             return run.info.run_id, mlflow.get_tracking_uri(), run_page(mlflow.get_tracking_uri(), exp_id, run.info.run_id)
     except Exception as exc:  # any MLflow or store failure must not lose the local report
         raise TrackingError(f"MLflow could not record the run ({type(exc).__name__}: {exc})") from exc
+
+
+def _log_routers(result: RunResult, register: tuple[str, str] | None, messages: list[str]) -> None:
+    """The run's routers as pyfunc models in the active run; the one to register, registered."""
+    from ope.report.pyfunc import log_router, routers_to_log
+
+    for policy in routers_to_log(result, None if register is None else register[1]):
+        name = register[0] if register is not None and register[1] == policy else None
+        info = log_router(result, policy, registered_name=name)
+        messages.append(f"model:     {info.model_uri} (policy '{policy}': mlflow.pyfunc.load_model(uri).predict(requests))")
+        if name is not None:
+            messages.append(f"registered: models:/{name}/{info.registered_model_version} (policy '{policy}')")
 
 
 def track_tune(result: TuneResult, paths: dict[str, Path], summary: dict[str, Any], *, run_name: str,

@@ -46,9 +46,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    """A light `mlflow server` (one worker, no job runner) on a free loopback port; stopped by its PID."""
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A light `mlflow server` (one worker, no job runner) on a free loopback port, shared by this module's tests;
+    stopped by its PID."""
+    tmp_path = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
     mlflow_bin = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
     assert mlflow_bin, "the mlflow command must be installed with the package"
@@ -128,3 +130,66 @@ def test_ope_run_is_tracked_on_a_live_server(tmp_path: Path, simulated: tuple[Pa
     assert {"report.html", "summary.json", "estimates.csv", "config.toml", "actions"} <= artifacts
     report = client.download_artifacts(run.info.run_id, "report.html", str(tmp_path / "back"))
     assert Path(report).read_text() == (tmp_path / "reports" / "live" / "report.html").read_text()
+
+
+ROUTER_CONFIG = CONFIG.replace('kind = "cheapest"\nepsilon = 0.05', """kind = "constrained"
+objective = "cost"
+min_satisfaction = 0.7
+exploration = 0.05
+certify = false""").replace('name = "cheapest"', 'name = "routed"').replace('"server-test"', '"server-router"') + """
+[predictors]
+folds = 2
+n_estimators = 15
+num_leaves = 7
+"""
+
+SERVE = """
+import sys, mlflow, pandas as pd
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model("models:/ope-router/1")
+model.predict(pd.read_parquet(sys.argv[2])).to_parquet(sys.argv[3])
+"""
+
+
+def test_the_router_is_registered_and_routes_in_a_fresh_process(tmp_path: Path, simulated: tuple[Path, Path], mlflow_server: str,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """`ope run --register`, then `mlflow.pyfunc.load_model(...).predict` in a new interpreter: the run folder's rule."""
+    import mlflow
+    import numpy as np
+    import polars as pl
+
+    from ope.data.dataset import BanditDataset
+    from ope.models.router import CHOSEN, DeployedRouter, probability_column
+    from ope.models.serialization import load_models, outcome_models
+    from policies.constrained import ConstrainedRouter
+
+    logs, catalog = simulated
+    config = tmp_path / "c.toml"
+    config.write_text(ROUTER_CONFIG.format(logs=logs, catalog=catalog))
+    code = main(["run", str(config), "--out", str(tmp_path / "reports"), "--run-name", "reg", "--quiet",
+                 "--tracking-uri", mlflow_server, "--register", "ope-router"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "registered: models:/ope-router/1 (policy 'routed')" in out.out
+    # the rule and models the run folder holds, rebuilt here: what the served model must reproduce
+    folder = tmp_path / "reports" / "reg"
+    ds = BanditDataset.load(logs, catalog, sla_latency_ms=10_000)
+    boosters, manifest = load_models(folder / "models")
+    policy = ConstrainedRouter.from_json((folder / "policies" / "routed.json").read_text())
+    router = DeployedRouter.of(policy, ds, outcome_models(manifest, boosters))
+    requests = ds.logs.tail(40).select("request_id", *router.columns).with_columns(pl.col("ts").dt.replace_time_zone(None))
+    requests.write_parquet(tmp_path / "requests.parquet")
+    script = tmp_path / "serve.py"
+    script.write_text(SERVE)
+    served = subprocess.run([sys.executable, str(script), mlflow_server, str(tmp_path / "requests.parquet"),
+                             str(tmp_path / "served.parquet")], capture_output=True, text=True, timeout=300, check=False)
+    assert served.returncode == 0, served.stderr[-3000:]
+    got = pl.read_parquet(tmp_path / "served.parquet")
+    expected = router.probabilities(requests)
+    pi = got.select([probability_column(a) for a in router.arms]).to_numpy()
+    np.testing.assert_allclose(pi, expected, rtol=1e-12, atol=1e-15)
+    assert got["request_id"].to_list() == requests["request_id"].to_list()
+    assert (expected[np.arange(40), [router.arms.index(a) for a in got[CHOSEN]]] > 0).all()
+    signature = mlflow.models.get_model_info("models:/ope-router/1").signature
+    assert signature.inputs.input_names() == ["request_id", *router.columns]
+    assert signature.outputs.input_names()[-1] == CHOSEN

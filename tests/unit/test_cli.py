@@ -20,7 +20,7 @@ def _commands() -> dict[str, argparse.ArgumentParser]:
     return dict(sub.choices)
 
 
-@pytest.mark.parametrize("command", ["run", "tune", "validate", "import", "simulate"])
+@pytest.mark.parametrize("command", ["run", "tune", "validate", "import", "export", "simulate"])
 def test_every_option_has_help_and_shows_its_default(command: str) -> None:
     p = _commands()[command]
     text = "".join(p.format_help().split())       # lines may wrap anywhere, hyphens included
@@ -61,7 +61,7 @@ def test_validate_prints_a_readable_summary_and_json_on_request(capsys: pytest.C
     assert summary["rows"] == 60_000 and summary["arms"] == 58 and summary["with_propensity"] == 1.0
 
 
-@pytest.mark.parametrize("command", ["run", "validate", "import", "simulate"])
+@pytest.mark.parametrize("command", ["run", "validate", "import", "export", "simulate"])
 def test_readme_synopsis_lists_every_option(command: str) -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     synopsis = next(line for line in readme.splitlines() if line.startswith(f"| `ope {command} "))

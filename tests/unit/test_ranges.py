@@ -70,7 +70,8 @@ def test_report_marks_impossible_cells() -> None:
     assert "⚠" not in _agreement(_frame(_row("p", "success", "IPS", 0.9)), info)
 
 
-@pytest.mark.parametrize(("count", "text"), [(1, "p: 1 request had no"), (2, "p: 2 requests had no"), (1234, "p: 1,234 requests")])
+@pytest.mark.parametrize(("count", "text"), [(1, "p: 1 request was routed"), (2, "p: 2 requests were routed"),
+                                                  (1234, "p: 1,234 requests were")])
 def test_counts_agree_with_their_noun(count: int, text: str) -> None:
     from ope.evaluation.plan import fallback_note
 
