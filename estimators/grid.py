@@ -65,6 +65,18 @@ class Grid:
         """(n, G) 1{y_i ≤ t_g}."""
         return (self.below(y)[:, None] <= np.arange(self.size)[None, :]).astype(np.float64)
 
+    def position(self, t: FloatArray) -> FloatArray:
+        """The continuous grid index of values ``t`` (log-linear between thresholds, linear from a threshold at 0),
+        clamped to [0, G − 1]; NaN stays NaN."""
+        t = np.asarray(t, dtype=np.float64)
+        idx = np.arange(self.size, dtype=np.float64)
+        pos = self.thresholds > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logged = np.interp(np.log(np.where(t > 0, t, 1.0)), np.log(self.thresholds[pos]), idx[pos])
+        first = self.thresholds[pos][0]
+        below = np.where(self.thresholds[0] == 0, np.clip(t / first, 0.0, 1.0) * idx[pos][0], 0.0)
+        return np.where(np.isnan(t), np.nan, np.where(t >= first, logged, below))
+
     def quantile(self, cdf: FloatArray, p: float) -> FloatArray:
         """The p-quantile of each CDF (..., G) (non-decreasing along the last axis): NaN where F(t_G) < p.
 

@@ -78,7 +78,6 @@ class EvaluationConfig:
     time_slice: str = "1d"
     headline: str = "auto"  # "auto": chosen per metric from the data (SLOPE); or an estimator's name
     distributions: bool = True  # CDFs and quantiles of TTFT, latency, cost and throughput (`ope.evaluation.distributions`)
-    quantile_replicates: int = 200  # bootstrap replicates of the quantiles' intervals (the run's own when it bootstraps)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,7 +172,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "logs": str, "catalog": str, "quarantine": str, "streaming": bool, "memory_budget_mb": (int, float), "batch_rows": int,
     "max_train_rows": int, "engine": str, "ray_address": str, "baseline": str, "estimators": list, "alpha": (int, float),
     "sla_latency_ms": (int, float), "inference": str, "bootstrap_replicates": int, "time_slice": str, "headline": str,
-    "distributions": bool, "quantile_replicates": int,
+    "distributions": bool,
     "enabled": bool, "uri": str, "experiment": str, "dir": str, "run_name": str, "actions": (str, list),
     "folds": int, "time_blocked": bool, "n_estimators": int, "learning_rate": (int, float), "num_leaves": int,
     "min_child_samples": int, "history_hours": (int, float), "threads": int, "predict_threads": int, "compiled": str, "seed": int,
@@ -254,8 +253,6 @@ def _check_evaluation(ev: EvaluationConfig, source: Path) -> None:
         raise ConfigError(f"{source}: [evaluation] alpha must be in (0, 1). Got {ev.alpha}.")
     if not ev.sla_latency_ms > 0:
         raise ConfigError(f"{source}: [evaluation] sla_latency_ms must be > 0. Got {ev.sla_latency_ms}.")
-    if ev.quantile_replicates < 2:
-        raise ConfigError(f"{source}: [evaluation] quantile_replicates must be an int >= 2. Got {ev.quantile_replicates}.")
     if not ev.estimators or not all(isinstance(e, str) for e in ev.estimators):
         raise ConfigError(f"{source}: [evaluation] estimators must be a non-empty list of names, e.g. [\"IPS\", \"SNIPS\"].")
     if ev.headline != "auto" and ev.headline not in ev.estimators:

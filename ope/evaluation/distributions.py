@@ -4,7 +4,7 @@ The grid of each metric is fixed before pass 2, from the metric's range over eve
 log (`ope.data.facts.DataFacts.ranges`): `POINTS` thresholds log-spaced from its smallest positive
 value to its largest, after a threshold at 0 when the log has zeros (failed requests' cost and
 throughput). Each batch adds its rows to mergeable sums (`estimators.distribution.CDFSums`, keyed
-Poisson multipliers for the bootstrap), so a run in memory, streamed or on Ray has the same sums and
+second moments for the intervals), so a run in memory, streamed or on Ray has the same sums and
 the same quantiles. DR uses the distributional outcome models (`ope.models.spread`) for TTFT and latency.
 """
 
@@ -18,10 +18,12 @@ import numpy.typing as npt
 import polars as pl
 
 from estimators import BanditFeedback, EstimatorInputError, SparseTarget
-from estimators.distribution import CDF_ESTIMATORS, LEVELS, CDFSums, Distribution, PolicyRows, accumulate_cdfs, finalize_cdf, \
-    quantile_difference
+from scipy.sparse import csr_matrix
+from threadpoolctl import threadpool_limits
+
+from estimators.distribution import CDF_ESTIMATORS, LEVELS, CDFSums, CrossSums, Distribution, PolicyRows, accumulate_cdfs, \
+    coarse_index, finalize_cdf, quantile_difference
 from estimators.grid import Grid
-from estimators.resample import poisson_multipliers
 from ope.data.dataset import BanditDataset
 from ope.data.facts import DISTRIBUTION_METRICS, DataFacts
 from ope.data.schema import METRICS
@@ -51,12 +53,11 @@ def quantile_headline(estimators: tuple[str, ...] | list[str]) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class DistributionSpec:
-    """What every batch needs to add its rows to the CDF sums: grids, estimators, bootstrap size and seed, spread."""
+    """What every batch needs to add its rows to the CDF sums: grids, estimators, the baseline, the residual spread."""
 
     grids: dict[str, Grid]
     estimators: tuple[str, ...]
-    n_boot: int
-    seed: int = 0
+    baseline: str
     spread: ResidualSpread | None = None
     levels: tuple[float, ...] = LEVELS
 
@@ -73,8 +74,7 @@ class DistributionSpec:
         spread = None
         if "DR" in estimators and models is not None:
             spread = ResidualSpread.fit(training, models.q_hat, models.folds >= 0)
-        n_boot = plan.inference.n_boot or ev.quantile_replicates
-        return cls(grids, estimators, n_boot, plan.inference.seed, spread)
+        return cls(grids, estimators, plan.baseline, spread)
 
 
 def _dense(target: SparseTarget, lo: int, hi: int) -> FloatArray:
@@ -91,53 +91,63 @@ class DistributionSums:
 
     spec: DistributionSpec
     parts: dict[tuple[str, str, str], CDFSums] = field(default_factory=dict)
+    cross: dict[tuple[str, str, str], CrossSums] = field(default_factory=dict)
 
     def add(self, ds: BanditDataset, fb: BanditFeedback, q_hat: FloatArray | None, targets: dict[str, SparseTarget],
             weights: dict[str, FloatArray]) -> None:
         """Add a batch: each policy's target and importance weights ``weights`` (n,), q̂ (n, K, M) or None."""
+        with threadpool_limits(limits=1, user_api="blas"):  # small products: BLAS threads only spin on busy cores
+            self._add(ds, fb, q_hat, targets, weights)
+
+    def _add(self, ds: BanditDataset, fb: BanditFeedback, q_hat: FloatArray | None, targets: dict[str, SparseTarget],
+             weights: dict[str, FloatArray]) -> None:
         spec = self.spec
         dr = "DR" in spec.estimators and q_hat is not None and spec.spread is not None
-        keys = np.asarray(fb.keys if fb.keys is not None else np.arange(fb.n), dtype=np.uint64)
+        baseline = spec.baseline if spec.baseline in weights else None
         for lo in range(0, fb.n, ROWS):
             hi = min(lo + ROWS, fb.n)
-            mult = poisson_multipliers(keys[lo:hi], np.arange(spec.n_boot), seed=spec.seed) if spec.n_boot else None
             pairs = np.nonzero(ds.eligible[lo:hi]) if dr else None
             pis = {name: _dense(t, lo, hi) for name, t in targets.items()} if dr else {}
             for metric, grid in spec.grids.items():
-                j = METRICS.index(metric)
-                model = dr and metric in SPREAD_METRICS
-                f_pairs = self._pair_cdf(metric, grid, q_hat[lo:hi], pairs) if model and q_hat is not None and pairs else None
+                f_pairs = None
+                if dr and metric in SPREAD_METRICS and q_hat is not None and pairs is not None:
+                    f_pairs = self._pair_cdf(metric, grid, q_hat[lo:hi], pairs)
                 rows = {}
                 for name, w in weights.items():
                     dm = logged = None
                     if f_pairs is not None and pairs is not None:
                         dm, logged = _dr_terms(f_pairs, pairs, pis[name], fb.actions[lo:hi])
                     rows[name] = PolicyRows(w[lo:hi], dm, logged)
-                sums = accumulate_cdfs(grid, fb.rewards[lo:hi, j], fb.weights[lo:hi], rows, estimators=spec.estimators,
-                                       multipliers=mult)
-                for (name, est), part in sums.items():
-                    key = (name, metric, est)
-                    self.parts[key] = self.parts[key] + part if key in self.parts else part
+                sums, cross = accumulate_cdfs(grid, fb.rewards[lo:hi, METRICS.index(metric)], fb.weights[lo:hi], rows,
+                                              estimators=spec.estimators, baseline=baseline)
+                _add_into(self.parts, {(name, metric, est): part for (name, est), part in sums.items()})
+                _add_into(self.cross, {(name, metric, est): part for (name, est), part in cross.items()})
 
     def _pair_cdf(self, metric: str, grid: Grid, q_block: FloatArray, pairs: tuple[npt.NDArray[np.int64], ...]) -> FloatArray:
-        """F̂(t | x, a) (P, G) of a block's eligible pairs."""
+        """F̂(t | x, a) (P, C) of a block's eligible pairs on the coarse thresholds (`coarse_index`: every fourth)."""
         assert self.spec.spread is not None
         rows, arms = pairs
-        return self.spec.spread.cdf(metric, q_block[rows, arms, METRICS.index(metric)], arms, grid.thresholds)
+        return self.spec.spread.cdf(metric, q_block[rows, arms, METRICS.index(metric)], arms,
+                                    grid.thresholds[coarse_index(grid.size)])
 
     def merge(self, other: DistributionSums) -> None:
         """Fold another instance's sums into these."""
-        for key, part in other.parts.items():
-            self.parts[key] = self.parts[key] + part if key in self.parts else part
+        _add_into(self.parts, other.parts)
+        _add_into(self.cross, other.cross)
+
+
+def _add_into(into: dict[Any, Any], parts: dict[Any, Any]) -> None:
+    """Add each part to the sums of its key."""
+    for key, part in parts.items():
+        into[key] = into[key] + part if key in into else part
 
 
 def _dr_terms(f_pairs: FloatArray, pairs: tuple[npt.NDArray[np.int64], ...], pi: FloatArray, actions: npt.NDArray[np.int64]
               ) -> tuple[FloatArray, FloatArray]:
-    """Per row of a block: Σ_a π(a|x) F̂(t|x, a) (m, G) and F̂(t|x, a_i) at the logged arm (m, G)."""
+    """Per row of a block: Σ_a π(a|x) F̂(t|x, a) (m, C) and F̂(t|x, a_i) at the logged arm (m, C), on the coarse thresholds."""
     rows, arms = pairs
     m = pi.shape[0]
-    starts = np.searchsorted(rows, np.arange(m))
-    dm = np.add.reduceat(pi[rows, arms][:, None] * f_pairs, starts, axis=0)
+    dm = csr_matrix((pi[rows, arms], (rows, np.arange(rows.size))), shape=(m, rows.size)) @ f_pairs
     where = np.full(pi.shape, -1)
     where[rows, arms] = np.arange(rows.size)
     return dm, f_pairs[where[np.arange(m), actions]]
@@ -173,9 +183,9 @@ def distribution_tables(spec: DistributionSpec, sums: DistributionSums, names: l
                 for k, p in enumerate(dist.levels):
                     quantiles.append(base | {"kind": "value", "quantile": p, "value": dist.quantiles[k], "ci_low": dist.ci_low[k],
                                              "ci_high": dist.ci_high[k], "n": float(dist.rows)})
-                ref = done.get((baseline, metric, est))
-                if name != baseline and ref is not None:
-                    value, low, high = quantile_difference(dist, ref, alpha)
+                ref, cross = done.get((baseline, metric, est)), sums.cross.get((name, metric, est))
+                if name != baseline and ref is not None and cross is not None:
+                    value, low, high = quantile_difference(dist, ref, cross, alpha)
                     quantiles += [base | {"kind": "difference", "quantile": p, "value": value[k], "ci_low": low[k], "ci_high": high[k],
                                           "n": float(dist.rows)} for k, p in enumerate(dist.levels)]
                 cdfs += [base | {"threshold": t, "cdf": f, "band_low": lo, "band_high": hi} for t, f, lo, hi in

@@ -60,16 +60,18 @@ class ResidualSpread:
 
     def cdf(self, metric: str, q_pred: FloatArray, arms: npt.NDArray[np.int64], thresholds: FloatArray) -> FloatArray:
         """(P, G) F̂(t_g | x, a) for P pairs with predicted means ``q_pred`` on arms ``arms``."""
-        z = np.log1p(np.asarray(thresholds, dtype=np.float64))[None, :] - np.log1p(np.maximum(q_pred, 0.0))[:, None]
-        out = np.empty(z.shape)
+        lt, lq = np.log1p(np.asarray(thresholds, dtype=np.float64)), np.log1p(np.maximum(q_pred, 0.0))
         table = self.by_arm[metric]
         own = ~np.isnan(table[:, 0])
-        use_own = own[arms]
-        for arm in np.unique(arms[use_own]).tolist():
-            sel = arms == arm
-            out[sel] = np.interp(z[sel], table[arm], self.levels, left=0.0, right=1.0)
-        if (~use_own).any():
-            out[~use_own] = np.interp(z[~use_own], self.pooled[metric], self.levels, left=0.0, right=1.0)
+        key = np.where(own[arms], arms, -1)           # -1: the pooled table
+        order = np.argsort(key, kind="stable")
+        ranked = key[order]
+        cuts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1], True])
+        out = np.empty((lq.size, lt.size))
+        for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+            arm, rows = int(ranked[lo]), order[lo:hi]
+            knots = self.pooled[metric] if arm < 0 else table[arm]
+            out[rows] = np.interp(lt[None, :] - lq[rows, None], knots, self.levels, left=0.0, right=1.0)
         return out
 
     def to_dict(self) -> dict[str, Any]:
