@@ -44,9 +44,9 @@ ESTIMATORS = ("IPS", "SNIPS")
 FloatArray = npt.NDArray[np.float64]
 
 
-def targets(sim_seed: int = 900) -> dict[str, Mixture]:
+def targets(sim_seed: int = 900, rows: int = 20_000) -> dict[str, Mixture]:
     """The two target policies (cheapest fitted on a reference log, as in test_truth.py)."""
-    reference = simulate(20_000, days=DAYS, seed=sim_seed)
+    reference = simulate(rows, days=DAYS, seed=sim_seed)
     ds = BanditDataset.from_frames(reference.logs, reference.catalog, sla_latency_ms=SLA)
     return {"cheapest": Mixture(policy=Cheapest().fit(ds), epsilon=0.3, name="cheapest"),
             "balanced": Mixture(policy=PriceWeighted(), epsilon=0.5, name="balanced")}
@@ -61,16 +61,16 @@ class WorldCase:
     truth: dict[tuple[str, str], FloatArray]       # (policy or "difference", metric) -> (L,)
 
 
-def world_case(seed: int, n: int, policies: dict[str, Mixture], *, truth: bool = True) -> WorldCase:
+def world_case(seed: int, n: int, policies: dict[str, Mixture], *, truth: tuple[str, ...] = DISTRIBUTION_METRICS) -> WorldCase:
+    """The world of seed ``seed`` with the exact quantiles of the metrics ``truth``."""
     sim = simulate(n, days=DAYS, seed=seed)
     ds = BanditDataset.from_frames(sim.logs, sim.catalog, sla_latency_ms=SLA)
     pis = {name: p.action_probabilities(ds) for name, p in policies.items()}
     exact: dict[tuple[str, str], FloatArray] = {}
-    if truth:
-        for metric in DISTRIBUTION_METRICS:
-            for name, pi in pis.items():
-                exact[(name, metric)] = true_quantiles(sim.world, pi, metric, LEVELS)
-            exact[("difference", metric)] = exact[("cheapest", metric)] - exact[("balanced", metric)]
+    for metric in truth:
+        for name, pi in pis.items():
+            exact[(name, metric)] = true_quantiles(sim.world, pi, metric, LEVELS)
+        exact[("difference", metric)] = exact[("cheapest", metric)] - exact[("balanced", metric)]
     return WorldCase(sim.world, pis, exact)
 
 
@@ -84,15 +84,17 @@ def outcomes(world: World, rng: np.random.Generator) -> tuple[npt.NDArray[np.int
     return arms, {"ttft_ms": out.ttft_ms, "latency_ms": out.latency_ms, "cost_usd": out.cost_usd, "throughput_tps": tps}
 
 
-def replicate(case: WorldCase, world_seed: int, rep: int) -> list[dict[str, object]]:
-    """One replication's estimates: rows of (policy or difference, metric, estimator, quantile, value, ci_low, ci_high)."""
+def replicate(case: WorldCase, world_seed: int, rep: int, metrics: tuple[str, ...] = DISTRIBUTION_METRICS) -> list[dict[str, object]]:
+    """One replication's estimates of ``metrics``: rows of (policy or difference, metric, estimator, quantile, value, ci_low,
+    ci_high, truth)."""
     world = case.world
     arms, ys = outcomes(world, np.random.default_rng([world_seed, rep]))
     rows_i = np.arange(world.n)
     p = world.logging_probabilities[rows_i, arms]
     weights = {name: PolicyRows(pi[rows_i, arms] / p) for name, pi in case.pis.items()}
     out: list[dict[str, object]] = []
-    for metric, y in ys.items():
+    for metric in metrics:
+        y = ys[metric]
         grid = Grid.spanning(float(y[y > 0].min()), float(y.max()), points=POINTS, zero=bool((y <= 0).any()))
         sums, cross = accumulate_cdfs(grid, y, world.sample_weight, weights, estimators=ESTIMATORS, baseline="balanced")
         for est in ESTIMATORS:
@@ -102,7 +104,7 @@ def replicate(case: WorldCase, world_seed: int, rep: int) -> list[dict[str, obje
             for name, (value, low, high) in found.items():
                 out += [{"world": world_seed, "rep": rep, "policy": name, "metric": metric, "estimator": est, "quantile": q,
                          "value": float(value[k]), "ci_low": float(low[k]), "ci_high": float(high[k]),
-                         "truth": float(case.truth[(name, metric)][k]) if case.truth else float("nan")}
+                         "truth": float(case.truth[(name, metric)][k]) if (name, metric) in case.truth else float("nan")}
                         for k, q in enumerate(LEVELS)]
     return out
 

@@ -14,6 +14,7 @@ from ope.evaluation.run import RunResult
 from ope.report.diagnostics import diagnostics_section, models_section
 from ope.report.markup import CSS, esc, num, table
 from ope.report.plots import METRIC_LABELS, forest_plot, time_plot
+from ope.report.tails import headline_tails, tails_section
 
 __all__ = ["CSS", "esc", "num", "render", "table"]
 
@@ -47,7 +48,8 @@ def _mark(finding: dict[str, Any] | None) -> str:
 
 
 def _headline(info: dict[str, Any]) -> str:
-    head = ["policy"] + [esc(METRIC_LABELS[m]) for m in METRICS]
+    tails = bool(info.get("quantiles", {}).get("policies"))
+    head = ["policy"] + [esc(METRIC_LABELS[m]) for m in METRICS] + (["p95 TTFT (ms)", "p95 latency (ms)"] if tails else [])
     rows = []
     flagged = _impossible(info)
     for name, h in info["policies"].items():
@@ -65,7 +67,7 @@ def _headline(info: dict[str, Any]) -> str:
                 cls = ("good" if better else "bad") if sig else "muted"
                 cell += f"<br><span class='{cls}'>{rel['value']:+.1f}% [{rel['ci_low']:+.1f}, {rel['ci_high']:+.1f}]</span>"
             cells.append(cell)
-        rows.append(cells)
+        rows.append(cells + (headline_tails(info, name) if tails else []))
     return table(head, rows)
 
 
@@ -182,6 +184,7 @@ def render(result: RunResult, info: dict[str, Any]) -> str:
         "<p class='muted'>Per request averages with intervals; below, the paired relative change vs the baseline (green: better and significant, red: worse and significant).</p>",
         _headline(info),
         models_section(info),
+        "<h2>Tail latency and distributions</h2>", tails_section(result.quantiles, result.cdfs, info["baseline"]),
         "<h2>Relative change against the baseline</h2>", forest_plot(rel, list(METRICS)) if rel.height else "<p>Only the baseline was evaluated.</p>",
         "<h2>Over time</h2>", f"<p class='muted'>{esc(slices['estimator'][0] if slices.height else '')} estimate per {esc(result.config.evaluation.time_slice)}.</p>",
         time_plot(slices, list(METRICS)) if slices.height else "<p>Not enough rows per period.</p>",
