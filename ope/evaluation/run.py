@@ -147,7 +147,7 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True, engine:
     quantiles, cdfs = (pl.DataFrame(schema=QUANTILE_SCHEMA), pl.DataFrame(schema=CDF_SCHEMA)) if spec is None or sums.cdfs is None \
         else distribution_tables(spec, sums.cdfs, ctx.names, plan.baseline, plan.alpha, notes)
     timings["evaluate"] = time.perf_counter() - t0 - sum(timings.values())
-    targets = tuple(check_targets(policies, estimates, plan.headline.name))
+    targets = tuple(check_targets(policies, estimates, plan.headline.name, quantiles))
     return RunResult(plan.config, engine.name, policies, estimates, diagnostics, slices, breakdowns,
                      sums.shares.frame(data.dataset.catalog), data.facts, data.dataset, sums.rows, actions, tuple(notes), timings,
                      fitted.models, fitted.propensity, engine.streamed(plan),

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ope.data.dataset import BanditDataset
+from policies.tails import TailModel
 
 __all__ = ["MIN_ARM_ROWS", "SPREAD_METRICS", "ResidualSpread"]
 
@@ -78,6 +79,11 @@ class ResidualSpread:
         """A JSON-able form (the models' manifest)."""
         return {"levels": self.levels.tolist(), "pooled": {m: v.tolist() for m, v in self.pooled.items()},
                 "by_arm": {m: [None if np.isnan(row[0]) else row.tolist() for row in v] for m, v in self.by_arm.items()}}
+
+    def tail_model(self) -> TailModel:
+        """The constrained router's form of it: per-arm knots, the pooled ones for arms without their own table."""
+        knots = {m: np.where(np.isnan(table[:, :1]), self.pooled[m][None, :], table) for m, table in self.by_arm.items()}
+        return TailModel(self.levels, knots)
 
     @classmethod
     def from_dict(cls, spec: dict[str, Any]) -> ResidualSpread:
