@@ -34,7 +34,7 @@ BUNDLED = Path(str(files("ope").joinpath("bundled")))
 DEFAULT_CONFIG = BUNDLED / "configs" / "quickstart.toml"
 DEFAULT_TUNE_CONFIG = BUNDLED / "configs" / "tune.toml"
 #: constrained-router settings `ope tune` can sweep
-TUNABLE = ("max_cost_usd", "min_sla_hit", "min_satisfaction", "exploration")
+TUNABLE = ("max_cost_usd", "min_sla_hit", "min_satisfaction", "exploration", "max_p95_latency_ms", "max_p95_ttft_ms")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
