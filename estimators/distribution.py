@@ -133,7 +133,7 @@ def _dr(grid: Grid, below: npt.NDArray[np.int64], s: FloatArray, rows: PolicyRow
     """
     assert rows.dm is not None and rows.logged is not None
     knots = coarse_index(grid.size)
-    expand = lambda v: np.interp(np.arange(grid.size), knots, v)  # noqa: E731
+    expand = lambda v: np.interp(np.arange(grid.size), knots, v)
     w, s2 = rows.w, s * s
     d = rows.dm - w[:, None] * rows.logged
     ind = below[:, None] <= knots[None, :]

@@ -16,13 +16,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-
-from estimators import BanditFeedback, EstimatorInputError, SparseTarget
 from scipy.sparse import csr_matrix
 from threadpoolctl import threadpool_limits
 
-from estimators.distribution import CDF_ESTIMATORS, LEVELS, CDFSums, CrossSums, Distribution, PolicyRows, accumulate_cdfs, \
-    coarse_index, finalize_cdf, quantile_difference
+from estimators import BanditFeedback, EstimatorInputError, SparseTarget
+from estimators.distribution import (
+    CDF_ESTIMATORS,
+    LEVELS,
+    CDFSums,
+    CrossSums,
+    Distribution,
+    PolicyRows,
+    accumulate_cdfs,
+    coarse_index,
+    finalize_cdf,
+    quantile_difference,
+)
 from estimators.grid import Grid
 from ope.data.dataset import BanditDataset
 from ope.data.facts import DISTRIBUTION_METRICS, DataFacts

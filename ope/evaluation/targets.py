@@ -15,8 +15,8 @@ from typing import Any
 
 import polars as pl
 
-from policies import Policy
 from ope.evaluation.distributions import quantile_headline
+from policies import Policy
 from policies.base import DeclaredTarget, declared_targets
 
 __all__ = ["FAILS", "HOLDS", "NOT_SHOWN", "TargetCheck", "check_targets"]

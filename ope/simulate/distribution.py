@@ -100,7 +100,7 @@ def true_quantiles(world: World, pi: npt.ArrayLike, metric: str, levels: tuple[f
     """Exact p-quantiles (L,) of the policy's outcome distribution: bracketed on a log grid of 33 points from 1e-7
     to 1e9, then solved to a relative precision of about 1e-10 in log t."""
     used, mass = _mass(world, pi)
-    cdf = lambda t: float(mass @ pair_cdf(world, metric, t, used))  # noqa: E731
+    cdf = lambda t: float(mass @ pair_cdf(world, metric, t, used))
     zero_mass = cdf(0.0) if metric in ("cost_usd", "throughput_tps") else 0.0
     logs = np.log(np.geomspace(1e-7, 1e9, 33))
     values = np.array([cdf(float(np.exp(x))) for x in logs])

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "docs" / "experiments" / "tail_quantiles.py"
 
 
-def _script():  # noqa: ANN202  (a module loaded from its file, as the other experiment tests do)
+def _script():
     spec = importlib.util.spec_from_file_location("tail_quantiles", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -33,12 +33,12 @@ def _script():  # noqa: ANN202  (a module loaded from its file, as the other exp
 
 
 @pytest.fixture(scope="module")
-def script():  # noqa: ANN201
+def script():
     return _script()
 
 
 @pytest.fixture(scope="module")
-def policies(script):  # noqa: ANN001, ANN201
+def policies(script):
     return script.targets(rows=5_000)
 
 
@@ -61,7 +61,7 @@ def test_exact_cdf_of_the_logging_policy_matches_its_log(metric: str, logged: tu
     assert np.all(np.abs(share - exact) <= 4 * se), (share, exact, se)
 
 
-def test_snips_quantile_intervals_cover_the_exact_truth(script, policies) -> None:  # noqa: ANN001
+def test_snips_quantile_intervals_cover_the_exact_truth(script, policies) -> None:
     """16 logs of 3,000 requests from one world: SNIPS's 95 % intervals of p50 and p95 (TTFT, cost; each target and the
     paired difference) cover the exact quantile in at least 14 of 16 (fixed seeds: the same draws every run)."""
     metrics = ("ttft_ms", "cost_usd")
@@ -82,7 +82,7 @@ def _committed() -> list[tuple[str, ...]]:
     return [tuple(c.strip() for c in line.strip("|").split("|")) for line in section.splitlines() if re.match(r"\| \d", line)]
 
 
-def test_the_committed_replications_are_what_the_script_writes(script, policies) -> None:  # noqa: ANN001
+def test_the_committed_replications_are_what_the_script_writes(script, policies) -> None:
     committed = _committed()
     assert len(committed) == 8
     case = script.world_case(1, script.N, policies, truth=())
