@@ -39,7 +39,7 @@ def script():
 
 @pytest.fixture(scope="module")
 def policies(script):
-    return script.targets(rows=5_000)
+    return script.targets()
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +91,17 @@ def test_the_committed_replications_are_what_the_script_writes(script, policies)
     for world, rep, policy, metric, quantile, value, low, high in committed:
         r = found[(world, rep, policy, metric, quantile)]
         assert [f"{r[k]:.6g}" for k in ("value", "ci_low", "ci_high")] == [value, low, high]
+
+
+def test_the_readme_quotes_the_committed_coverage() -> None:
+    """The README's coverage ranges (SNIPS, TTFT and latency, p50 and p95) are the committed table's."""
+    text = (ROOT / "docs" / "experiments" / "tail_quantiles.md").read_text()
+    cells: dict[str, list[float]] = {"target": [], "difference": []}
+    for line in text.splitlines():
+        parts = [c.strip() for c in line.strip("|").split("|")]
+        if len(parts) == 8 and parts[0] in ("ttft_ms", "latency_ms") and parts[1] == "SNIPS":
+            kind = "difference" if parts[2] == "difference" else "target"
+            cells[kind] += [float(parts[3]), float(parts[5])]   # p50 and p95 columns
+    readme = (ROOT / "README.md").read_text()
+    for values in cells.values():
+        assert len(values) in (4, 8) and f"{min(values):.1f}–{max(values):.1f} %" in readme
