@@ -42,11 +42,11 @@ class Grid:
     def spanning(cls, low: float, high: float, *, points: int = 128, zero: bool = False) -> Grid:
         """``points`` thresholds log-spaced from ``low`` > 0 to ``high`` (with ``zero``: 0, then points − 1 of them).
 
-        A range of one value (``low == high``) is widened to [low / 2, 2 · low].
+        A range of one value (``low == high`` up to a relative 1e-6) is widened to [low / 2, 2 · high].
         """
         if not (np.isfinite(low) and np.isfinite(high) and 0 < low <= high):
             raise EstimatorInputError(f"A grid spans 0 < low <= high. Got low={low!r}, high={high!r}.")
-        if low == high:
+        if high <= low * (1 + 1e-6):   # one value (up to rounding): a grid around it
             low, high = low / 2, high * 2
         spaced = np.geomspace(low, high, points - 1 if zero else points)
         spaced[-1] = high  # exactly the largest value: every logged value lies at or below the last threshold

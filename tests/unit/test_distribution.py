@@ -15,6 +15,7 @@ def test_grid_spans_the_range_log_spaced_with_a_zero_when_asked() -> None:
     assert Grid.spanning(1.0, 100.0, points=3).thresholds.tolist() == [1.0, 10.0, 100.0]
     assert Grid.spanning(1.0, 100.0, points=4, zero=True).thresholds.tolist() == [0.0, 1.0, 10.0, 100.0]
     assert Grid.spanning(4.0, 4.0, points=3).thresholds.tolist() == pytest.approx([2.0, 4.0, 8.0])
+    assert Grid.spanning(39.99999999999999, 40.0, points=3).thresholds.tolist() == pytest.approx([20.0, 40.0, 80.0])  # rounding
 
 
 def test_below_and_indicators() -> None:
