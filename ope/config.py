@@ -35,7 +35,7 @@ BUNDLED = Path(str(files("ope").joinpath("bundled")))
 DEFAULT_CONFIG = BUNDLED / "configs" / "quickstart.toml"
 DEFAULT_TUNE_CONFIG = BUNDLED / "configs" / "tune.toml"
 #: constrained-router settings `ope tune` can sweep
-TUNABLE = ("max_cost_usd", "min_sla_hit", "min_satisfaction", "exploration")
+TUNABLE = ("max_cost_usd", "min_sla_hit", "min_satisfaction", "exploration", "max_p95_latency_ms", "max_p95_ttft_ms")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +78,7 @@ class EvaluationConfig:
     bootstrap_replicates: int = 1000
     time_slice: str = "1d"
     headline: str = "auto"  # "auto": chosen per metric from the data (SLOPE); or an estimator's name
+    distributions: bool = True  # CDFs and quantiles of TTFT, latency, cost and throughput (`ope.evaluation.distributions`)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,6 +173,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "logs": str, "catalog": str, "quarantine": str, "streaming": bool, "memory_budget_mb": (int, float), "batch_rows": int,
     "max_train_rows": int, "engine": str, "ray_address": str, "baseline": str, "estimators": list, "alpha": (int, float),
     "sla_latency_ms": (int, float), "inference": str, "bootstrap_replicates": int, "time_slice": str, "headline": str,
+    "distributions": bool,
     "enabled": bool, "uri": str, "experiment": str, "dir": str, "run_name": str, "actions": (str, list),
     "folds": int, "time_blocked": bool, "n_estimators": int, "learning_rate": (int, float), "num_leaves": int,
     "min_child_samples": int, "history_hours": (int, float), "threads": int, "predict_threads": int, "compiled": str, "seed": int,

@@ -89,20 +89,23 @@ class DeclaredTarget:
     """A target a policy promises on a mean outcome: ``sense · mean ≤ sense · target``.
 
     ``key`` the setting that declares it (``min_satisfaction``), ``metric`` the outcome, ``sense`` −1 for a
-    floor (mean ≥ target) and +1 for a cap (mean ≤ target).
+    floor (mean ≥ target) and +1 for a cap (mean ≤ target). With ``quantile`` (e.g. 0.95) the target is on that
+    quantile of the metric instead of its mean (``max_p95_latency_ms``: p95 ≤ target).
     """
 
     key: str
     metric: str
     target: float
     sense: float
+    quantile: float | None = None
 
     def met_by(self, value: float) -> bool:
         """Whether ``value`` is on the right side of the target."""
         return bool(self.sense * (value - self.target) <= 0)
 
     def __str__(self) -> str:
-        return f"{self.metric} {'≥' if self.sense < 0 else '≤'} {self.target:g}"
+        what = self.metric if self.quantile is None else f"p{round(100 * self.quantile)} {self.metric}"
+        return f"{what} {'≥' if self.sense < 0 else '≤'} {self.target:g}"
 
 
 class BasePolicy:

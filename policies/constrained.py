@@ -6,6 +6,7 @@
     subject to  Σ_a x_ia = 1,   x_ia ≥ ε / |E_i| on every eligible arm, x_ia = 0 elsewhere,
                 Σ_i v_i Σ_a x_ia · sat_ia ≥ s_min,    Σ_i v_i Σ_a x_ia · sla_ia ≥ h_min,
                 Σ_i v_i Σ_a x_ia · cost_ia ≤ budget,  Σ_i v_i Σ_{a of p} x_ia ≤ share_p,
+                Σ_i v_i Σ_a x_ia · P(latency_ia ≤ T) ≥ 0.95   (max_p95_latency_ms = T; likewise TTFT),
 
 with v the normalised sample weights and only the targets that are set (`policies.routing_lp`).
 What it deploys is not x but the `LagrangianRule` read off the LP's duals, which scores any new
@@ -25,6 +26,7 @@ import numpy as np
 from policies.base import BasePolicy, DeclaredTarget, FloatArray, PolicyError, checked_q_hat, settings_of, uniform_over
 from policies.lagrangian import LagrangianRule, lp_tie_split, tie_key, tie_sets
 from policies.routing_lp import IntArray, RoutingLP, stratified_rows
+from policies.tails import TAIL_LEVEL, TAIL_TARGETS, TailModel, tail_column
 
 if TYPE_CHECKING:
     from policies.context import RoutingContext
@@ -85,6 +87,8 @@ class ConstrainedRouter(BasePolicy):
     min_sla_hit: float | None = None
     max_cost_usd: float | None = None
     max_share: dict[str, float] | None = None
+    max_p95_latency_ms: float | None = None
+    max_p95_ttft_ms: float | None = None
     exploration: float = 0.0
     solver: str = "CLARABEL"
     max_rows: int | None = 100_000
@@ -104,6 +108,7 @@ class ConstrainedRouter(BasePolicy):
     lp_probabilities_: FloatArray | None = field(default=None, init=False, repr=False)
     fitted_rows_: IntArray | None = field(default=None, init=False, repr=False)
     solve_stats_: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    tail_model_: TailModel | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         def check(key: str, ok: bool, expected: str) -> None:
@@ -121,6 +126,9 @@ class ConstrainedRouter(BasePolicy):
               "None or a finite float >= 0")
         check("max_share", self.max_share is None or isinstance(self.max_share, dict) and all(
             isinstance(k, str) and number(v, 0, 1) for k, v in self.max_share.items()), "None or a dict of provider -> share in [0, 1]")
+        for key in TAIL_TARGETS:
+            value = getattr(self, key)
+            check(key, value is None or number(value, 0, np.inf) and 0 < value < np.inf, "None or a finite float > 0 (ms)")
         check("exploration", number(self.exploration, 0, 1) and self.exploration < 1, "a float in [0, 1)")
         check("solver", self.solver in cp.installed_solvers(), f"one of the installed cvxpy solvers {cp.installed_solvers()}")
         check("max_rows", self.max_rows is None or number(self.max_rows, 1, np.inf) and isinstance(self.max_rows, int),
@@ -132,8 +140,27 @@ class ConstrainedRouter(BasePolicy):
 
     def targets(self) -> tuple[DeclaredTarget, ...]:
         """The mean targets as declared (provider shares are not estimated outcomes, so they are not among them)."""
-        return tuple(DeclaredTarget(key, metric, float(getattr(self, key)), sense)
-                     for key, (_, sense, metric) in _MEAN_TARGETS.items() if getattr(self, key) is not None)
+        means = tuple(DeclaredTarget(key, metric, float(getattr(self, key)), sense)
+                      for key, (_, sense, metric) in _MEAN_TARGETS.items() if getattr(self, key) is not None)
+        return means + tuple(DeclaredTarget(key, metric, float(getattr(self, key)), 1.0, quantile=TAIL_LEVEL)
+                             for key, metric in TAIL_TARGETS.items() if getattr(self, key) is not None)
+
+    def use_tail_model(self, model: TailModel) -> ConstrainedRouter:
+        """The distributional model the p95 targets need (a run hands it over from its outcome models); self."""
+        self.tail_model_ = model
+        return self
+
+    def _tails(self) -> list[tuple[str, float]]:
+        """(metric, T) of every p95 target set."""
+        return [(metric, float(getattr(self, key))) for key, metric in TAIL_TARGETS.items() if getattr(self, key) is not None]
+
+    def with_tails(self, q: FloatArray, metrics: tuple[str, ...]) -> tuple[FloatArray, tuple[str, ...]]:
+        """q̂ with a column P(metric ≤ T) per p95 target, and the metric names (unchanged without p95 targets)."""
+        tails = self._tails()
+        if tails and self.tail_model_ is None:
+            raise PolicyError(f"ConstrainedRouter '{self.name}': max_p95_* targets need a distributional outcome model "
+                              "(use_tail_model; a run gives it the residual spread of its TTFT and latency models).")
+        return (q, metrics) if not tails or self.tail_model_ is None else self.tail_model_.columns(q, metrics, tails)
 
     def certify_settings(self) -> tuple[float, int] | None:
         return (float(self.certify_alpha), int(self.certify_rounds)) if self.certify else None
@@ -153,11 +180,11 @@ class ConstrainedRouter(BasePolicy):
         ``dataset.metrics`` order (e.g. ``fit_outcome_models(dataset).q_hat``); it is required (the
         default None only keeps the `Policy` signature and raises).
         """
-        q = self._checked_q_hat(dataset, q_hat)
+        q, metrics = self.with_tails(self._checked_q_hat(dataset, q_hat), tuple(dataset.metrics))
         idx, inflate = stratified_rows(dataset.requests["model"].to_numpy(), self.max_rows or dataset.n, self.seed)
         q, weight = q[idx], dataset.sample_weight[idx] * inflate
         lp = RoutingLP(dataset.eligible[idx], weight / weight.sum(), self.exploration, self.solver)
-        metrics, providers = dataset.metrics, _providers(dataset)
+        providers = _providers(dataset)
         pair_q = q[lp.rows, lp.cols]
         scale = {m: _scale(lp, pair_q[:, j]) if m in _SCALED else 1.0 for j, m in enumerate(metrics)}
         targets = self._targets(set(providers))
@@ -191,9 +218,8 @@ class ConstrainedRouter(BasePolicy):
         if self.rule_ is None:
             msg = f"ConstrainedRouter '{self.name}' is not fitted: call fit(dataset, q_hat) or from_json first."
             raise PolicyError(msg)
-        q = self._checked_q_hat(dataset, q_hat)
-        return self.rule_.probabilities(q, dataset.eligible, metrics=dataset.metrics, arms=dataset.arms,
-                                        providers=_providers(dataset))
+        q, metrics = self.with_tails(self._checked_q_hat(dataset, q_hat), tuple(dataset.metrics))
+        return self.rule_.probabilities(q, dataset.eligible, metrics=metrics, arms=dataset.arms, providers=_providers(dataset))
 
     def to_json(self) -> str:
         """Settings, rule and shadow prices as JSON; `from_json` gives a router that routes identically."""
@@ -201,7 +227,8 @@ class ConstrainedRouter(BasePolicy):
             raise PolicyError(f"ConstrainedRouter '{self.name}' is not fitted: there is no rule to write.")
         data = {"kind": "constrained", "format": 1, "settings": {k: getattr(self, k) for k in settings_of(type(self))},
                 "rule": self.rule_.to_dict(), "multipliers": self.multipliers_, "fitted_values": self.fitted_values_,
-                "tightening": self.tightening_, "certificate": self.certificate_}
+                "tightening": self.tightening_, "certificate": self.certificate_,
+                "tail_model": None if self.tail_model_ is None else self.tail_model_.to_dict()}
         return json.dumps(data, sort_keys=True, indent=1)
 
     @classmethod
@@ -214,6 +241,7 @@ class ConstrainedRouter(BasePolicy):
         router.rule_ = LagrangianRule.from_dict(data["rule"])
         router.multipliers_, router.fitted_values_ = data["multipliers"], data["fitted_values"]
         router.tightening_, router.certificate_ = data.get("tightening", {}), data.get("certificate")
+        router.tail_model_ = None if data.get("tail_model") is None else TailModel.from_dict(data["tail_model"])
         return router
 
     def _checked_q_hat(self, dataset: RoutingContext, q_hat: FloatArray | None) -> FloatArray:
@@ -222,6 +250,9 @@ class ConstrainedRouter(BasePolicy):
     def _targets(self, known: set[str]) -> list[_Target]:
         out = [_Target(key, label, getattr(self, key) - sense * self.tightening_.get(key, 0.0), sense, metric)
                for key, (label, sense, metric) in _MEAN_TARGETS.items() if getattr(self, key) is not None]
+        out += [_Target(key, f"share of requests with {metric} <= {getattr(self, key):g}", TAIL_LEVEL + self.tightening_.get(key, 0.0),
+                        -1.0, tail_column(metric, float(getattr(self, key)))) for key, metric in TAIL_TARGETS.items()
+                if getattr(self, key) is not None]
         unknown = sorted(set(self.max_share or {}) - known)
         if unknown:
             msg = f"ConstrainedRouter '{self.name}': max_share names unknown providers {unknown}; the catalog has {sorted(known)}."

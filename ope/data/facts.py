@@ -12,7 +12,10 @@ import numpy as np
 from ope.data.dataset import BanditDataset
 from ope.data.schema import METRICS
 
-__all__ = ["DataFacts"]
+__all__ = ["DISTRIBUTION_METRICS", "DataFacts"]
+
+#: metrics whose whole distribution a run estimates (on a grid spanning each one's range in the log)
+DISTRIBUTION_METRICS = ("ttft_ms", "latency_ms", "cost_usd", "throughput_tps")
 
 
 @dataclass
@@ -29,6 +32,7 @@ class DataFacts:
     end: datetime | None = None
     models: dict[str, int] = field(default_factory=dict)
     arms: tuple[str, ...] = ()
+    ranges: dict[str, tuple[float, float, bool]] = field(default_factory=dict)  # metric → (smallest > 0, largest, any 0)
 
     @classmethod
     def of(cls, dataset: BanditDataset) -> DataFacts:
@@ -49,8 +53,19 @@ class DataFacts:
         lo, hi = ds.logs["ts"].min(), ds.logs["ts"].max()
         self.start = lo if self.start is None else min(self.start, lo)  # type: ignore[type-var,assignment]
         self.end = hi if self.end is None else max(self.end, hi)  # type: ignore[type-var,assignment]
+        self._add_ranges(ds)
         for model, count in ds.logs["model"].value_counts().iter_rows():
             self.models[model] = self.models.get(model, 0) + count
+
+    def _add_ranges(self, ds: BanditDataset) -> None:
+        """Widen each distribution metric's range by the batch's values."""
+        for metric in DISTRIBUTION_METRICS:
+            y = ds.outcomes[:, METRICS.index(metric)]
+            positive = y[y > 0]
+            low, high, zero = self.ranges.get(metric, (np.inf, 0.0, False))
+            if positive.size:
+                low, high = min(low, float(positive.min())), max(high, float(positive.max()))
+            self.ranges[metric] = (low, high, zero or bool((y <= 0).any()))
 
     def to_dict(self) -> dict[str, Any]:
         """The ``data`` facts of summary.json."""

@@ -25,6 +25,7 @@ from ope.data.catalog import Catalog
 from ope.data.dataset import BanditDataset
 from ope.data.validate import ValidatedLogs
 from ope.evaluation.actions import action_tables
+from ope.evaluation.distributions import DistributionSpec, DistributionSums
 from ope.evaluation.plan import Plan
 from ope.evaluation.tables import GroupEstimates, ShareSums
 from ope.evaluation.weights import WeightHistogram
@@ -79,6 +80,7 @@ class BatchContext:
     propensity: PropensityModel | None = None
     groups: bool = True
     actions: tuple[str, ...] | None = None
+    distributions: DistributionSpec | None = None
 
     @property
     def cfg(self) -> ExperimentConfig:
@@ -104,7 +106,8 @@ class BatchContext:
         groups = GroupEstimates(self.plan.headline, self.cfg.evaluation.time_slice, self.plan.alpha) if self.groups else None
         shares = ShareSums(self.catalog.n_arms, self.names) if self.groups else None
         return BatchPartials(groups=groups, shares=shares, fallback=dict.fromkeys(self.policies, 0),
-                             weights=WeightHistogram() if self.groups else None)
+                             weights=WeightHistogram() if self.groups else None,
+                             cdfs=None if self.distributions is None else DistributionSums(self.distributions))
 
 
 @dataclass
@@ -115,6 +118,7 @@ class BatchPartials:
     shares: ShareSums | None
     fallback: dict[str, int]
     weights: WeightHistogram | None = None
+    cdfs: DistributionSums | None = None
     parts: dict[tuple[str, str], Partial] = field(default_factory=dict)
     failed: dict[tuple[str, str], str] = field(default_factory=dict)
     rows: int = 0
@@ -135,6 +139,8 @@ class BatchPartials:
             self.shares.merge(other.shares)
         if self.weights is not None and other.weights is not None:
             self.weights.merge(other.weights)
+        if self.cdfs is not None and other.cdfs is not None:
+            self.cdfs.merge(other.cdfs)
 
 
 def score_rows(ctx: BatchContext, ds: BanditDataset, history: FloatArray | None) -> BatchRows:
@@ -199,6 +205,8 @@ def evaluate_batch(ctx: BatchContext, batch: BatchRows, into: BatchPartials,
     if into.weights is not None:
         for name, (prep, _) in prepared.items():
             into.weights.add(name, prep.w, fb.weights)
+    if into.cdfs is not None:
+        into.cdfs.add(ds, fb, q_hat, probabilities, {name: prep.w for name, (prep, _) in prepared.items()})
     into.rows += ds.n
     written = ctx.names if ctx.actions is None else ctx.actions
     return action_tables(ds.logs["request_id"], ds.arms, {name: probabilities[name] for name in written})

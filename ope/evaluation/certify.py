@@ -15,6 +15,7 @@ paid for in its targets rather than discovered after rollout. With the default `
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -141,6 +142,9 @@ def _checked(policy: Policy, evaluated: CrossFitted, rows: BatchRows, targets: t
     fitted = policy.predicted_values()
     out = []
     for t in targets:
+        if t.quantile is not None:
+            out.append(_checked_tail(policy, pi, rows, t, shifts, alpha, fitted))
+            continue
         j = metrics.index(t.metric)
         usable = feedback or t.metric != "satisfaction"
         bound = float(low[j] if t.sense < 0 else high[j]) if usable else float("nan")
@@ -148,3 +152,26 @@ def _checked(policy: Policy, evaluated: CrossFitted, rows: BatchRows, targets: t
                                      float(fitted.get(t.metric, np.nan)), float(value[j]) if usable else float("nan"), bound,
                                      bool(np.isfinite(bound) and t.met_by(bound))))
     return out
+
+
+def _checked_tail(policy: Policy, pi: np.ndarray, rows: BatchRows, t: DeclaredTarget, shifts: dict[str, float], alpha: float,
+                  fitted: dict[str, float]) -> TargetCertificate:
+    """A p95 cap (p95 ≤ T) certified as the floor P(Y ≤ T) ≥ 0.95: DR of the indicator 1{y ≤ T}, with the router's own
+    column P(Y ≤ T | x, a) as q̂, at its lower one-sided bound; tightening raises the level the LP solves for."""
+    ds = rows.dataset
+    assert t.quantile is not None and rows.q_hat is not None
+    q, names = policy.with_tails(rows.q_hat, tuple(ds.metrics))  # type: ignore[attr-defined]
+    column = next(j for j, name in enumerate(names) if name.startswith(f"P({t.metric} <=") and name.endswith(f"{t.target:g})"))
+    hit = (rows.feedback.rewards[:, ds.metrics.index(t.metric)] <= t.target).astype(np.float64)
+    feedback = dataclasses.replace(rows.feedback, rewards=hit)
+    label = f"P({t.metric} <= {t.target:g})"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SupportWarning)
+            est = DR().estimate(feedback, target=pi, q_hat=q[:, :, column])
+        value, bound = float(est.value), float(est.ci(2 * alpha)[0])
+    except EstimatorInputError:
+        value = bound = float("nan")
+    level = t.quantile
+    return TargetCertificate(t.key, label, level, -1.0, level + shifts.get(t.key, 0.0), float(fitted.get(t.key, np.nan)), value,
+                             bound, bool(np.isfinite(bound) and bound >= level))

@@ -29,8 +29,10 @@ from ope.models.features import PairFeatures, build_features
 from ope.models.predictors import OutcomeModels, fit_outcome_models, fold_q_hat
 from ope.models.propensity import PropensityModel, fit_propensities
 from ope.models.sample import Vocabulary
+from ope.models.spread import ResidualSpread
 from ope.progress import progress
 from policies import Policy
+from policies.base import declared_targets
 from policies.crossfit import cross_fit_rollouts
 
 __all__ = ["Fitted", "TrainingData", "drop_training_rows", "fit_run"]
@@ -104,11 +106,22 @@ def fit_run(plan: Plan, policies: dict[str, Policy], data: TrainingData, *, trai
         needs_models = needs_models or fitted.plan.needs_q_hat
     if needs_models:
         fitted.models = fit_outcome_models(ds, cfg.predictors, train=train, features=feats, show_progress=show_progress)
+        _hand_over_tails(policies, ds, fitted.models)
     rows = fitted.whole_log(data)
     if train is not None:
         rows = BatchRows(ds.subset(train), rows.feedback.subset(train), None if rows.q_hat is None else rows.q_hat[train])
     _fit_policies(fitted, rows, data, show_progress)
     return fitted
+
+
+def _hand_over_tails(policies: dict[str, Policy], ds: BanditDataset, models: OutcomeModels) -> None:
+    """Policies with p95 targets (the constrained router's max_p95_*) get the residual spread of the TTFT and latency
+    models, fitted on the models' own training rows with out-of-fold q̂."""
+    tailed = [p for p in policies.values() if any(t.quantile is not None for t in declared_targets(p))]
+    if tailed:
+        model = ResidualSpread.fit(ds, models.q_hat, models.folds >= 0).tail_model()
+        for policy in tailed:
+            policy.use_tail_model(model)  # type: ignore[attr-defined]
 
 
 def _fit_policies(fitted: Fitted, rows: BatchRows, data: TrainingData, show_progress: bool) -> None:

@@ -19,6 +19,7 @@ from ope.errors import ConfigError
 from ope.evaluation.actions import ActionFiles
 from ope.evaluation.batch import BatchContext
 from ope.evaluation.certify import Certification
+from ope.evaluation.distributions import CDF_SCHEMA, QUANTILE_SCHEMA, DistributionSpec, distribution_tables
 from ope.evaluation.engines import Engine, engine_for
 from ope.evaluation.fit import drop_training_rows, fit_run
 from ope.evaluation.plan import Plan, fallback_note, no_feedback_note, sample_note
@@ -68,6 +69,8 @@ class RunResult:
     targets: tuple[TargetCheck, ...] = ()
     certificates: dict[str, Certification] = field(default_factory=dict)
     evaluated_as: dict[str, str] = field(default_factory=dict)
+    quantiles: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=QUANTILE_SCHEMA))
+    cdfs: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=CDF_SCHEMA))
 
     @property
     def names(self) -> list[str]:
@@ -116,8 +119,9 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True, engine:
     plan, notes = fitted.plan, fitted.notes
     timings["fit"] = time.perf_counter() - t0 - timings["load"]
     written = tuple(cfg.output.written(list(policies)))
+    spec = DistributionSpec.of(plan, data.facts, fitted.models, data.dataset)
     ctx = BatchContext(plan, data.dataset.catalog, fitted.evaluated, fitted.models, data.vocab, data.facts.feedback, fitted.propensity,
-                       actions=written)
+                       actions=written, distributions=spec)
     actions = ActionFiles(list(written))
     try:
         if not data.whole_log:  # a streamed sample served the fit; keep only what the report saves
@@ -140,12 +144,15 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True, engine:
     if not data.facts.feedback:
         notes.append(no_feedback_note())
         estimates, slices, breakdowns = (blank_metric(f, "satisfaction") for f in (estimates, slices, breakdowns))
+    quantiles, cdfs = (pl.DataFrame(schema=QUANTILE_SCHEMA), pl.DataFrame(schema=CDF_SCHEMA)) if spec is None or sums.cdfs is None \
+        else distribution_tables(spec, sums.cdfs, ctx.names, plan.baseline, plan.alpha, notes)
     timings["evaluate"] = time.perf_counter() - t0 - sum(timings.values())
-    targets = tuple(check_targets(policies, estimates, plan.headline.name))
+    targets = tuple(check_targets(policies, estimates, plan.headline.name, quantiles))
     return RunResult(plan.config, engine.name, policies, estimates, diagnostics, slices, breakdowns,
                      sums.shares.frame(data.dataset.catalog), data.facts, data.dataset, sums.rows, actions, tuple(notes), timings,
                      fitted.models, fitted.propensity, engine.streamed(plan),
-                     {} if sums.weights is None else sums.weights.shares(), targets, fitted.certificates, fitted.evaluated_as)
+                     {} if sums.weights is None else sums.weights.shares(), targets, fitted.certificates, fitted.evaluated_as,
+                     quantiles, cdfs)
 
 
 def _in_policy_order(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:

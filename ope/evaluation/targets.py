@@ -15,8 +15,9 @@ from typing import Any
 
 import polars as pl
 
+from ope.evaluation.distributions import quantile_headline
 from policies import Policy
-from policies.base import declared_targets
+from policies.base import DeclaredTarget, declared_targets
 
 __all__ = ["FAILS", "HOLDS", "NOT_SHOWN", "TargetCheck", "check_targets"]
 
@@ -65,11 +66,17 @@ def _verdict(sense: float, target: float, low: float, high: float) -> str:
     return HOLDS if right else FAILS if wrong else NOT_SHOWN
 
 
-def check_targets(policies: dict[str, Policy], estimates: pl.DataFrame, estimator: str) -> list[TargetCheck]:
-    """Each declared target of each policy (config order) against ``estimator``'s value interval."""
+def check_targets(policies: dict[str, Policy], estimates: pl.DataFrame, estimator: str,
+                  quantiles: pl.DataFrame | None = None) -> list[TargetCheck]:
+    """Each declared target of each policy (config order) against ``estimator``'s value interval; a quantile target
+    (p95 ≤ T) against the quantile's interval in ``quantiles`` (quantiles.csv, its headline estimator)."""
     out = []
+    tail = None if quantiles is None or quantiles.height == 0 else quantile_headline(quantiles["estimator"].unique().to_list())
     for name, policy in policies.items():
         for t in declared_targets(policy):
+            if t.quantile is not None:
+                out.append(_quantile_check(name, t, quantiles, tail))
+                continue
             row = estimates.filter((pl.col("policy") == name) & (pl.col("estimator") == estimator) & (pl.col("kind") == "value")
                                    & (pl.col("metric") == t.metric))
             value, low, high = (float(row[c][0]) if row.height and row[c][0] is not None else math.nan
@@ -77,3 +84,14 @@ def check_targets(policies: dict[str, Policy], estimates: pl.DataFrame, estimato
             out.append(TargetCheck(name, t.key, t.metric, t.target, t.sense, estimator, value, low, high,
                                    _verdict(t.sense, t.target, low, high)))
     return out
+
+
+def _quantile_check(name: str, t: DeclaredTarget, quantiles: pl.DataFrame | None, estimator: str | None) -> TargetCheck:
+    """A p95 target against the policy's estimated p95 and its interval (not estimated without distributions)."""
+    label = f"p{round(100 * (t.quantile or 0))} {t.metric}"
+    if quantiles is None or estimator is None:
+        return TargetCheck(name, t.key, label, t.target, t.sense, "none", math.nan, math.nan, math.nan, NOT_ESTIMATED)
+    row = quantiles.filter((pl.col("policy") == name) & (pl.col("estimator") == estimator) & (pl.col("kind") == "value")
+                           & (pl.col("metric") == t.metric) & (pl.col("quantile") == t.quantile))
+    value, low, high = (float(row[c][0]) if row.height and row[c][0] is not None else math.nan for c in ("value", "ci_low", "ci_high"))
+    return TargetCheck(name, t.key, label, t.target, t.sense, estimator, value, low, high, _verdict(t.sense, t.target, low, high))

@@ -35,8 +35,11 @@ from ope.evaluation.ranges import OutOfRange, out_of_range
 from ope.evaluation.registry import build_policies, build_policy
 from ope.evaluation.tables import ESTIMATE_COLUMNS, blank_metric, estimate_table
 from ope.models.predictors import OutcomeModels
+from ope.models.spread import ResidualSpread
 from ope.progress import progress
 from policies import Pairs, Policy, PolicyError
+from policies.base import declared_targets
+from policies.tails import TailModel
 
 __all__ = ["TARGETS", "TunePoint", "TuneResult", "run_tune", "split_by_time"]
 
@@ -195,7 +198,8 @@ def run_tune(cfg: ExperimentConfig, *, show_progress: bool = True) -> TuneResult
     whole = fitted.whole_log(data)
     hold = BatchRows(whole.dataset.subset(~train), whole.feedback.subset(~train), fitted.models.q_hat[~train])
     training = BatchRows(whole.dataset.subset(train), whole.feedback.subset(train), fitted.models.q_hat[train])
-    points, routers = _fit_settings(grid, tune, base_cfg, training, hold, fitted.plan, data.facts.feedback, show_progress)
+    tails = ResidualSpread.fit(whole.dataset, fitted.models.q_hat, fitted.models.folds >= 0).tail_model()
+    points, routers = _fit_settings(grid, tune, base_cfg, training, hold, fitted.plan, data.facts.feedback, show_progress, tails)
     estimates, failed = _evaluate_settings(judged, baseline, routers, hold, data.facts.feedback)
     points = [_judged(p, estimates, failed, tune, judged) for p in points]
     safe = [i for i, p in enumerate(points) if p.status == "safe"]
@@ -215,9 +219,10 @@ def _judging_plan(plan: Plan, alpha: float) -> Plan:
 
 
 def _fit_settings(grid: list[dict[str, float]], tune: TuneConfig, base_cfg: PolicyConfig, training: BatchRows, hold: BatchRows,
-                  plan: Plan, feedback: bool, show_progress: bool) -> tuple[list[TunePoint], dict[str, Policy]]:
+                  plan: Plan, feedback: bool, show_progress: bool, tails: TailModel) -> tuple[list[TunePoint], dict[str, Policy]]:
     """The router fitted at every setting on the training window (and, where it certifies, its targets certified on the
-    training window's held-out folds, `ope.evaluation.certify`): infeasible points, and the fitted routers by name."""
+    training window's held-out folds, `ope.evaluation.certify`): infeasible points, and the fitted routers by name.
+    A setting with a p95 target routes on ``tails``, the residual spread of the training window's TTFT and latency models."""
     weighted, folds = any(e.name != "DM" for e in plan.estimators), plan.config.predictors.folds
     points, routers = [], {}
     pairs = Pairs.of(hold.dataset.eligible)
@@ -228,6 +233,8 @@ def _fit_settings(grid: list[dict[str, float]], tune: TuneConfig, base_cfg: Poli
             policy_cfg = PolicyConfig(name=f"{tune.policy}[{label}]", kind="constrained", params={**base_cfg.params, **settings})
             try:
                 policy = build_policy(policy_cfg)
+                if any(t.quantile is not None for t in declared_targets(policy)):
+                    policy.use_tail_model(tails)  # type: ignore[attr-defined]
                 if policy.certify_settings() is not None:
                     fit_cross_fitted(policy, training, folds, weighted=weighted, feedback=feedback)
                 else:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from ope.evaluation.certify import Certification
+from ope.evaluation.distributions import quantile_headline
 from ope.evaluation.headline import headline_rows
 from ope.evaluation.run import RunResult
 from ope.evaluation.targets import FAILS
@@ -23,16 +24,38 @@ SHOWN = (("cost_usd", "cost $", "{:.6f}"), ("success", "success", "{:.3f}"), ("s
          ("latency_ms", "latency ms", "{:,.0f}"), ("throughput_tps", "tok/s", "{:.1f}"), ("sla_hit", "SLA hit", "{:.3f}"))
 
 
+#: tail columns: the p95 of TTFT and latency, with the paired difference vs the baseline (quantiles.csv)
+TAILS = (("ttft_ms", "p95 TTFT ms"), ("latency_ms", "p95 latency ms"))
+
+
+def _tail_cells(tails: pl.DataFrame, name: str) -> list[str]:
+    """The p95 TTFT and latency of a policy, with its paired difference vs the baseline (``~``: the interval includes 0)."""
+    cells = []
+    for metric, _ in TAILS:
+        sub = tails.filter((pl.col("policy") == name) & (pl.col("metric") == metric) & (pl.col("quantile") == 0.95))
+        value = sub.filter(pl.col("kind") == "value")
+        cell = f"{value['value'][0]:,.0f}" if value.height and value["value"][0] == value["value"][0] else "n/a"
+        diff = sub.filter(pl.col("kind") == "difference")
+        if diff.height and diff["value"][0] == diff["value"][0]:
+            r = diff.row(0, named=True)
+            cell += f" ({'' if not (r['ci_low'] <= 0 <= r['ci_high']) else '~'}{r['value']:+,.0f})"
+        cells.append(cell.rjust(22))
+    return cells
+
+
 def print_estimates(est: pl.DataFrame, names: list[str], title: str, impossible: frozenset[tuple[str, str]] = frozenset(),
-                    estimators: dict[str, str] | None = None) -> None:
-    """One line per policy in ``names``: values of the shown metrics and, where present, the relative change.
+                    estimators: dict[str, str] | None = None, tails: pl.DataFrame | None = None) -> None:
+    """One line per policy in ``names``: values of the shown metrics and, where present, the relative change; with
+    ``tails`` (one estimator's rows of quantiles.csv) the p95 TTFT and latency and their paired difference in ms.
 
     ``impossible`` holds (policy, metric) pairs whose value lies outside the metric's range: marked ``!``;
     ``estimators`` (metric → name), when given, is printed as a line under the header: which estimator each column quotes.
     """
     width = max(len(n) for n in names) + 2
+    tails = None if tails is None or tails.height == 0 else tails
     print(f"\n{title}")
-    print("policy".ljust(width) + "".join(label.rjust(20) for _, label, _ in SHOWN))
+    print("policy".ljust(width) + "".join(label.rjust(20) for _, label, _ in SHOWN)
+          + ("" if tails is None else "".join(label.rjust(22) for _, label in TAILS)))
     if estimators is not None:
         print("estimator".ljust(width) + "".join(estimators.get(metric, "–").rjust(20) for metric, _, _ in SHOWN))
     marks = set()
@@ -51,7 +74,7 @@ def print_estimates(est: pl.DataFrame, names: list[str], title: str, impossible:
                 marks.update(() if significant or r["value"] != r["value"] else ("~",))
                 cell += f" ({'' if significant else '~'}{r['value']:+.1f}%)" if r["value"] == r["value"] else " (n/a)"
             cells.append(cell.rjust(20))
-        print(name.ljust(width) + "".join(cells))
+        print(name.ljust(width) + "".join(cells + ([] if tails is None else _tail_cells(tails, name))))
     if "~" in marks:
         print("(~ marks a change whose interval includes 0)")
     if "!" in marks:
@@ -70,8 +93,11 @@ def print_summary(result: RunResult, chosen: dict[str, str]) -> None:
     impossible = frozenset((f.policy, f.metric) for f in flagged)
     names = sorted(set(chosen.values()))
     title = (f"{names[0]} estimates" if len(names) == 1 else "Headline estimates (the estimator each metric trusts, below)")
-    print_estimates(est, result.names, f"{title}, change vs {result.config.evaluation.baseline} in parentheses", impossible,
-                    None if len(names) == 1 else chosen)
+    quantiles = result.quantiles
+    tail = quantile_headline(quantiles["estimator"].unique(maintain_order=True).to_list()) if quantiles.height else None
+    title += f", change vs {result.config.evaluation.baseline} in parentheses" + (f"; p95 by {tail}, difference in ms" if tail else "")
+    print_estimates(est, result.names, title, impossible, None if len(names) == 1 else chosen,
+                    None if tail is None else quantiles.filter(pl.col("estimator") == tail))
     print_targets(result)
     headline = [f.message() for f in flagged]
     notes = headline + [w for w in result.warnings if w not in headline and w not in missed]

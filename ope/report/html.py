@@ -15,6 +15,7 @@ from ope.evaluation.run import RunResult
 from ope.report.diagnostics import diagnostics_section, models_section
 from ope.report.markup import CSS, esc, num, table
 from ope.report.plots import METRIC_LABELS, forest_plot, time_plot
+from ope.report.tails import headline_tails, tails_section
 
 __all__ = ["CSS", "esc", "num", "render", "table"]
 
@@ -60,8 +61,9 @@ def _headline_by(info: dict[str, Any]) -> str:
 
 
 def _headline(info: dict[str, Any]) -> str:
-    head = ["policy"] + [f"{esc(METRIC_LABELS[m])}<br><span class='muted'>{esc(headline_estimator(info, m))}</span>"
-                         for m in METRICS]
+    tails = bool(info.get("quantiles", {}).get("policies"))
+    head = (["policy"] + [f"{esc(METRIC_LABELS[m])}<br><span class='muted'>{esc(headline_estimator(info, m))}</span>"
+                          for m in METRICS] + (["p95 TTFT (ms)", "p95 latency (ms)"] if tails else []))
     rows = []
     flagged = _impossible(info)
     for name, h in info["policies"].items():
@@ -79,7 +81,7 @@ def _headline(info: dict[str, Any]) -> str:
                 cls = ("good" if better else "bad") if sig else "muted"
                 cell += f"<br><span class='{cls}'>{rel['value']:+.1f}% [{rel['ci_low']:+.1f}, {rel['ci_high']:+.1f}]</span>"
             cells.append(cell)
-        rows.append(cells)
+        rows.append(cells + (headline_tails(info, name) if tails else []))
     return table(head, rows)
 
 
@@ -198,6 +200,7 @@ def render(result: RunResult, info: dict[str, Any]) -> str:
          "paired relative change vs the baseline (green: better and significant, red: worse and significant).</p>"),
         _headline(info),
         models_section(info),
+        "<h2>Tail latency and distributions</h2>", tails_section(result.quantiles, result.cdfs, info["baseline"]),
         "<h2>Relative change against the baseline</h2>", forest_plot(rel, list(METRICS)) if rel.height else "<p>Only the baseline was evaluated.</p>",
         "<h2>Over time</h2>", f"<p class='muted'>{esc(slices['estimator'][0] if slices.height else '')} estimate per {esc(result.config.evaluation.time_slice)}.</p>",
         time_plot(slices, list(METRICS)) if slices.height else "<p>Not enough rows per period.</p>",

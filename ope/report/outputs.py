@@ -1,4 +1,4 @@
-"""Write a run's results: report.html (self-contained), summary.json, estimates.csv, actions/*.parquet."""
+"""Write a run's results: report.html (self-contained), summary.json, estimates.csv, quantiles.csv, cdf.csv, actions/*.parquet."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from ope.data.readers import log_files
 from ope.data.schema import METRICS
 from ope.errors import OPEError
 from ope.evaluation.actions import file_stems
+from ope.evaluation.distributions import quantile_headline
 from ope.evaluation.headline import choose_headlines, chosen_estimators, headline_rows
 from ope.evaluation.plan import primary_estimator
 from ope.evaluation.run import RunResult
@@ -109,9 +110,22 @@ def summary(result: RunResult, run_name: str) -> dict[str, Any]:
         "weight_shares": result.weight_shares,
         "warnings": result.warnings,
         "out_of_range": [f.to_dict() for f in result.out_of_range],
+        "quantiles": quantile_summary(result),
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
         "versions": versions(),
     }
+
+
+def quantile_summary(result: RunResult) -> dict[str, Any]:
+    """summary.json's ``quantiles``: the headline estimator's p50 … p99 per policy and metric, value and paired difference
+    vs the baseline, each with its interval (all estimators are in quantiles.csv)."""
+    frame = result.quantiles
+    est = quantile_headline(frame["estimator"].unique(maintain_order=True).to_list()) if frame.height else None
+    out: dict[str, Any] = {"estimator": est, "policies": {}}
+    for r in frame.filter(pl.col("estimator") == est).iter_rows(named=True):
+        entry = out["policies"].setdefault(r["policy"], {}).setdefault(r["kind"], {}).setdefault(r["metric"], {})
+        entry[f"p{round(100 * r['quantile']):d}"] = {k: r[k] for k in ("value", "ci_low", "ci_high")}
+    return out
 
 
 def fresh_run_folder(out_dir: Path, run_name: str, *, overwrite: bool) -> Path:
@@ -130,6 +144,10 @@ def write_outputs(result: RunResult, out_dir: Path, run_name: str, *, overwrite:
     out = fresh_run_folder(out_dir, run_name, overwrite=overwrite)
     paths = {"estimates": out / "estimates.csv", "summary": out / "summary.json", "report": out / "report.html"}
     result.estimates.write_csv(paths["estimates"])
+    if result.quantiles.height:
+        paths["quantiles"], paths["cdf"] = out / "quantiles.csv", out / "cdf.csv"
+        result.quantiles.write_csv(paths["quantiles"])
+        result.cdfs.write_csv(paths["cdf"])
     moved = result.actions.move_to(out / "actions")
     files = file_stems(result.names)
     info = summary(result, run_name)

@@ -14,7 +14,7 @@ import polars as pl  # noqa: E402
 
 from ope.data.schema import LOWER_IS_BETTER  # noqa: E402
 
-__all__ = ["METRIC_LABELS", "forest_plot", "pareto_plot", "time_plot"]
+__all__ = ["METRIC_LABELS", "cdf_plot", "forest_plot", "pareto_plot", "time_plot"]
 
 METRIC_LABELS = {
     "cost_usd": "cost per request (USD)",
@@ -138,5 +138,27 @@ def pareto_plot(points: pl.DataFrame, targets: dict[str, float]) -> str:
         ax.set_title(f"cost vs {METRIC_LABELS[metric]}", fontsize=9)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize=8, frameon=False, bbox_to_anchor=(0.5, 1.06))
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def cdf_plot(cdfs: pl.DataFrame, metrics: list[str]) -> str:
+    """One panel per metric: each policy's estimated CDF (one line) with its pointwise band, on a log axis."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 2.9), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics, strict=True):
+        sub = cdfs.filter((pl.col("metric") == metric) & (pl.col("threshold") > 0))
+        for name in sub["policy"].unique(maintain_order=True).to_list():
+            r = sub.filter(pl.col("policy") == name).sort("threshold")
+            x = r["threshold"].to_numpy()
+            ax.plot(x, r["cdf"].to_numpy(), lw=1.2, label=name)
+            ax.fill_between(x, r["band_low"].to_numpy(), r["band_high"].to_numpy(), alpha=0.18)
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1.01)
+        ax.axhline(0.95, color="#888", lw=0.6, ls=":")
+        ax.set_title(METRIC_LABELS.get(metric, metric), fontsize=9)
+        ax.tick_params(labelsize=7)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), fontsize=9, frameon=False, bbox_to_anchor=(0.5, 1.08))
     fig.tight_layout()
     return _svg(fig)

@@ -79,6 +79,9 @@ def test_ray_run_equals_the_single_machine_run(ray_cluster: None, partitioned: t
     _assert_same_frame(local.slices, on_ray.slices, ["period", "policy", "metric"])
     _assert_same_frame(local.breakdowns, on_ray.breakdowns, ["by", "group", "policy", "metric"])
     _assert_same_frame(local.shares, on_ray.shares, ["provider"])
+    _assert_same_frame(local.quantiles, on_ray.quantiles, ["policy", "metric", "estimator", "kind", "quantile"])
+    _assert_same_frame(local.cdfs, on_ray.cdfs, ["policy", "metric", "estimator", "threshold"])
+    assert local.quantiles.filter(pl.col("estimator") == "DR")["value"].is_finite().all()
     for policy, shares in local.weight_shares.items():
         assert on_ray.weight_shares[policy] == pytest.approx(shares, rel=1e-12, abs=1e-15)
     assert local.estimates.filter(pl.col("estimator") == "DR")["value"].is_finite().all()

@@ -123,6 +123,8 @@ def test_streamed_run_writes_the_in_memory_results(partitioned: tuple[Path, Path
         whole, streamed = _run(config, tmp_path / "memory"), _run(config, tmp_path / "stream", "--streaming")
     keys = ["policy", "metric", "estimator", "kind"]
     _assert_same_frame(pl.read_csv(whole / "estimates.csv"), pl.read_csv(streamed / "estimates.csv"), keys)
+    _assert_same_frame(pl.read_csv(whole / "quantiles.csv"), pl.read_csv(streamed / "quantiles.csv"), keys + ["quantile"])
+    _assert_same_frame(pl.read_csv(whole / "cdf.csv"), pl.read_csv(streamed / "cdf.csv"), ["policy", "metric", "estimator", "threshold"])
     for file in sorted((whole / "actions").iterdir()):
         _assert_same_frame(pl.read_parquet(file), pl.read_parquet(streamed / "actions" / file.name), ["request_id", "arm"])
     a, b = (json.loads((p / "summary.json").read_text()) for p in (whole, streamed))
@@ -322,6 +324,9 @@ def test_batches_scored_by_models_are_evaluated_in_slices_with_the_same_sums(par
         streamed = run_experiment(_streaming(cfg), show_progress=False)
     _assert_same_frame(whole.estimates, streamed.estimates, ["policy", "metric", "estimator", "kind"])
     _assert_same_frame(whole.breakdowns, streamed.breakdowns, ["by", "group", "policy", "metric"])
+    assert set(whole.quantiles["estimator"]) == {"IPS", "DR"}  # DR's CDFs from the distributional models, in slices too
+    _assert_same_frame(whole.quantiles, streamed.quantiles, ["policy", "metric", "estimator", "kind", "quantile"])
+    _assert_same_frame(whole.cdfs, streamed.cdfs, ["policy", "metric", "estimator", "threshold"])
 
 
 @pytest.mark.parametrize("ids_per_pass", [10**9, 700])

@@ -110,7 +110,7 @@ class _Worker:
         cfg = payload["cfg"]
         plan = Plan.of(dataclasses.replace(cfg, predictors=dataclasses.replace(cfg.predictors, predict_threads=1)))
         self.ctx = BatchContext(plan, payload["catalog"], policies, models, payload["vocab"], payload["feedback"], propensity,
-                               actions=payload["actions"])
+                               actions=payload["actions"], distributions=payload["distributions"])
         self.width = int(self.ctx.cfg.predictors.history_hours * US_PER_HOUR)
         self.ts_type = payload["ts_type"]
 
@@ -174,7 +174,7 @@ def _ts_type(source: LogSource) -> pl.Datetime:
 def _payload(source: LogSource, ctx: BatchContext) -> dict[str, Any]:
     return {"ts_type": _ts_type(source), "files": [str(f.resolve()) for f in source.files], "cfg": ctx.cfg, "catalog": ctx.catalog, "vocab": ctx.vocab,
             "feedback": ctx.feedback, "actions": ctx.actions, "policies": {name: policy_to_json(p) for name, p in ctx.policies.items()},
-            "models": models_to_text(ctx.models, ctx.propensity)}
+            "models": models_to_text(ctx.models, ctx.propensity), "distributions": ctx.distributions}
 
 
 def _run_tasks(source: LogSource, ctx: BatchContext, rows: int, actions: ActionFiles, show_progress: bool) -> BatchPartials:
