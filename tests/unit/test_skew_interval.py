@@ -15,6 +15,7 @@ from estimators import DR, IPS, SNIPS, BanditFeedback, DRos, Normal, SkewCorrect
 from estimators.base import BaseEstimator
 
 Z = NormalDist().inv_cdf(0.975)
+pytestmark = pytest.mark.filterwarnings("ignore::estimators.SupportWarning")  # five- and six-row logs, on purpose
 
 
 def hall_t(u: float, kappa: float) -> float:
