@@ -117,7 +117,7 @@ class SkewCorrected:
     [θ̂ − se·g⁻¹(z), θ̂ − se·g⁻¹(−z)]: for a right-skewed metric (rare long requests, large weights)
     it reaches further up. Neither side is drawn in closer than the normal interval's θ̂ ± z·se:
     κ estimated from a few heavy rows is noisy, and the cubic's inverse then pulls the other side
-    in (measured on the simulator: DR's paired TTFT difference covered 89 % instead of 96 %). κ needs
+    in (in a prototype on the simulator, DR's paired TTFT difference lost coverage). κ needs
     third moments of the columns, kept as mergeable sums (`estimators.moments3`). With κ = 0 it is
     the normal interval. Coverage on the simulator: `docs/experiments/coverage.md`.
 
