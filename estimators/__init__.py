@@ -9,7 +9,7 @@ from estimators.dm import DM
 from estimators.dr import DR, SNDR, DRos, SwitchDR
 from estimators.estimate import Diagnostics, Estimate
 from estimators.feedback import BanditFeedback
-from estimators.inference import Bootstrap, EmpiricalBernstein, Normal
+from estimators.inference import Bootstrap, EmpiricalBernstein, Normal, SkewCorrected
 from estimators.ips import IPS, SNIPS
 from estimators.replay import OnlinePolicy, Replay, ReplayResult
 from estimators.target import SparseTarget
@@ -34,6 +34,7 @@ __all__ = [
     "ReplayResult",
     "SNDR",
     "SNIPS",
+    "SkewCorrected",
     "SparseTarget",
     "SupportWarning",
     "SwitchDR",

@@ -141,6 +141,7 @@ class BaseEstimator:
         levels, auto = self._levels()
         policies = [batch.target] + ([batch.baseline] if batch.baseline is not None else [])
         pairs = _pairs(len(levels), 3 * len(policies), auto)
+        units = _units(len(levels), 3 * len(policies))
         fb = batch.fb
         step = self._chunk_rows(policies, levels, fb.n_metrics)
         total: Sums | None = None
@@ -148,7 +149,7 @@ class BaseEstimator:
             sl = slice(start, start + step)
             x, constants = self._columns([prep.rows(sl) for prep in policies], levels)
             part = Sums.of(x, np.ascontiguousarray(policies[0].weights[sl].T), pairs=pairs, constants=constants,
-                           keys=fb.keys[sl], n_boot=n_boot, seed=seed)
+                           keys=fb.keys[sl], n_boot=n_boot, seed=seed, units=units)
             total = part if total is None else total + part
         assert total is not None
         return self._partial(batch, kind, total, n_boot=n_boot, seed=seed)
@@ -299,6 +300,12 @@ def _pairs(n_units: int, j: int, auto: bool) -> npt.NDArray[np.int64]:
         for u in range(n_units - 1):
             out.append(np.stack([a.ravel() + u * j, b.ravel() + ref], axis=1))
     return np.concatenate(out).astype(np.int64)
+
+
+def _units(n_units: int, j: int) -> npt.NDArray[np.int64]:
+    """Column ranges [lo, hi) of the units, one per level: third moments are kept within each (a skewness needs no more)."""
+    lo = np.arange(n_units, dtype=np.int64) * j
+    return np.stack([lo, lo + j], axis=1)
 
 
 def _choose(partial: Partial, stat: Statistic, unit: int) -> npt.NDArray[np.int64]:

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
 from estimators._errors import EstimatorInputError
-from estimators.base import CELLS_PER_CHUNK, MIN_CHUNK_ROWS, BaseEstimator, Partial, _pairs
+from estimators.base import CELLS_PER_CHUNK, MIN_CHUNK_ROWS, BaseEstimator, Partial, _pairs, _units
 from estimators.batch import Batch, Prepared, prepare
 from estimators.estimate import Estimate
 from estimators.feedback import BanditFeedback
@@ -98,6 +98,7 @@ def accumulate_all(
     starts = [0, *accumulate(widths)]
     pairs = np.concatenate([_pairs(len(lv), 3 * len(policies), auto) + start
                             for (lv, auto), start in zip(levels, starts, strict=False)])
+    units = np.concatenate([_units(len(lv), 3 * len(policies)) + start for (lv, _), start in zip(levels, starts, strict=False)])
     fb = batch.fb
     varying = sum(est._n_varying(policies, lv) for est, (lv, _) in zip(chosen, levels, strict=True))
     step = max(MIN_CHUNK_ROWS, CELLS_PER_CHUNK // (max(varying, 1) * fb.n_metrics))
@@ -107,7 +108,7 @@ def accumulate_all(
             sl = slice(start, start + step)
             x, constants = _columns(chosen, [prep.rows(sl) for prep in policies], [lv for lv, _ in levels])
             part = Sums.of(x, np.ascontiguousarray(policies[0].weights[sl].T), pairs=pairs, constants=constants,
-                           keys=fb.keys[sl], n_boot=n_boot, seed=seed)
+                           keys=fb.keys[sl], n_boot=n_boot, seed=seed, units=units)
             total = part if total is None else total + part
     assert total is not None
     parts = tuple(est._partial(batch, kind, total.block(lo, hi), n_boot=n_boot, seed=seed)

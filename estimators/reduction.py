@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from estimators.moments3 import ThirdMoments
 from estimators.resample import poisson_weight_sums
 
 __all__ = ["CellSums", "Sums", "all_pairs"]
@@ -142,7 +143,8 @@ class Sums:
     offsets do not cancel catastrophically (merged with Chan et al.'s parallel update) ·
     low / high (J, M) extremes of X over the batch's rows (rows whose outcome is missing count
     with outcome 0: a slightly wider, still valid range for the Bernstein bound) · boot (B, J, M) Σ P_b W X and
-    boot_total (B, M) Σ P_b W with Poisson(1) multipliers P_b keyed by row (None without bootstrap).
+    boot_total (B, M) Σ P_b W with Poisson(1) multipliers P_b keyed by row (None without bootstrap) ·
+    third: the W³-weighted moments a skewness needs (`estimators.moments3`; None when not accumulated).
     """
 
     count: FloatArray
@@ -156,6 +158,7 @@ class Sums:
     high: FloatArray
     boot: FloatArray | None = None
     boot_total: FloatArray | None = None
+    third: ThirdMoments | None = None
 
     @classmethod
     def of(
@@ -168,12 +171,14 @@ class Sums:
         keys: npt.NDArray[np.uint64] | None = None,
         n_boot: int = 0,
         seed: int = 0,
+        units: IntArray | None = None,
     ) -> Sums:
         """Sums of one batch from its varying columns only.
 
         x (M, V, n) holds the V varying columns, metric-major so every product is a BLAS call;
         w (M, n) the row weights; ``constants`` (J,) is NaN for a varying column and the value of
-        a constant one (its centred moments are exactly 0, so they are not computed).
+        a constant one (its centred moments are exactly 0, so they are not computed). With ``units``
+        (U, 2), column ranges [lo, hi) that statistics combine, the third moments within each are kept too.
         """
         m, v, n = x.shape
         const = np.asarray(constants, dtype=np.float64)
@@ -192,10 +197,8 @@ class Sums:
         first[var_idx] = first_v.T
         first2 = np.zeros((j, m))
         first2[var_idx] = np.einsum("mvn,mn->vm", xc, w2)
-        low = np.where(count > 0, np.nan_to_num(const)[:, None], np.inf)
-        high = np.where(count > 0, np.nan_to_num(const)[:, None], -np.inf)
-        low = np.broadcast_to(low, (j, m)).copy()
-        high = np.broadcast_to(high, (j, m)).copy()
+        low = np.broadcast_to(np.where(count > 0, np.nan_to_num(const)[:, None], np.inf), (j, m)).copy()
+        high = np.broadcast_to(np.where(count > 0, np.nan_to_num(const)[:, None], -np.inf), (j, m)).copy()
         low[var_idx], high[var_idx] = x.min(axis=2).T, x.max(axis=2).T
         boot = boot_total = None
         if n_boot:
@@ -206,17 +209,14 @@ class Sums:
             boot = np.einsum("j,bm->bjm", np.nan_to_num(const), boot_total)
             boot[:, var_idx] = sums[:, : m * v].reshape(n_boot, m, v).transpose(0, 2, 1)
         return cls(
-            count=count.astype(np.float64),
-            total=total,
-            total2=total2,
-            first=first,
-            first2=first2,
+            count=count.astype(np.float64), total=total, total2=total2, first=first, first2=first2,
             cross=_cross(gram, pairs, var_idx, j),
             pairs=pairs,
             low=low,
             high=high,
             boot=boot,
             boot_total=boot_total,
+            third=None if units is None else ThirdMoments.of(xc, w, var_idx=var_idx, j=j, units=units),
         )
 
     def __add__(self, other: Sums) -> Sums:
@@ -229,6 +229,9 @@ class Sums:
             _recenter(part.first2, part.cross, part.total2, part.centre - centre, self.pairs) for part in (self, other)
         ]
         add = lambda a, b: None if a is None or b is None else a + b  # noqa: E731
+        third = None
+        if self.third is not None and other.third is not None:
+            third = self.third.moved(self.centre - centre) + other.third.moved(other.centre - centre)
         return Sums(
             count=self.count + other.count,
             total=total,
@@ -241,6 +244,7 @@ class Sums:
             high=np.maximum(self.high, other.high),
             boot=add(self.boot, other.boot),
             boot_total=add(self.boot_total, other.boot_total),
+            third=third,
         )
 
     @property
@@ -254,10 +258,11 @@ class Sums:
         with np.errstate(divide="ignore", invalid="ignore"):
             return self.first / self.total
 
-    def select(self, columns: IntArray) -> Sums:
+    def select(self, columns: IntArray, *, third: bool = True) -> Sums:
         """The sums of a subset of columns chosen per metric: ``columns`` (J', M) indices.
 
-        All pairs among the chosen columns must have been kept.
+        All pairs among the chosen columns must have been kept, and with ``third`` (when third moments
+        were accumulated) all their triples; ``third=False`` leaves the third moments out.
         """
         jn, m = columns.shape
         lookup = {(int(a), int(b)): p for p, (a, b) in enumerate(self.pairs)}
@@ -281,6 +286,7 @@ class Sums:
             high=self.high[columns, cols],
             boot=take(self.boot),
             boot_total=self.boot_total,
+            third=None if self.third is None or not third else self.third.select(columns),
         )
 
     def block(self, lo: int, hi: int) -> Sums:
@@ -302,6 +308,7 @@ class Sums:
             high=self.high[lo:hi],
             boot=None if self.boot is None else self.boot[:, lo:hi],
             boot_total=self.boot_total,
+            third=None if self.third is None else self.third.block(lo, hi),
         )
 
     def covariance(self) -> FloatArray:

@@ -44,11 +44,11 @@ def estimated_mse(sums: Sums, stat: Statistic, n_units: int, unit: int) -> npt.N
     out = np.empty((n_units, m))
     for u in range(n_units):
         cols = np.arange(j) + u * unit
-        var = delta_variance(stat, sums.select(_same(cols, m)))
+        var = delta_variance(stat, sums.select(_same(cols, m), third=False))
         if u == n_units - 1:
             out[u] = var
             continue
-        both = sums.select(_same(np.concatenate([cols, ref]), m))
+        both = sums.select(_same(np.concatenate([cols, ref]), m), third=False)
         means = both.means
         with np.errstate(divide="ignore", invalid="ignore"):
             diff = stat.combine(means[:j]) - stat.combine(means[j:])

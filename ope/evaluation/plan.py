@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from estimators import ESTIMATORS, BaseEstimator, Bootstrap, EmpiricalBernstein, Normal
+from estimators import ESTIMATORS, BaseEstimator, Bootstrap, EmpiricalBernstein, Normal, SkewCorrected
 from estimators.inference import Inference
 from ope.config import ExperimentConfig
 from ope.data.overlap import OverlapFinding
@@ -14,7 +14,7 @@ from ope.errors import ConfigError
 from ope.models.propensity import PropensityModel
 from ope.text import count as plural
 
-__all__ = ["PREFERENCE", "Plan", "build_estimators", "build_inference", "estimated_note", "fallback_note", "no_feedback_note",
+__all__ = ["PREFERENCE", "Plan", "build_estimators", "build_inference", "estimated_note", "interval_methods", "fallback_note", "no_feedback_note",
            "primary_estimator", "sample_note"]
 
 #: in a run, the tunable estimators choose their hyperparameter from the data
@@ -33,11 +33,29 @@ def build_inference(cfg: ExperimentConfig) -> Inference:
     kind = cfg.evaluation.inference
     if kind == "normal":
         return Normal()
+    if kind == "skew":
+        return SkewCorrected()
     if kind == "bootstrap":
         return Bootstrap(n_replicates=cfg.evaluation.bootstrap_replicates)
     if kind == "bernstein":
         return EmpiricalBernstein()
-    raise ConfigError(f"{cfg.source}: [evaluation] inference must be normal, bootstrap or bernstein. Got '{kind}'.")
+    raise ConfigError(f"{cfg.source}: [evaluation] inference must be skew, normal, bootstrap or bernstein. Got '{kind}'.")
+
+
+#: what each interval method of [evaluation] inference is, as the report and summary.json state it
+INFERENCE_METHODS = {
+    "skew": "skew-corrected normal (Hall 1992: the estimate's skewness from third moments; never narrower than normal)",
+    "normal": "normal (delta-method standard error)",
+    "bootstrap": "percentile Poisson bootstrap",
+    "bernstein": "empirical Bernstein (conservative)",
+}
+
+
+def interval_methods(cfg: ExperimentConfig) -> dict[str, str]:
+    """The interval method behind each kind of interval a run reports."""
+    return {"estimates": INFERENCE_METHODS.get(cfg.evaluation.inference, cfg.evaluation.inference),
+            "breakdowns": INFERENCE_METHODS["normal"] + ", per period, model and task",
+            "certificates": "one-sided normal bound of DR at 1 − certify_alpha"}
 
 
 def build_estimators(cfg: ExperimentConfig) -> list[BaseEstimator]:

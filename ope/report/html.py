@@ -189,8 +189,8 @@ def render(result: RunResult, info: dict[str, Any]) -> str:
         f"<title>llm-ope report — {esc(info['run_name'])}</title><style>{CSS}</style></head><body>",
         f"<h1>Counterfactual routing report: {esc(info['run_name'])}</h1>",
         f"<p class='muted'>Created {esc(info['created'])} from {esc(info['config_file'])}. Baseline: <b>{esc(info['baseline'])}</b>. "
-        f"Headline estimator: <b>{_headline_by(info)}</b> (see “Which estimator to trust”), {1 - info['alpha']:.0%} "
-        f"{esc(info['inference'])} intervals. "
+        f"Headline estimator: <b>{_headline_by(info)}</b> (see “Which estimator to trust”), {1 - info['alpha']:.0%} intervals: "
+        f"{esc(info.get('interval_methods', {}).get('estimates', info['inference']))}; breakdowns by period, model and task: normal. "
         f"SLA: latency ≤ {info['sla_latency_ms']:,.0f} ms. "
         f"Propensities: {esc(info['propensities'])}.</p>",
         "<h2>Warnings and support</h2>", warn_html,

@@ -21,7 +21,7 @@ from ope.errors import OPEError
 from ope.evaluation.actions import file_stems
 from ope.evaluation.distributions import quantile_headline
 from ope.evaluation.headline import choose_headlines, chosen_estimators, headline_rows
-from ope.evaluation.plan import primary_estimator
+from ope.evaluation.plan import interval_methods, primary_estimator
 from ope.evaluation.run import RunResult
 from ope.models.serialization import save_models
 from ope.report.html import render
@@ -90,6 +90,7 @@ def summary(result: RunResult, run_name: str) -> dict[str, Any]:
         "estimators": list(cfg.evaluation.estimators),
         "alpha": cfg.evaluation.alpha,
         "inference": cfg.evaluation.inference,
+        "interval_methods": interval_methods(cfg),
         "sla_latency_ms": cfg.evaluation.sla_latency_ms,
         "metrics": list(METRICS),
         "relative_unit": "percent",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from estimators import ESTIMATORS, BanditFeedback, Bootstrap, EmpiricalBernstein, Normal
+from estimators import ESTIMATORS, BanditFeedback, Bootstrap, EmpiricalBernstein, Normal, SkewCorrected
 from estimators.base import BaseEstimator
 
 pytestmark = pytest.mark.slow  # Hypothesis over every estimator × interval: run in CI
@@ -33,7 +33,7 @@ def _settings() -> list[BaseEstimator]:
 
 
 @pytest.mark.parametrize("estimator", _settings(), ids=repr)
-@pytest.mark.parametrize("inference", [Normal(), EmpiricalBernstein(), Bootstrap(n_replicates=64)], ids=lambda i: i.name)
+@pytest.mark.parametrize("inference", [Normal(), SkewCorrected(), EmpiricalBernstein(), Bootstrap(n_replicates=64)], ids=lambda i: i.name)
 def test_batches_in_any_order_give_the_same_estimate(estimator: BaseEstimator, inference, rng: np.random.Generator) -> None:  # type: ignore[no-untyped-def]
     fb, target, baseline, q = _log(rng, n=30_000)
     whole = estimator.estimate_difference(fb, target=target, baseline=baseline, q_hat=q, inference=inference)
