@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
-from estimators.sequence import Bounds
+from estimators.sequence import Bounds, check_levels
 
 __all__ = ["OneSidedBernsteinCS", "OneSidedState"]
 
@@ -104,12 +104,7 @@ class OneSidedBernsteinCS:
     truncation: float = 0.9
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.alpha, float) and 0.0 < self.alpha < 1.0):
-            msg = f"The 'alpha' parameter of OneSidedBernsteinCS must be a float in (0, 1). Got {self.alpha!r} instead."
-            raise ValueError(msg)
-        if not (isinstance(self.truncation, float) and 0.0 < self.truncation < 1.0):
-            msg = f"The 'truncation' parameter of OneSidedBernsteinCS must be a float in (0, 1). Got {self.truncation!r} instead."
-            raise ValueError(msg)
+        check_levels(self)
 
     def update(self, state: OneSidedState, x: npt.ArrayLike) -> tuple[OneSidedState, Bounds]:
         """Add rows ``x`` (n, m), each within the state's [low, high], in order; the new state and every row's bounds."""

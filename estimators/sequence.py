@@ -32,7 +32,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["EmpiricalBernsteinCS", "SequenceState", "Bounds"]
+__all__ = ["Bounds", "EmpiricalBernsteinCS", "SequenceState", "check_levels"]
+
+
+def check_levels(cs: object) -> None:
+    """A confidence sequence's ``alpha`` and ``truncation`` are floats in (0, 1); the error names the class."""
+    for name in ("alpha", "truncation"):
+        value = getattr(cs, name)
+        if not (isinstance(value, float) and 0.0 < value < 1.0):
+            raise ValueError(f"The '{name}' parameter of {type(cs).__name__} must be a float in (0, 1). Got {value!r} instead.")
 
 FloatArray = npt.NDArray[np.float64]
 _FIELDS = ("sum_x", "sum_sq", "sum_lam", "sum_lam_x", "sum_vpsi", "best_low", "best_high")
@@ -94,12 +102,7 @@ class EmpiricalBernsteinCS:
     truncation: float = 0.5
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.alpha, float) and 0.0 < self.alpha < 1.0):
-            msg = f"The 'alpha' parameter of EmpiricalBernsteinCS must be a float in (0, 1). Got {self.alpha!r} instead."
-            raise ValueError(msg)
-        if not (isinstance(self.truncation, float) and 0.0 < self.truncation < 1.0):
-            msg = f"The 'truncation' parameter of EmpiricalBernsteinCS must be a float in (0, 1). Got {self.truncation!r} instead."
-            raise ValueError(msg)
+        check_levels(self)
 
     def start(self, m: int) -> SequenceState:
         """The state before any row, for ``m`` streams."""
