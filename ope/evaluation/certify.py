@@ -6,7 +6,8 @@ every training row — the rule one deploys — and once per fold on the other f
 
 A router that certifies (``certify = true``) then checks each mean target where the fit cannot
 flatter it: DR of the cross-fitted policy on the training rows, with out-of-fold q̂, at its one-sided
-bound at level 1 − ``certify_alpha`` (lower for a floor, upper for a cap). Where a bound misses its
+bound at level 1 − ``certify_alpha`` (lower for a floor, upper for a cap), by the run's interval method
+(``[evaluation] inference``: skew-corrected by default). Where a bound misses its
 target, the target the LP solves for is made stricter by the miss and everything is refitted, at
 most ``certify_rounds`` times. The router's optimism (it picks the arms q̂ overrates) is thereby
 paid for in its targets rather than discovered after rollout. With the default ``certify_alpha``
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from estimators import DR, EstimatorInputError, SupportWarning
+from estimators.inference import Inference, SkewCorrected
 from ope.evaluation.batch import BatchRows
 from policies import Policy, PolicyError
 from policies.base import DeclaredTarget, declared_targets
@@ -65,13 +67,16 @@ class Certification:
                 "reason": self.reason, "targets": [asdict(t) for t in self.targets]}
 
 
-def fit_cross_fitted(policy: Policy, rows: BatchRows, folds: int, *, weighted: bool = True,
-                     feedback: bool = True) -> tuple[CrossFitted, Certification | None]:
+def fit_cross_fitted(policy: Policy, rows: BatchRows, folds: int, *, weighted: bool = True, feedback: bool = True,
+                     inference: Inference | None = None) -> tuple[CrossFitted, Certification | None]:
     """Fit ``policy`` on every row of ``rows`` and its fold copies; certify it where it asks to.
 
     ``weighted`` False (no overlap to weight by) or a policy without targets skips certification;
-    ``feedback`` False leaves satisfaction targets uncertified (the log has no satisfaction values).
+    ``feedback`` False leaves satisfaction targets uncertified (the log has no satisfaction values);
+    ``inference`` is the run's interval method, whose one-sided bounds the targets are held to (default: skew-corrected,
+    as `ope run`'s default ``inference = "skew"``), so a certified target is one the run's own interval shows to hold.
     """
+    inference = SkewCorrected() if inference is None else inference
     ds, q = rows.dataset, rows.q_hat
     targets = declared_targets(policy)
     settings = policy.certify_settings()
@@ -99,7 +104,7 @@ def fit_cross_fitted(policy: Policy, rows: BatchRows, folds: int, *, weighted: b
             step = {k: v / 2 for k, v in step.items()}  # halfway to the last step that could not be met
             continue
         kept, cert.rounds, current, cert.reason = (shifts, copies), attempt, True, ""
-        cert.targets = _checked(policy, CrossFitted(policy, copies), rows, targets, shifts, alpha, feedback)
+        cert.targets = _checked(policy, CrossFitted(policy, copies), rows, targets, shifts, alpha, feedback, inference)
         missed = [t for t in cert.targets if not t.holds and np.isfinite(t.bound)]
         if not missed:
             break
@@ -127,14 +132,14 @@ def _step(t: TargetCertificate, shift: float, before: tuple[float, float] | None
 
 
 def _checked(policy: Policy, evaluated: CrossFitted, rows: BatchRows, targets: tuple[DeclaredTarget, ...],
-             shifts: dict[str, float], alpha: float, feedback: bool) -> list[TargetCertificate]:
-    """Every target of the cross-fitted policy at DR's one-sided (1 − alpha) bound on ``rows``."""
+             shifts: dict[str, float], alpha: float, feedback: bool, inference: Inference) -> list[TargetCertificate]:
+    """Every target of the cross-fitted policy at DR's one-sided (1 − alpha) bound on ``rows`` by ``inference``."""
     ds, metrics = rows.dataset, rows.dataset.metrics
     pi = evaluated.action_probabilities(ds, rows.q_hat)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SupportWarning)
-            est = DR().estimate(rows.feedback, target=pi, q_hat=rows.q_hat)
+            est = DR().estimate(rows.feedback, target=pi, q_hat=rows.q_hat, inference=inference)
         value = np.asarray(est.value, dtype=np.float64)
         low, high = (np.asarray(b, dtype=np.float64) for b in est.ci(2 * alpha))
     except EstimatorInputError:
@@ -143,7 +148,7 @@ def _checked(policy: Policy, evaluated: CrossFitted, rows: BatchRows, targets: t
     out = []
     for t in targets:
         if t.quantile is not None:
-            out.append(_checked_tail(policy, pi, rows, t, shifts, alpha, fitted))
+            out.append(_checked_tail(policy, pi, rows, t, shifts, alpha, fitted, inference))
             continue
         j = metrics.index(t.metric)
         usable = feedback or t.metric != "satisfaction"
@@ -155,7 +160,7 @@ def _checked(policy: Policy, evaluated: CrossFitted, rows: BatchRows, targets: t
 
 
 def _checked_tail(policy: Policy, pi: np.ndarray, rows: BatchRows, t: DeclaredTarget, shifts: dict[str, float], alpha: float,
-                  fitted: dict[str, float]) -> TargetCertificate:
+                  fitted: dict[str, float], inference: Inference) -> TargetCertificate:
     """A p95 cap (p95 ≤ T) certified as the floor P(Y ≤ T) ≥ 0.95: DR of the indicator 1{y ≤ T}, with the router's own
     column P(Y ≤ T | x, a) as q̂, at its lower one-sided bound; tightening raises the level the LP solves for."""
     ds = rows.dataset
@@ -168,7 +173,7 @@ def _checked_tail(policy: Policy, pi: np.ndarray, rows: BatchRows, t: DeclaredTa
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SupportWarning)
-            est = DR().estimate(feedback, target=pi, q_hat=q[:, :, column])
+            est = DR().estimate(feedback, target=pi, q_hat=q[:, :, column], inference=inference)
         value, bound = float(est.value), float(est.ci(2 * alpha)[0])
     except EstimatorInputError:
         value = bound = float("nan")

@@ -133,7 +133,8 @@ def _fit_policies(fitted: Fitted, rows: BatchRows, data: TrainingData, show_prog
         for name, policy in fitted.policies.items():
             fitted.evaluated[name] = policy
             if policy.cross_fit and not policy.online:
-                fitted.evaluated[name], cert = fit_cross_fitted(policy, rows, folds, weighted=weighted, feedback=data.facts.feedback)
+                fitted.evaluated[name], cert = fit_cross_fitted(policy, rows, folds, weighted=weighted, feedback=data.facts.feedback,
+                                                                   inference=fitted.plan.inference)
                 fitted.evaluated_as[name] = (f"cross-fitted ({folds} folds): each request routed by a copy fitted on the other "
                                              f"folds{sample}; policies/{name}.json is the rule fitted on all of them")
                 if cert is not None:

@@ -236,7 +236,7 @@ def _fit_settings(grid: list[dict[str, float]], tune: TuneConfig, base_cfg: Poli
                 if any(t.quantile is not None for t in declared_targets(policy)):
                     policy.use_tail_model(tails)  # type: ignore[attr-defined]
                 if policy.certify_settings() is not None:
-                    fit_cross_fitted(policy, training, folds, weighted=weighted, feedback=feedback)
+                    fit_cross_fitted(policy, training, folds, weighted=weighted, feedback=feedback, inference=plan.inference)
                 else:
                     policy.fit(training.dataset, training.q_hat)
                 policy_target(policy, hold.dataset, pairs, hold.q_hat)  # a rule that cannot route the hold-out window

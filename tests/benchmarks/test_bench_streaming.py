@@ -19,7 +19,7 @@ line. No test asserts a time; the only assertion is that
 the peak stays under 4 GB.
 
 Sizes come from ``LLM_OPE_BENCH_SCALE``: ``small`` (2·10⁴ rows, batches of 5,000) is the default
-when benchmarks are disabled, so the default ``pytest`` runs each case once as a plain test;
+when benchmarks are disabled, so the default ``pytest`` runs the local cases that take no new path once as plain tests;
 ``full`` (10⁶ rows) is the default with ``--benchmark-enable -n 0``; ``large`` (10⁷ rows) and ``huge`` (10⁸ rows)
 are opt-in::
 
@@ -197,13 +197,15 @@ def _measuring(config: pytest.Config) -> bool:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every case on both engines when measuring; the default run (small, once each) runs the four cases that take
-    no new path — compiled trees and skipped action files have their own tests, and compiling costs ~20 s at any size."""
+    """Every case on both engines when measuring; the default run (small, once each) runs the two cases that take
+    no new path on the local engine: compiled trees, skipped action files and the Ray engine have their own tests
+    (tests/unit/test_compiled.py, tests/integration/test_end_to_end.py, tests/integration/test_engine_ray.py), and
+    compiling costs ~20 s and starting Ray ~20 s at any size."""
     if metafunc.function.__name__ != "test_streamed_run":
         return
     measuring = _measuring(metafunc.config)
     pairs = [(case, engine) for case, spec in CASES.items() for engine in ENGINES
-             if (measuring or not spec.takes_new_paths) and not (engine == "ray" and spec.output)]
+             if (measuring or (not spec.takes_new_paths and engine == "local")) and not (engine == "ray" and spec.output)]
     metafunc.parametrize(("case", "engine"), pairs, ids=[f"{c}-{e}" for c, e in pairs])
 
 

@@ -2,7 +2,9 @@
 headline numbers saved in docs/experiments/published.json, and re-running both examples reproduces them.
 
 ``docs/experiments/make_published.py`` writes published.json and the tables of published_counterfactuals.md; run it again
-whenever a change moves these numbers, and update the prose that quotes them.
+whenever a change moves these numbers, and update the prose that quotes them. The same re-run of both examples also
+checks their estimates.csv against the saved ones (tests/fixtures/estimates/, as test_saved_estimates does for the
+quickstart), so the two examples are run once per suite.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import polars as pl
 import pytest
 
 from tests.conftest import ROOT as PROJECT_ROOT
+from tests.integration.test_saved_estimates import FIXTURES, assert_same_estimates
 
 DOCS = PROJECT_ROOT / "docs" / "experiments"
 SAVED = json.loads((DOCS / "published.json").read_text())
@@ -52,10 +56,18 @@ def _make_published() -> ModuleType:
     return module
 
 
+@pytest.fixture(scope="module")
+def rerun(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    """Both examples run again by make_published.py (nothing written into docs/): its headlines and the run folders."""
+    runs = tmp_path_factory.mktemp("published-runs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(PROJECT_ROOT)  # the example configs' relative paths
+        return _make_published().main(None, runs), runs
+
+
 @pytest.mark.slow
-def test_rerunning_both_examples_reproduces_the_saved_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(PROJECT_ROOT)  # the example configs' relative paths
-    fresh = _make_published().main(None)
+def test_rerunning_both_examples_reproduces_the_saved_numbers(rerun: tuple[dict[str, Any], Path]) -> None:
+    fresh, _ = rerun
     assert set(fresh) == set(SAVED)
     for key, entry in _headlines().items():
         got = fresh[key]
@@ -68,3 +80,10 @@ def test_rerunning_both_examples_reproduces_the_saved_numbers(monkeypatch: pytes
                    [{k: t[k] for k in ("policy", "metric", "target", "verdict")} for t in SAVED[key]], key
         else:
             assert fresh[key] == SAVED[key], key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["qwen3_32b", "deepseek_v3_2"])
+def test_both_examples_estimates_equal_the_saved_ones(rerun: tuple[dict[str, Any], Path], name: str) -> None:
+    _, runs = rerun
+    assert_same_estimates(pl.read_csv(runs / name / "estimates.csv"), pl.read_csv(FIXTURES / f"{name}.csv"))

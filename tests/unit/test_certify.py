@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from estimators import DR
+from estimators.inference import SkewCorrected
 from ope.data.dataset import BanditDataset
 from ope.data.schema import METRICS
 from ope.evaluation.batch import BatchRows
@@ -107,9 +108,11 @@ def test_certification_tightens_until_the_bound_meets_each_target(world: tuple[B
         assert t.solved_at >= t.target
     assert cert.status == "certified", cert
     assert max(router.tightening_.values()) > 0
-    est = DR().estimate(rows.feedback, target=evaluated.action_probabilities(ds, q_hat), q_hat=q_hat)
+    # the certificate is the evaluated policy's DR bound by the run's default interval method (skew-corrected)
+    est = DR().estimate(rows.feedback, target=evaluated.action_probabilities(ds, q_hat), q_hat=q_hat, inference=SkewCorrected())
     low, _ = est.ci(2 * router.certify_alpha)
-    assert low[SAT] >= 0.72 and low[HIT] >= 0.45  # the certificate is the evaluated policy's DR bound
+    assert [t.bound for t in cert.targets] == pytest.approx([low[SAT], low[HIT]], rel=1e-12)
+    assert low[SAT] >= 0.72 and low[HIT] >= 0.45
     assert router.certificate_ is not None and router.certificate_["status"] == "certified"
     again = ConstrainedRouter.from_json(router.to_json())
     assert again.tightening_ == router.tightening_ and again.certificate_ == router.certificate_
