@@ -80,13 +80,14 @@ def run_seed(seed: int, rows: int, *, folds: int = 5, max_rows: int | None = Non
             warnings.simplefilter("ignore", RuntimeWarning)
             warnings.simplefilter("ignore", SupportWarning)
             try:
-                evaluated, cert = fit_cross_fitted(policy, batch, folds)
+                evaluated, cert = fit_cross_fitted(policy, batch, folds, inference=SkewCorrected())
             except PolicyError as exc:  # targets unreachable on this seed's q̂
                 out.status[label] = f"infeasible: {str(exc).splitlines()[-1]}"
                 continue
             pi = evaluated.action_probabilities(ds, q)
-            part = DR().partial(batch.feedback, target=pi, q_hat=q)
-            skew, normal = DR().finalize(part, inference=SkewCorrected()), DR().finalize(part, inference=Normal())
+            dr = DR()
+            part = dr.partial(batch.feedback, target=pi, q_hat=q)
+            skew, normal = dr.finalize(part, inference=SkewCorrected()), dr.finalize(part, inference=Normal())
         out.status[label] = "uncertified" if cert is None else cert.status
         out.truth[label] = sim.world.true_value(policy.action_probabilities(ds, q), SLA)
         out.truth_evaluated[label] = truth = sim.world.true_value(pi, SLA)

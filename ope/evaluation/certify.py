@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from estimators import DR, EstimatorInputError, SupportWarning
-from estimators.inference import Inference, SkewCorrected
+from estimators.inference import Inference
 from ope.evaluation.batch import BatchRows
 from policies import Policy, PolicyError
 from policies.base import DeclaredTarget, declared_targets
@@ -67,16 +67,15 @@ class Certification:
                 "reason": self.reason, "targets": [asdict(t) for t in self.targets]}
 
 
-def fit_cross_fitted(policy: Policy, rows: BatchRows, folds: int, *, weighted: bool = True, feedback: bool = True,
-                     inference: Inference | None = None) -> tuple[CrossFitted, Certification | None]:
+def fit_cross_fitted(policy: Policy, rows: BatchRows, folds: int, *, inference: Inference, weighted: bool = True,
+                     feedback: bool = True) -> tuple[CrossFitted, Certification | None]:
     """Fit ``policy`` on every row of ``rows`` and its fold copies; certify it where it asks to.
 
     ``weighted`` False (no overlap to weight by) or a policy without targets skips certification;
     ``feedback`` False leaves satisfaction targets uncertified (the log has no satisfaction values);
-    ``inference`` is the run's interval method, whose one-sided bounds the targets are held to (default: skew-corrected,
-    as `ope run`'s default ``inference = "skew"``), so a certified target is one the run's own interval shows to hold.
+    ``inference`` is the run's interval method (`ope.evaluation.plan.build_inference`), whose one-sided bounds the
+    targets are held to, so a certified target is one the run's own interval shows to hold.
     """
-    inference = SkewCorrected() if inference is None else inference
     ds, q = rows.dataset, rows.q_hat
     targets = declared_targets(policy)
     settings = policy.certify_settings()

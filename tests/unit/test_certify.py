@@ -98,9 +98,9 @@ def test_certification_tightens_until_the_bound_meets_each_target(world: tuple[B
     targets = {"min_satisfaction": 0.72, "min_sla_hit": 0.45}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        plain, none = fit_cross_fitted(ConstrainedRouter(**targets, exploration=0.05, certify=False), rows, 3)
+        plain, none = fit_cross_fitted(ConstrainedRouter(**targets, exploration=0.05, certify=False), rows, 3, inference=SkewCorrected())
         router = ConstrainedRouter(**targets, exploration=0.05, certify_rounds=6)
-        evaluated, cert = fit_cross_fitted(router, rows, 3)
+        evaluated, cert = fit_cross_fitted(router, rows, 3, inference=SkewCorrected())
     assert none is None and cert is not None
     assert [t.key for t in cert.targets] == list(targets)
     for t in cert.targets:
