@@ -23,7 +23,7 @@ from ope.models.compiled import COMPILERS, raw_scorer
 from ope.models.features import PairFeatures, build_features
 from ope.progress import progress
 
-__all__ = ["MODELS", "OutcomeModels", "PredictorConfig", "assign_folds", "fit_outcome_models", "fold_q_hat", "predict_q_hat"]
+__all__ = ["MODELS", "OutcomeModels", "PredictorConfig", "assign_folds", "fit_outcome_models", "fold_q_hat", "mean_q_hat", "predict_q_hat"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -367,11 +367,22 @@ def fold_q_hat(models: OutcomeModels, ds: BanditDataset, fold: int) -> FloatArra
     return q_hat
 
 
+def mean_q_hat(models: OutcomeModels, ds: BanditDataset, feats: PairFeatures) -> FloatArray:
+    """q̂ (n, K, M) of requests the models never saw: each outcome's prediction averaged over the fold models (each with
+    its fold's correction), then assembled once (as a hold-out window is scored)."""
+    rows, arms = np.nonzero(ds.eligible)
+    q_hat = np.zeros((ds.n, ds.catalog.n_arms, len(ds.metrics)))
+    q_hat[rows, arms] = _scored(models, ds, feats.pairs(rows, arms), rows, arms, range(models.config.folds))
+    return q_hat
+
+
 def _scored(models: OutcomeModels, ds: BanditDataset, x: FloatArray, rows: npt.NDArray[np.int64], arms: npt.NDArray[np.int64],
-            fold: int) -> FloatArray:
-    """Every metric at the pairs (rows, arms) with features ``x``, by fold ``fold``'s models and corrections."""
+            folds: int | range) -> FloatArray:
+    """Every metric at the pairs (rows, arms) with features ``x``, by fold ``folds``'s models and corrections (a range:
+    each outcome's prediction averaged over those folds' models before the metrics are assembled)."""
     cfg, constants = models.config, models.extra.get("constants", {})
+    over = range(folds, folds + 1) if isinstance(folds, int) else folds
     preds = {name: np.full(rows.size, constants[name]) if name in constants else
-             _apply(kind, raw_scorer(models.boosters[name][fold], cfg.compiled, cfg.predict_threads)(x),
-                    models.corrections[name][fold]) for name, (kind, _) in MODELS.items()}
+             sum(_apply(kind, raw_scorer(models.boosters[name][f], cfg.compiled, cfg.predict_threads)(x), models.corrections[name][f])
+                 for f in over) / len(over) for name, (kind, _) in MODELS.items()}
     return _assemble(preds, ds, rows, arms, models.failed_cost)

@@ -29,16 +29,14 @@ from ope.data.catalog import Catalog, catalog_from_frame
 from ope.data.dataset import BanditDataset
 from ope.data.schema import METRICS, NEED_PREFIX, REQUIRED_COLUMNS
 from ope.errors import SchemaError
-from ope.models.compiled import raw_scorer
-from ope.models.features import PairFeatures
 from ope.models.history import US_PER_HOUR, history_block, row_values
-from ope.models.predictors import MODELS, OutcomeModels, _apply, _assemble
+from ope.models.predictors import OutcomeModels, mean_q_hat
 from ope.models.sample import Vocabulary, batch_features
 from ope.models.serialization import load_models, outcome_models, save_models
 from policies import Policy
 from policies.base import policy_from_json, policy_to_json
 
-__all__ = ["CHOSEN", "DeployedRouter", "mean_q_hat", "probability_column"]
+__all__ = ["CHOSEN", "DeployedRouter", "probability_column"]
 
 FloatArray = npt.NDArray[np.float64]
 #: the output column of the chosen arm (a draw from the probabilities, keyed by request_id)
@@ -51,20 +49,6 @@ _DTYPES = {"str": pl.String, "int": pl.Int64, "float": pl.Float64, "bool": pl.Bo
 def probability_column(arm: str) -> str:
     """The output column of an arm's probability."""
     return f"p:{arm}"
-
-
-def mean_q_hat(models: OutcomeModels, ds: BanditDataset, feats: PairFeatures) -> FloatArray:
-    """q̂ (n, K, M) of requests the models never saw: each outcome's prediction averaged over the fold models (each with
-    its fold's correction), then assembled once (as `ope.models.predictors` scores a hold-out window)."""
-    cfg, constants = models.config, models.extra.get("constants", {})
-    rows, arms = np.nonzero(ds.eligible)
-    x = feats.pairs(rows, arms)
-    mean = {name: np.full(rows.size, constants[name]) if name in constants else
-            sum(_apply(kind, raw_scorer(models.boosters[name][f], cfg.compiled, cfg.predict_threads)(x), models.corrections[name][f])
-                for f in range(cfg.folds)) / cfg.folds for name, (kind, _) in MODELS.items()}
-    q_hat = np.zeros((ds.n, ds.catalog.n_arms, len(ds.metrics)))
-    q_hat[rows, arms] = _assemble(mean, ds, rows, arms, models.failed_cost)
-    return q_hat
 
 
 def _kind(dtype: pl.DataType) -> str:

@@ -18,7 +18,8 @@ from ope.errors import ConfigError, SchemaError
 from ope.evaluation.export import RunFolder, export_policy, gateway_policy
 from ope.evaluation.run import RunResult, run_experiment
 from ope.models.features import build_features
-from ope.models.router import CHOSEN, DeployedRouter, _snapshot, mean_q_hat, probability_column
+from ope.models.predictors import mean_q_hat
+from ope.models.router import CHOSEN, DeployedRouter, _snapshot, probability_column
 from ope.report.outputs import write_outputs
 from policies.base import policy_from_json
 

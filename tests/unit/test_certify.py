@@ -25,6 +25,7 @@ from policies.constrained import ConstrainedRouter
 from policies.crossfit import CrossFitted, cross_fit, key_folds
 
 SLA = 10_000
+FOLDS = 5  # the run's default
 SAT, HIT = METRICS.index("satisfaction"), METRICS.index("sla_hit")
 
 
@@ -98,9 +99,10 @@ def test_certification_tightens_until_the_bound_meets_each_target(world: tuple[B
     targets = {"min_satisfaction": 0.72, "min_sla_hit": 0.45}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        plain, none = fit_cross_fitted(ConstrainedRouter(**targets, exploration=0.05, certify=False), rows, 3, inference=SkewCorrected())
+        plain, none = fit_cross_fitted(ConstrainedRouter(**targets, exploration=0.05, certify=False), rows, FOLDS,
+                                       inference=SkewCorrected())
         router = ConstrainedRouter(**targets, exploration=0.05, certify_rounds=6)
-        evaluated, cert = fit_cross_fitted(router, rows, 3, inference=SkewCorrected())
+        evaluated, cert = fit_cross_fitted(router, rows, FOLDS, inference=SkewCorrected())
     assert none is None and cert is not None
     assert [t.key for t in cert.targets] == list(targets)
     for t in cert.targets:
@@ -108,18 +110,46 @@ def test_certification_tightens_until_the_bound_meets_each_target(world: tuple[B
         assert t.solved_at >= t.target
     assert cert.status == "certified", cert
     assert max(router.tightening_.values()) > 0
-    # the certificate is the evaluated policy's DR bound by the run's default interval method (skew-corrected)
+    # the certificate is the evaluated policy's DR bound on every row by the run's default interval method (skew-corrected)
     est = DR().estimate(rows.feedback, target=evaluated.action_probabilities(ds, q_hat), q_hat=q_hat, inference=SkewCorrected())
     low, _ = est.ci(2 * router.certify_alpha)
     assert [t.bound for t in cert.targets] == pytest.approx([low[SAT], low[HIT]], rel=1e-12)
     assert low[SAT] >= 0.72 and low[HIT] >= 0.45
     assert router.certificate_ is not None and router.certificate_["status"] == "certified"
+    assert router.certificate_["fold_rounds"] == cert.fold_rounds and len(cert.fold_rounds) == FOLDS
     again = ConstrainedRouter.from_json(router.to_json())
     assert again.tightening_ == router.tightening_ and again.certificate_ == router.certificate_
     # the uncertified router believes q̂ and misses in truth; the certified one does not
     pi_plain = plain.deployed.action_probabilities(ds, q_hat)
     assert truth.true_value(pi_plain, SLA)["satisfaction"] < 0.72
     assert truth.true_value(router.action_probabilities(ds, q_hat), SLA)["satisfaction"] >= 0.72
+
+
+def test_each_copy_is_held_to_its_targets_on_the_other_folds_rows(world: tuple[BanditDataset, np.ndarray, object]) -> None:
+    """How strict copy f is was decided by DR bounds on the rows outside fold f, never on the rows it routes: at its
+    round, every copy that met its targets (refitted at that round's tightening) has bounds there that meet both."""
+    ds, q, _ = world
+    q_hat = _biased(ds, q)
+    rows = BatchRows(ds, ds.to_feedback(), q_hat)
+    targets = {"min_satisfaction": 0.72, "min_sla_hit": 0.45}
+    router = ConstrainedRouter(**targets, exploration=0.05, certify_rounds=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        evaluated, cert = fit_cross_fitted(router, rows, FOLDS, inference=SkewCorrected())
+    assert cert is not None and any(cert.folds_met), cert
+    fold = key_folds(ds.keys, FOLDS)
+    for f, copy in enumerate(evaluated.folds):
+        if not cert.folds_met[f]:
+            assert cert.fold_rounds[f] == max(cert.fold_rounds)  # it kept the last round tried
+            continue
+        at_round = ConstrainedRouter(**targets, exploration=0.05).tighten(copy.tightening_)
+        judges = fold != f
+        pi = CrossFitted(at_round, cross_fit(at_round, ds, q_hat, FOLDS)).action_probabilities(ds, q_hat)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est = DR().estimate(rows.feedback.subset(judges), target=pi[judges], q_hat=q_hat[judges], inference=SkewCorrected())
+        low, _ = est.ci(2 * router.certify_alpha)
+        assert low[SAT] >= 0.72 and low[HIT] >= 0.45, (f, cert.fold_rounds, copy.tightening_)
 
 
 @pytest.mark.parametrize(("sense", "low", "high", "verdict"), [
