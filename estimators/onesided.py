@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
-from estimators.sequence import Bounds, check_levels
+from estimators.sequence import Bounds, check_levels, checked_rows
 
 __all__ = ["OneSidedBernsteinCS", "OneSidedState"]
 
@@ -108,14 +108,8 @@ class OneSidedBernsteinCS:
 
     def update(self, state: OneSidedState, x: npt.ArrayLike) -> tuple[OneSidedState, Bounds]:
         """Add rows ``x`` (n, m), each within the state's [low, high], in order; the new state and every row's bounds."""
-        x = np.asarray(x, dtype=np.float64)
         lo, hi = state.low, state.high
-        if x.ndim != 2 or x.shape[1] != lo.shape[0]:
-            msg = f"x must have shape (n, {lo.shape[0]}). Got {x.shape} instead."
-            raise ValueError(msg)
-        if x.size and not (np.isfinite(x).all() and (x >= lo).all() and (x <= hi).all()):
-            msg = "Observations of a confidence sequence must lie within their known bounds [low, high]."
-            raise ValueError(msg)
+        x = checked_rows(x, lo, hi, "must lie within their known bounds [low, high]")
         if x.shape[0] == 0:
             empty = np.empty((0, x.shape[1]))
             return state, Bounds(empty, empty, empty)

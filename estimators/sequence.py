@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Bounds", "EmpiricalBernsteinCS", "SequenceState", "check_levels"]
+__all__ = ["Bounds", "EmpiricalBernsteinCS", "SequenceState", "check_levels", "checked_rows"]
 
 
 def check_levels(cs: object) -> None:
@@ -42,7 +42,23 @@ def check_levels(cs: object) -> None:
         if not (isinstance(value, float) and 0.0 < value < 1.0):
             raise ValueError(f"The '{name}' parameter of {type(cs).__name__} must be a float in (0, 1). Got {value!r} instead.")
 
+
 FloatArray = npt.NDArray[np.float64]
+
+
+def checked_rows(x: npt.ArrayLike, low: FloatArray, high: FloatArray, bounds: str) -> FloatArray:
+    """Observations ``x`` as an (n, m) float array, m = len(low), each finite and within [low, high]; a ValueError
+    otherwise (``bounds`` says where they must lie)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != low.shape[0]:
+        msg = f"x must have shape (n, {low.shape[0]}). Got {x.shape} instead."
+        raise ValueError(msg)
+    if x.size and not (np.isfinite(x).all() and (x >= low).all() and (x <= high).all()):
+        msg = f"Observations of a confidence sequence {bounds}."
+        raise ValueError(msg)
+    return x
+
+
 _FIELDS = ("sum_x", "sum_sq", "sum_lam", "sum_lam_x", "sum_vpsi", "best_low", "best_high")
 
 
@@ -110,13 +126,8 @@ class EmpiricalBernsteinCS:
 
     def update(self, state: SequenceState, x: npt.ArrayLike) -> tuple[SequenceState, Bounds]:
         """Add rows ``x`` (n, m), each in [0, 1], in order; the new state and every row's bounds."""
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != state.sum_x.shape[0]:
-            msg = f"x must have shape (n, {state.sum_x.shape[0]}). Got {x.shape} instead."
-            raise ValueError(msg)
-        if x.size and not (np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0):
-            msg = "Observations of a confidence sequence must lie in [0, 1] (rescale by their known bounds first)."
-            raise ValueError(msg)
+        x = checked_rows(x, np.zeros_like(state.sum_x), np.ones_like(state.sum_x),
+                         "must lie in [0, 1] (rescale by their known bounds first)")
         if x.shape[0] == 0:
             empty = np.empty((0, x.shape[1]))
             return state, Bounds(empty, empty, empty)

@@ -13,6 +13,17 @@ from threadpoolctl import threadpool_limits
 
 #: the repository root (configs/, logs/ and docs/ of a source checkout)
 ROOT = Path(__file__).resolve().parents[1]
+#: the two heuristic policies most integration-test configs evaluate (TOML, no format placeholders)
+OFFICIAL_AND_CHEAPEST = """
+[[policies]]
+name = "direct_official"
+kind = "direct_official"
+fallback = "cheapest"
+[[policies]]
+name = "cheapest"
+kind = "cheapest"
+epsilon = 0.05
+"""
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from ope.cli import main
 from ope.data.dataset import BanditDataset
 from ope.data.schema import METRICS
 from ope.evaluation.tables import ESTIMATE_COLUMNS
+from tests.conftest import OFFICIAL_AND_CHEAPEST
 
 CONFIG = """
 [data]
@@ -23,15 +24,7 @@ baseline = "direct_official"
 estimators = ["IPS", "SNIPS"]
 alpha = 0.1
 sla_latency_ms = 8000
-[[policies]]
-name = "direct_official"
-kind = "direct_official"
-fallback = "cheapest"
-[[policies]]
-name = "cheapest"
-kind = "cheapest"
-epsilon = 0.05
-[[policies]]
+""" + OFFICIAL_AND_CHEAPEST + """[[policies]]
 name = "logging <script>alert(1)</script>"
 kind = "price_weighted"
 epsilon = 0.1

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from ope.cli import main
+from tests.conftest import OFFICIAL_AND_CHEAPEST
 
 pytestmark = pytest.mark.slow  # a live MLflow server: run in CI, skipped by -m "not slow"
 
@@ -27,15 +28,7 @@ catalog = "{catalog}"
 [evaluation]
 baseline = "direct_official"
 estimators = ["IPS", "SNIPS"]
-[[policies]]
-name = "direct_official"
-kind = "direct_official"
-fallback = "cheapest"
-[[policies]]
-name = "cheapest"
-kind = "cheapest"
-epsilon = 0.05
-[tracking]
+""" + OFFICIAL_AND_CHEAPEST + """[tracking]
 experiment = "server-test"
 """
 

@@ -32,6 +32,7 @@ from ope.models.history import HistoryWindow
 from ope.models.sample import TrainingSample
 from ope.simulate import PartitionedSimulation, write_partitioned
 from policies import Cheapest
+from tests.conftest import OFFICIAL_AND_CHEAPEST
 
 ROWS = 6_000
 CONFIG = """
@@ -52,16 +53,7 @@ num_leaves = 7
 [tracking]
 enabled = false
 """
-HEURISTIC = """
-[[policies]]
-name = "direct_official"
-kind = "direct_official"
-fallback = "cheapest"
-[[policies]]
-name = "cheapest"
-kind = "cheapest"
-epsilon = 0.05
-[[policies]]
+HEURISTIC = OFFICIAL_AND_CHEAPEST + """[[policies]]
 name = "price_weighted"
 kind = "price_weighted"
 [[policies]]

@@ -12,6 +12,7 @@ import pytest
 
 from ope.cli import main
 from ope.report.tracking import check_server, headline_metrics, run_description
+from tests.conftest import OFFICIAL_AND_CHEAPEST
 
 CONFIG = """
 [data]
@@ -19,15 +20,7 @@ logs = "{logs}"
 catalog = "{catalog}"
 [evaluation]
 estimators = ["IPS", "SNIPS"]
-[[policies]]
-name = "direct_official"
-kind = "direct_official"
-fallback = "cheapest"
-[[policies]]
-name = "cheapest"
-kind = "cheapest"
-epsilon = 0.05
-[tracking]
+""" + OFFICIAL_AND_CHEAPEST + """[tracking]
 experiment = "unreachable"
 """
 
