@@ -213,6 +213,8 @@ def _estimates(policy: Policy, pi: np.ndarray, rows: BatchRows, mask: np.ndarray
     assert rows.q_hat is not None
     sub, q, pi = rows.feedback.subset(mask), rows.q_hat[mask], pi[mask]
     value, low, high = _dr(sub, pi, q, alpha, inference)
+    if any(t.quantile is not None for t in targets):  # the p95 caps' columns P(Y ≤ T), once for every tail target
+        tails, names = policy.with_tails(q, tuple(metrics))  # type: ignore[attr-defined]
     out = []
     for c, t in zip(checks, targets):
         if t.quantile is None:
@@ -220,7 +222,6 @@ def _estimates(policy: Policy, pi: np.ndarray, rows: BatchRows, mask: np.ndarray
             usable = feedback or t.metric != "satisfaction"
             out.append((float(value[j]), float(low[j] if c.sense < 0 else high[j])) if usable else (np.nan, np.nan))
             continue
-        tails, names = policy.with_tails(q, tuple(metrics))  # type: ignore[attr-defined]
         column = next(j for j, name in enumerate(names) if name == c.label)
         hit = (sub.rewards[:, metrics.index(t.metric)] <= t.target).astype(np.float64)
         v, lo, _ = _dr(dataclasses.replace(sub, rewards=hit), pi, tails[:, :, column], alpha, inference)
