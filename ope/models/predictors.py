@@ -383,6 +383,11 @@ def _scored(models: OutcomeModels, ds: BanditDataset, x: FloatArray, rows: npt.N
     cfg, constants = models.config, models.extra.get("constants", {})
     over = range(folds, folds + 1) if isinstance(folds, int) else folds
     preds = {name: np.full(rows.size, constants[name]) if name in constants else
-             sum(_apply(kind, raw_scorer(models.boosters[name][f], cfg.compiled, cfg.predict_threads)(x), models.corrections[name][f])
-                 for f in over) / len(over) for name, (kind, _) in MODELS.items()}
+             _mean([_apply(kind, raw_scorer(models.boosters[name][f], cfg.compiled, cfg.predict_threads)(x), models.corrections[name][f])
+                    for f in over]) for name, (kind, _) in MODELS.items()}
     return _assemble(preds, ds, rows, arms, models.failed_cost)
+
+
+def _mean(scores: list[FloatArray]) -> FloatArray:
+    """The folds' predictions averaged; one fold's returned as it is (no copies on the streamed scoring path)."""
+    return scores[0] if len(scores) == 1 else sum(scores) / len(scores)  # type: ignore[return-value]
