@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import pickle
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
+from filelock import FileLock
 from threadpoolctl import threadpool_limits
 
 #: the repository root (configs/, logs/ and docs/ of a source checkout)
@@ -87,6 +91,30 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
     out = tmp_path_factory.mktemp("sim")
     return write_simulation(out, rows=6000, days=2, seed=7)
+
+
+@pytest.fixture(scope="session")
+def once_per_session(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, Callable[[], Any]], Any]:
+    """``once_per_session(key, build)``: ``build()`` computed once for the whole run and shared by every xdist worker.
+
+    A slow module's tests are spread over both workers, and a module-scoped fixture is built again in each worker
+    that gets one of them (the Monte-Carlo fixtures cost 1–3 minutes each). The first worker to ask builds it under a
+    file lock in the run's shared temporary folder and pickles it there; the others wait for it and read it back
+    (pytest-xdist's documented pattern). Paths inside the result stay valid: every worker sees the same disk.
+    """
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+    def get(key: str, build: Callable[[], Any]) -> Any:
+        path = shared / f"once-{key}.pickle"
+        with FileLock(f"{path}.lock"):
+            if path.is_file():
+                return pickle.loads(path.read_bytes())
+            value = build()
+            path.write_bytes(pickle.dumps(value))
+            return value
+
+    return get
 
 
 #: BLAS and OpenMP pools of an xdist worker, held at one thread for the session (see pytest_configure)

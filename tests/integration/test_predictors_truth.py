@@ -29,6 +29,7 @@ Run ``python -m tests.test_predictors_truth`` to print the tables of the documen
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,8 +127,8 @@ def run_experiment(seeds: tuple[int, ...] = SEEDS) -> Runs:
 
 
 @pytest.fixture(scope="module")
-def runs() -> Runs:
-    return run_experiment()
+def runs(once_per_session: Callable[[str, Callable[[], Runs]], Runs]) -> Runs:
+    return once_per_session("predictors-truth", run_experiment)
 
 
 def _by_metric(values: FloatArray, digits: int = 3) -> dict[str, float]:

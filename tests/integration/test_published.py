@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -57,12 +58,16 @@ def _make_published() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def rerun(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+def rerun(tmp_path_factory: pytest.TempPathFactory, once_per_session: Callable[[str, Callable[[], Any]], Any],
+          ) -> tuple[dict[str, Any], Path]:
     """Both examples run again by make_published.py (nothing written into docs/): its headlines and the run folders."""
-    runs = tmp_path_factory.mktemp("published-runs")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(PROJECT_ROOT)  # the example configs' relative paths
-        return _make_published().main(None, runs), runs
+    def both() -> tuple[dict[str, Any], Path]:
+        runs = tmp_path_factory.mktemp("published-runs")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(PROJECT_ROOT)  # the example configs' relative paths
+            return _make_published().main(None, runs), runs
+
+    return once_per_session("published", both)
 
 
 @pytest.mark.slow

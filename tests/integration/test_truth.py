@@ -19,6 +19,7 @@ interval covered every metric in both settings.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +55,11 @@ class Runs:
 
 
 @pytest.fixture(scope="module")
-def runs() -> Runs:
+def runs(once_per_session: Callable[[str, Callable[[], Runs]], Runs]) -> Runs:
+    return once_per_session("truth", _replicate)
+
+
+def _replicate() -> Runs:
     policies = _policies()
     truth = {name: np.zeros(len(METRICS)) for name in policies}
     for seed in TRUTH_SEEDS:
