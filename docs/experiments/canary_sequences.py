@@ -5,9 +5,10 @@ a fresh canary from it: a share s of requests routed by the candidate, the rest 
 access, the propensity of the mixture logged (as `ope.simulate.canary` does). Peeks are hourly: a
 sequence *decides* at the first hour's end where its interval excludes 0.
 
-- **Detection.** The candidate is 0.55 · official + 0.45 · cheapest: 29 % cheaper (0.48 mUSD per
-  request), the size of the Qwen3 example's 27 % cost gain. Requests until the cost difference's upper
-  bound falls below 0, at shares 5, 10 and 20 %.
+- **Detection.** The candidate mixes direct official access with cheapest routing in the proportion
+  whose exact cost change equals the Qwen3 example's published one (``published.json``: the routed
+  rule's DR cost change, written by ``make_published.py``), so the size tracks the example. Requests
+  until the cost difference's upper bound falls below 0, at shares 5, 10, 20 and 30 %.
 - **Equal policies** (any decision is false). *Equal on every metric*: uniform routing against a
   policy routing each request to one eligible arm drawn at random (20,000 requests, 2 days), as
   before. *Equal cost, heavy weights*: each request gets the mix of its cheapest and its most
@@ -24,7 +25,7 @@ sequence *decides* at the first hour's end where its interval excludes 0.
   the larger per-token price of its dearest endpoint, 131,072 × 0.90 USD per Mtok); the verdict level
   α = 5 %, each metric's sequence at α/2 (each side at α/4) as `ope monitor` uses them.
 
-Run from the project root (about 3 minutes on 2 cores)::
+Run from the project root (about a minute on one core)::
 
     python docs/experiments/canary_sequences.py --out docs/experiments/canary_sequences.md
 
@@ -54,7 +55,8 @@ from policies.baselines import Cheapest, DirectOfficial
 
 COST, SLA = METRICS.index("cost_usd"), METRICS.index("sla_hit")
 CAP, ALPHA, SLA_MS = (0.12, 1.0), 0.05, 10_000.0
-SHARES = (0.05, 0.10, 0.20)
+PUBLISHED = Path(__file__).with_name("published.json")
+SHARES = (0.05, 0.10, 0.20, 0.30)
 METHODS = ("two-sided EB", "one-sided EB, IPS", "one-sided EB, DR")
 NULL_METHODS = (*METHODS, "asymptotic, IPS", "asymptotic, DR")
 Canary = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # w1, w0, r (n, 2), (q̂ logged, q̂ π1, q̂ π0) stacked
@@ -70,6 +72,9 @@ class Market:
         self.official = DirectOfficial(fallback="cheapest").fit(ds).action_probabilities(ds)
         self.cheapest = Cheapest().fit(ds).action_probabilities(ds)
         self.q = np.clip(world.expected_outcomes(SLA_MS)[:, :, [COST, SLA]], 0.0, CAP)
+        cut = self.truth(self.cheapest)[0] / self.truth(self.official)[0] - 1
+        mix = example_cost_change() / cut
+        self.candidate = (1 - mix) * self.official + mix * self.cheapest
         hours = self.sim.logs["ts"].dt.epoch("s").to_numpy() // 3600
         self.peeks = np.append(np.flatnonzero(np.diff(hours)), world.n - 1)
 
@@ -97,6 +102,11 @@ class Market:
         assert r[:, 0].max() <= CAP[0], r[:, 0].max()
         q = np.stack([self.q[rows, arms], np.einsum("nk,nkm->nm", pi1, self.q), np.einsum("nk,nkm->nm", pi0, self.q)])
         return pi1[rows, arms] / mix[rows, arms], pi0[rows, arms] / mix[rows, arms], r, q
+
+
+def example_cost_change() -> float:
+    """The Qwen3 example's published cost change of its routed rule (DR, relative): the detection candidate's size."""
+    return float(json.loads(PUBLISHED.read_text())["qwen3_32b.routed.cost_usd.relative"]["dr"]) / 100
 
 
 def _two_sided(c: Canary, share: float) -> tuple[np.ndarray, np.ndarray]:
@@ -146,9 +156,8 @@ def first_peek(mask: np.ndarray, peeks: np.ndarray) -> int | None:
 
 def detect(market: Market, share: float, seed: int) -> dict[str, list[int | None]]:
     """Requests until each method's cost upper bound is below 0 (cheaper), and until its SLA upper bound is (worse on
-    SLA: this policy's SLA hit rate is truly 0.07 lower), for the 29 % cut at ``share``."""
-    pi1 = 0.55 * market.official + 0.45 * market.cheapest
-    c = market.canary(pi1, market.official, share, np.random.default_rng(seed))
+    SLA: this policy's SLA hit rate is truly lower), for the candidate sized to the example's cut at ``share``."""
+    c = market.canary(market.candidate, market.official, share, np.random.default_rng(seed))
     return {m: [first_peek(hi[:, j] < 0, market.peeks) for j in (0, 1)] for m, (_, hi) in sequences(c, share, METHODS).items()}
 
 
@@ -182,8 +191,7 @@ def _stats(found: list[int | None], rows: int) -> dict[str, object]:
 def run(detect_seeds: int, null_seeds: int) -> dict[str, object]:
     """Every number of the page."""
     big, small = Market(60_000, 7), Market(20_000, 2)
-    pi1 = 0.55 * big.official + 0.45 * big.cheapest
-    (c1, s1), (c0, s0) = big.truth(pi1), big.truth(big.official)
+    (c1, s1), (c0, s0) = big.truth(big.candidate), big.truth(big.official)
     out: dict[str, object] = {"truth": {"cost_cut_usd": c0 - c1, "cost_cut_relative": c1 / c0 - 1, "sla_difference": s1 - s0},
                               "detection": {}, "false": {}, "floor": {}}
     for share in SHARES:

@@ -1,7 +1,7 @@
 """The canary sequences' Monte-Carlo (`docs/experiments/canary_sequences.py`): a few seeds re-run give the saved results,
 the saved results say what the README says, and the sequences `ope monitor` uses decide falsely at most α of the time.
 
-The full run (40 detection seeds per share, 200 seeds per equal-policies case) takes about 6 minutes on 2 cores and is
+The full run (40 detection seeds per share, 200 seeds per equal-policies case) takes about a minute on one core and is
 the script's job; here 1 detection seed and 3 seeds of each equal-policies case are re-run (a few seconds) and must
 reproduce the saved per-seed results exactly (same seeds, same simulator, same code).
 """
@@ -58,17 +58,31 @@ def test_saved_results_hold_alpha_and_beat_the_old_sequence() -> None:
         assert by_method["one-sided EB, IPS"]["cost"]["median"] > SAVED["floor"][share]
 
 
+def test_detected_cut_is_the_published_examples_cut() -> None:
+    """The detection candidate is sized to the Qwen3 example's published cost change; a re-made example moves it."""
+    published = json.loads((DOCS / "published.json").read_text())["qwen3_32b.routed.cost_usd.relative"]["dr"]
+    assert SAVED["truth"]["cost_cut_relative"] == pytest.approx(published / 100, abs=1e-9)
+
+
 def test_readme_and_page_quote_the_saved_numbers() -> None:
     readme = (Path(PROJECT_ROOT) / "README.md").read_text()
     section = readme.split("## Watching a canary", 1)[1].split("\n## ", 1)[0]
     det = SAVED["detection"]
-    quoted = [det["0.05"]["one-sided EB, DR"]["cost"]["median"], det["0.05"]["two-sided EB"]["cost"]["median"],
-              det["0.05"]["one-sided EB, DR"]["sla"]["median"], det["0.05"]["two-sided EB"]["sla"]["median"],
-              det["0.05"]["one-sided EB, IPS"]["cost"]["median"], det["0.05"]["one-sided EB, IPS"]["sla"]["median"],
-              det["0.1"]["one-sided EB, DR"]["cost"]["median"], det["0.2"]["one-sided EB, DR"]["cost"]["median"],
+    quoted = [det["0.05"]["one-sided EB, DR"]["cost"]["median"], det["0.05"]["one-sided EB, DR"]["sla"]["median"],
+              det["0.05"]["two-sided EB"]["sla"]["median"], det["0.05"]["one-sided EB, IPS"]["cost"]["median"],
+              det["0.05"]["one-sided EB, IPS"]["sla"]["median"], det["0.1"]["two-sided EB"]["cost"]["median"],
+              det["0.1"]["one-sided EB, IPS"]["cost"]["median"], det["0.1"]["one-sided EB, DR"]["cost"]["median"],
+              det["0.2"]["one-sided EB, DR"]["cost"]["median"], det["0.2"]["one-sided EB, DR"]["cost"]["p90"],
+              det["0.2"]["one-sided EB, IPS"]["cost"]["median"], det["0.3"]["one-sided EB, DR"]["cost"]["median"],
               SAVED["floor"]["0.05"], SAVED["floor"]["0.1"]]
     for value in quoted:
         assert f"{value:,.0f}" in section, value
+    assert det["0.05"]["two-sided EB"]["cost"]["missed"] > len(det["0.05"]["two-sided EB"]["cost"]["seeds"]) / 2  # "not within 60,000"
+    assert det["0.2"]["one-sided EB, DR"]["cost"]["median"] <= 10_000  # "from a 20 % canary on ... within 10⁴"
+    assert det["0.1"]["one-sided EB, DR"]["cost"]["median"] > 10_000 and SAVED["floor"]["0.1"] > 10_000
+    truth = SAVED["truth"]
+    assert f"{-truth['sla_difference']:.3f} lower SLA hit rate" in section
+    assert f"{1000 * truth['cost_cut_usd']:.2f} mUSD per request" in section
     for kind in SAVED["false"]:
         counts = SAVED["false"][kind]
         assert f"{max(counts[m]['false'] for m in BOUNDED[1:])} of {counts['one-sided EB, DR']['seeds']}" in section, kind
