@@ -78,7 +78,8 @@ def test_readme_and_page_quote_the_saved_numbers() -> None:
     for value in quoted:
         assert f"{value:,.0f}" in section, value
     assert det["0.05"]["two-sided EB"]["cost"]["missed"] > len(det["0.05"]["two-sided EB"]["cost"]["seeds"]) / 2  # "not within 60,000"
-    assert det["0.2"]["one-sided EB, DR"]["cost"]["median"] <= 10_000  # "from a 20 % canary on ... within 10⁴"
+    assert max(det["0.3"]["one-sided EB, DR"]["cost"]["seeds"]) <= 10_000  # "at a 30 % canary in every seed"
+    assert det["0.2"]["one-sided EB, DR"]["cost"]["median"] <= 10_000  # "at 20 % in half of them"
     assert det["0.1"]["one-sided EB, DR"]["cost"]["median"] > 10_000 and SAVED["floor"]["0.1"] > 10_000
     truth = SAVED["truth"]
     assert f"{-truth['sla_difference']:.3f} lower SLA hit rate" in section
