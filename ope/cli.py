@@ -187,9 +187,28 @@ def _export(args: argparse.Namespace) -> int:
         raise OPEError(f"--length-edges is for --format json: {args.format} cannot route on input length.")
     export = export_policy(args.run_dir, args.policy, args.format, show_progress=_bars(args),
                            **({"length_edges": edges} if edges is not None else {}))
-    print_export(export, write_export(export, Path(args.run_dir), out, overwrite=args.overwrite))
+    paths = write_export(export, Path(args.run_dir), out, overwrite=args.overwrite)
+    print_export(export, paths)
+    if not args.no_tracking:
+        _track_export(Path(args.run_dir), paths)
     print(f"wall time: {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _track_export(run_dir: Path, paths: dict[str, Path]) -> None:
+    """Log the export into the run's MLflow run when the run was tracked; a failure keeps the written files."""
+    from ope.report.tracking import TrackingError, track_export
+
+    name = paths["report"].parent.name
+    try:
+        record = track_export(run_dir, paths, name)
+    except TrackingError as exc:
+        print(f"tracking failed: {exc}; the export is written locally", file=sys.stderr)
+        return
+    if record is None:
+        print("mlflow:    the run was not tracked, so neither is its export")
+    else:
+        print(f"mlflow:    logged to run {record['run_id']} under exports/{name}/\n           {record['page']}")
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -203,6 +222,8 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     exp.add_argument("--length-edges", help="input-token bucket edges for --format json, e.g. 1024,4096,16384 "
                                             "(default: 1024,4096,16384)")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    exp.add_argument("--no-tracking", action="store_true",
+                     help="do not log the export into the run's MLflow run (logged there when the run was tracked)")
     exp.add_argument("--quiet", action="store_true", help="no progress bars")
     exp.set_defaults(func=_export)
 

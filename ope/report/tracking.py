@@ -8,6 +8,7 @@ kind and interval is the ``estimates.csv`` artifact.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -29,10 +30,12 @@ from ope.evaluation.run import RunResult
 if TYPE_CHECKING:
     from ope.evaluation.tune import TuneResult
 
-__all__ = ["REGISTRY_SCHEMES", "TrackingError", "check_registry", "check_server", "headline_metrics", "metric_key", "run_description", "run_page", "track_run",
-           "track_tune", "ui_command"]
+__all__ = ["RECORD", "REGISTRY_SCHEMES", "TrackingError", "check_registry", "check_server", "headline_metrics", "metric_key",
+           "run_description", "run_page", "track_export", "track_run", "track_tune", "ui_command"]
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+#: the run folder's note of where MLflow keeps the run, written once it is recorded; `ope export` logs there
+RECORD = "mlflow.json"
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}   # MLflow 3's "Machine learning" view
 # MLflow retries an unreachable server 7 times with exponential backoff (minutes); a report tool should not wait that
 # long. Used only where the user has not set them.
@@ -227,9 +230,39 @@ def track_run(result: RunResult, paths: dict[str, Path], info: dict[str, Any], *
             if actions.exists():
                 mlflow.log_artifacts(str(actions), artifact_path="actions")
             _log_routers(result, register, messages if messages is not None else [])
-            return run.info.run_id, mlflow.get_tracking_uri(), run_page(mlflow.get_tracking_uri(), exp_id, run.info.run_id)
+            run_id = run.info.run_id
+        uri = mlflow.get_tracking_uri()
     except Exception as exc:  # any MLflow or store failure must not lose the local report
         raise TrackingError(f"MLflow could not record the run ({type(exc).__name__}: {exc})") from exc
+    page = run_page(uri, exp_id, run_id)
+    record = {"tracking_uri": uri, "experiment_id": exp_id, "run_id": run_id, "page": page}
+    (paths["report"].parent / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return run_id, uri, page
+
+
+def track_export(run_dir: Path, paths: dict[str, Path], name: str) -> dict[str, str] | None:
+    """Log an export of a tracked run into that run: the gateway file and the comparison's outputs as artifacts under
+    ``exports/<name>/``, and a tag ``export.<name>`` naming the gateway file. Returns the run's record (`RECORD`), or
+    None when the run was not tracked. Raises `TrackingError` when MLflow cannot take it (the files stay written)."""
+    if not (run_dir / RECORD).is_file():
+        return None
+    record: dict[str, str] = json.loads((run_dir / RECORD).read_text())
+    problem = check_server(record["tracking_uri"])
+    if problem is not None:
+        raise TrackingError(problem)
+    for key, value in HTTP_ENV.items():
+        os.environ.setdefault(key, value)
+    try:
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri=record["tracking_uri"])
+        where = f"exports/{name}"
+        client.log_artifacts(record["run_id"], str(paths["report"].parent), artifact_path=where)
+        client.log_artifact(record["run_id"], str(paths["gateway"]), artifact_path=where)
+        client.set_tag(record["run_id"], f"export.{name}", paths["gateway"].name)
+    except Exception as exc:
+        raise TrackingError(f"MLflow could not record the export in run {record['run_id']} ({type(exc).__name__}: {exc})") from exc
+    return record
 
 
 def _log_routers(result: RunResult, register: tuple[str, str] | None, messages: list[str]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from ope.models.features import build_features
 from ope.models.predictors import mean_q_hat
 from ope.models.router import CHOSEN, DeployedRouter, _snapshot, probability_column
 from ope.report.outputs import write_outputs
+from ope.report.tracking import RECORD
 from policies.base import policy_from_json
 
 CONFIG = """
@@ -67,6 +70,7 @@ def test_export_writes_a_litellm_config_and_evaluates_it_against_the_policy_as_c
     assert main(["export", str(folder), "--policy", "routed", "--format", "litellm", "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "'routed' as computed vs as deployable in LiteLLM (SNIPS" in printed and "LiteLLM cannot express: input length" in printed
+    assert "mlflow:    the run was not tracked, so neither is its export" in printed
     config = yaml.safe_load(out.read_text())
     assert config["router_settings"]["routing_strategy"] == "simple-shuffle" and config["model_list"]
     exports = folder / "exports" / "routed-litellm"
@@ -92,6 +96,27 @@ def test_export_writes_a_litellm_config_and_evaluates_it_against_the_policy_as_c
     assert diff["cost_usd"] == pytest.approx(values["cost_usd"] - base["cost_usd"], rel=1e-9)   # paired, on the same rows
     summary = json.loads((exports / "export.json").read_text())
     assert summary["as_deployable"] == name and len(summary["comparison"]) == 7
+
+
+def test_an_unreachable_tracking_server_keeps_the_export(run: tuple[RunResult, Path], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A run recorded on a server that is gone: the export is written, says why it is not logged, and succeeds."""
+    _, folder = run
+    copy = shutil.copytree(folder, tmp_path / "r")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    (copy / RECORD).write_text(json.dumps({"tracking_uri": uri, "experiment_id": "1", "run_id": "abc", "page": uri}))
+    out = tmp_path / "weights.json"
+    assert main(["export", str(copy), "--policy", "routed", "--format", "json", "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"tracking failed: the MLflow server {uri} does not answer" in err and "the export is written locally" in err
+    assert out.exists() and (copy / "exports" / "routed-json" / "export.json").exists()
+    assert main(["export", str(copy), "--policy", "routed", "--format", "json", "--out", str(out), "--quiet", "--overwrite",
+                 "--no-tracking"]) == 0
+    captured = capsys.readouterr()
+    assert "tracking failed" not in captured.err and "mlflow:" not in captured.out
 
 
 def test_openrouter_and_json_exports(run: tuple[RunResult, Path]) -> None:

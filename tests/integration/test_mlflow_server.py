@@ -186,3 +186,12 @@ def test_the_router_is_registered_and_routes_in_a_fresh_process(tmp_path: Path, 
     signature = mlflow.models.get_model_info("models:/ope-router/1").signature
     assert signature.inputs.input_names() == ["request_id", *router.columns]
     assert signature.outputs.input_names()[-1] == CHOSEN
+    # the export of the tracked run is logged into that run
+    record = json.loads((folder / "mlflow.json").read_text())
+    gateway = tmp_path / "litellm.yaml"
+    assert main(["export", str(folder), "--policy", "routed", "--format", "litellm", "--out", str(gateway), "--quiet"]) == 0
+    assert f"mlflow:    logged to run {record['run_id']} under exports/routed-litellm/" in capsys.readouterr().out
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    logged = {Path(a.path).name for a in client.list_artifacts(record["run_id"], "exports/routed-litellm")}
+    assert {"litellm.yaml", "report.html", "export.json", "policy.json", "estimates.csv"} <= logged
+    assert client.get_run(record["run_id"]).data.tags["export.routed-litellm"] == "litellm.yaml"
