@@ -111,7 +111,7 @@ def fit_cross_fitted(policy: Policy, rows: BatchRows, folds: int, *, inference: 
     judged = [fold != f for f in range(folds)] + [np.ones(ds.n, dtype=bool)]  # copy f's judges, then the deployed rule's
 
     def estimates(pi: np.ndarray, mask: np.ndarray) -> list[tuple[float, float]]:
-        return _estimates(policy, pi, rows, mask, checks, targets, alpha, feedback, inference)
+        return _estimates(policy, pi, rows, mask, checks, alpha, feedback, inference)
 
     solved, chosen, infeasible = _tighten(policy, rows, folds, checks, judged, estimates, rounds)
     pick = [chosen.get(unit, len(solved) - 1) for unit in range(len(judged))]
@@ -181,12 +181,14 @@ class _Check:
     target: float
     sense: float
     predicted: str  # the key of `Policy.predicted_values` that holds the router's own prediction
+    metric: str
+    threshold: float | None = None  # a p95 cap's T; None for a mean
 
     @classmethod
     def of(cls, t: DeclaredTarget) -> _Check:
         if t.quantile is None:
-            return cls(t.key, t.metric, t.target, t.sense, t.metric)
-        return cls(t.key, tail_column(t.metric, t.target), t.quantile, -1.0, t.key)
+            return cls(t.key, t.metric, t.target, t.sense, t.metric, t.metric)
+        return cls(t.key, tail_column(t.metric, t.target), t.quantile, -1.0, t.key, t.metric, t.target)
 
     def holds(self, bound: float) -> bool:
         return bool(np.isfinite(bound) and self.sense * (bound - self.target) <= 0)
@@ -207,23 +209,23 @@ def _step(c: _Check, bound: float, now: tuple[float, float], before: tuple[float
 
 
 def _estimates(policy: Policy, pi: np.ndarray, rows: BatchRows, mask: np.ndarray, checks: list[_Check],
-               targets: tuple[DeclaredTarget, ...], alpha: float, feedback: bool, inference: Inference) -> list[tuple[float, float]]:
+               alpha: float, feedback: bool, inference: Inference) -> list[tuple[float, float]]:
     """DR estimate and one-sided (1 − alpha) bound by ``inference`` of every target, on the rows in ``mask``."""
     metrics = rows.dataset.metrics
     assert rows.q_hat is not None
     sub, q, pi = rows.feedback.subset(mask), rows.q_hat[mask], pi[mask]
     value, low, high = _dr(sub, pi, q, alpha, inference)
-    if any(t.quantile is not None for t in targets):  # the p95 caps' columns P(Y ≤ T), once for every tail target
+    if any(c.threshold is not None for c in checks):  # the p95 caps' columns P(Y ≤ T), once for every tail target
         tails, names = policy.with_tails(q, tuple(metrics))  # type: ignore[attr-defined]
     out = []
-    for c, t in zip(checks, targets):
-        if t.quantile is None:
-            j = metrics.index(t.metric)
-            usable = feedback or t.metric != "satisfaction"
+    for c in checks:
+        if c.threshold is None:
+            j = metrics.index(c.metric)
+            usable = feedback or c.metric != "satisfaction"
             out.append((float(value[j]), float(low[j] if c.sense < 0 else high[j])) if usable else (np.nan, np.nan))
             continue
         column = next(j for j, name in enumerate(names) if name == c.label)
-        hit = (sub.rewards[:, metrics.index(t.metric)] <= t.target).astype(np.float64)
+        hit = (sub.rewards[:, metrics.index(c.metric)] <= c.threshold).astype(np.float64)
         v, lo, _ = _dr(dataclasses.replace(sub, rewards=hit), pi, tails[:, :, column], alpha, inference)
         out.append((float(v), float(lo)))
     return out
