@@ -197,7 +197,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _track_export(run_dir: Path, paths: dict[str, Path]) -> None:
     """Log the export into the run's MLflow run when the run was tracked; a failure keeps the written files."""
-    from ope.report.tracking import TrackingError, track_export
+    from ope.report.tracking import RECORD, TrackingError, track_export
 
     name = paths["report"].parent.name
     try:
@@ -206,7 +206,8 @@ def _track_export(run_dir: Path, paths: dict[str, Path]) -> None:
         print(f"tracking failed: {exc}; the export is written locally", file=sys.stderr)
         return
     if record is None:
-        print("mlflow:    the run was not tracked, so neither is its export")
+        print(f"mlflow:    the export is not logged: {run_dir} has no {RECORD} (the run was not tracked, or by a version "
+              "of ope that did not write it)")
     else:
         print(f"mlflow:    logged to run {record['run_id']} under exports/{name}/\n           {record['page']}")
 

@@ -111,7 +111,9 @@ def once_per_session(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str,
             if path.is_file():
                 return pickle.loads(path.read_bytes())
             value = build()
-            path.write_bytes(pickle.dumps(value))
+            partial = path.with_suffix(".partial")
+            partial.write_bytes(pickle.dumps(value))
+            partial.replace(path)  # a worker that dies mid-write leaves no half-written result
             return value
 
     return get

@@ -1,10 +1,12 @@
 """Coverage of the off-policy quantile intervals (p50 … p99 of TTFT, latency, cost, throughput) on the simulator's exact truth.
 
-For each world seed, a simulated log of ``N`` requests fixes the contexts, the logging policy and
-every (request, arm) outcome distribution; the exact p-quantile of each target policy's outcome
-distribution on those contexts comes from `ope.simulate.distribution.true_quantiles`. Each
-replication then redraws the logged arms (from the logging probabilities) and their outcomes, and
-estimates the target policies' CDFs exactly as a run does (`estimators.distribution`: a 128-point
+For each world seed, a simulated log of ``N`` requests fixes a population of contexts (each with its
+sample weight) and every (request, arm) outcome distribution; the exact p-quantile of each target
+policy's outcome distribution over that population comes from
+`ope.simulate.distribution.true_quantiles`. Each replication draws ``N`` contexts afresh from the
+population (with replacement, so rows are independent draws from it, as the intervals assume), then
+their logged arms (from the logging probabilities) and outcomes, and estimates the target policies'
+CDFs exactly as a run does (`estimators.distribution`: a 128-point
 log-spaced grid over the replication's own range, IPS and SNIPS, Woodruff intervals, paired
 differences cheapest − balanced with their delta-method interval). An interval covers when the
 exact quantile (or difference of exact quantiles) lies inside it.
@@ -82,29 +84,32 @@ def world_case(seed: int, n: int, policies: dict[str, Mixture], *, truth: tuple[
     return WorldCase(sim.world, pis, exact)
 
 
-def outcomes(world: World, rng: np.random.Generator) -> tuple[npt.NDArray[np.int64], dict[str, FloatArray]]:
-    """Freshly logged arms and the four metrics of their outcomes (throughput = tokens/s of an ok answer, else 0)."""
-    arms = draw_logged_arms(world.logging_probabilities, rng)
-    out = world.draw_outcomes(arms, rng)
+def outcomes(world: World, rng: np.random.Generator) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], dict[str, FloatArray]]:
+    """Contexts drawn with replacement from the world's (their row indices), their logged arms and the four metrics of
+    their outcomes (throughput = tokens/s of an ok answer, else 0)."""
+    rows = rng.integers(0, world.n, world.n)
+    drawn = World(world.spec, world.contexts.take(rows), days=world.days)
+    arms = draw_logged_arms(drawn.logging_probabilities, rng)
+    out = drawn.draw_outcomes(arms, rng)
     ok = out.status == 0
     with np.errstate(divide="ignore", invalid="ignore"):
         tps = np.where(ok, out.output_tokens * 1000.0 / (out.latency_ms - out.ttft_ms), 0.0)
-    return arms, {"ttft_ms": out.ttft_ms, "latency_ms": out.latency_ms, "cost_usd": out.cost_usd, "throughput_tps": tps}
+    return rows, arms, {"ttft_ms": out.ttft_ms, "latency_ms": out.latency_ms, "cost_usd": out.cost_usd, "throughput_tps": tps}
 
 
 def replicate(case: WorldCase, world_seed: int, rep: int, metrics: tuple[str, ...] = DISTRIBUTION_METRICS) -> list[dict[str, object]]:
     """One replication's estimates of ``metrics``: rows of (policy or difference, metric, estimator, quantile, value, ci_low,
     ci_high, truth)."""
     world = case.world
-    arms, ys = outcomes(world, np.random.default_rng([world_seed, rep]))
-    rows_i = np.arange(world.n)
+    rows_i, arms, ys = outcomes(world, np.random.default_rng([world_seed, rep]))
     p = world.logging_probabilities[rows_i, arms]
     weights = {name: PolicyRows(pi[rows_i, arms] / p) for name, pi in case.pis.items()}
+    sample_weight = world.sample_weight[rows_i]
     out: list[dict[str, object]] = []
     for metric in metrics:
         y = ys[metric]
         grid = Grid.spanning(float(y[y > 0].min()), float(y.max()), points=POINTS, zero=bool((y <= 0).any()))
-        sums, cross = accumulate_cdfs(grid, y, world.sample_weight, weights, estimators=ESTIMATORS, baseline="balanced")
+        sums, cross = accumulate_cdfs(grid, y, sample_weight, weights, estimators=ESTIMATORS, baseline="balanced")
         for est in ESTIMATORS:
             dist = {name: finalize_cdf(sums[(name, est)], grid, estimator=est) for name in case.pis}
             diff = quantile_difference(dist["cheapest"], dist["balanced"], cross[("cheapest", est)])

@@ -133,12 +133,16 @@ def _artifact_location(uri: str) -> str | None:
     return None
 
 
+def _absolute(uri: str) -> str:
+    """A SQLite store's URI with its file's absolute path, so it names the same store from any directory."""
+    if uri.startswith("sqlite:///"):
+        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return uri
+
+
 def ui_command(uri: str | None) -> str:
     """The command that opens the MLflow UI on this store (absolute, so it works from anywhere)."""
-    uri = uri or DEFAULT_URI
-    if uri.startswith("sqlite:///"):
-        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
-    return f"mlflow ui --backend-store-uri {uri}"
+    return f"mlflow ui --backend-store-uri {_absolute(uri or DEFAULT_URI)}"
 
 
 def run_page(uri: str | None, experiment_id: str, run_id: str) -> str:
@@ -151,10 +155,14 @@ def run_page(uri: str | None, experiment_id: str, run_id: str) -> str:
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
-def _mlflow(cfg: TrackingConfig) -> tuple[Any, str]:
-    """The mlflow module, pointed at the configured store, and the experiment id (created in the classic ML view)."""
+def _http_limits() -> None:
     for key, value in HTTP_ENV.items():
         os.environ.setdefault(key, value)
+
+
+def _mlflow(cfg: TrackingConfig) -> tuple[Any, str]:
+    """The mlflow module, pointed at the configured store, and the experiment id (created in the classic ML view)."""
+    _http_limits()
     import mlflow
 
     if cfg.uri:
@@ -235,30 +243,50 @@ def track_run(result: RunResult, paths: dict[str, Path], info: dict[str, Any], *
     except Exception as exc:  # any MLflow or store failure must not lose the local report
         raise TrackingError(f"MLflow could not record the run ({type(exc).__name__}: {exc})") from exc
     page = run_page(uri, exp_id, run_id)
-    record = {"tracking_uri": uri, "experiment_id": exp_id, "run_id": run_id, "page": page}
-    (paths["report"].parent / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    record = {"tracking_uri": _absolute(uri), "experiment_id": exp_id, "run_id": run_id, "page": page}
+    try:
+        (paths["report"].parent / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    except OSError as exc:
+        raise TrackingError(f"the run is recorded in MLflow as {run_id}, but {RECORD} could not be written ({exc})") from exc
     return run_id, uri, page
 
 
-def track_export(run_dir: Path, paths: dict[str, Path], name: str) -> dict[str, str] | None:
-    """Log an export of a tracked run into that run: the gateway file and the comparison's outputs as artifacts under
-    ``exports/<name>/``, and a tag ``export.<name>`` naming the gateway file. Returns the run's record (`RECORD`), or
-    None when the run was not tracked. Raises `TrackingError` when MLflow cannot take it (the files stay written)."""
-    if not (run_dir / RECORD).is_file():
+def _record(run_dir: Path) -> dict[str, str] | None:
+    """The run folder's tracking record, None if it has none; a record that cannot be read is a `TrackingError`."""
+    path = run_dir / RECORD
+    if not path.is_file():
         return None
-    record: dict[str, str] = json.loads((run_dir / RECORD).read_text())
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TrackingError(f"{path} is not a tracking record ({exc})") from exc
+    missing = [k for k in ("tracking_uri", "run_id", "page") if not isinstance(record, dict) or not isinstance(record.get(k), str)]
+    if missing:
+        raise TrackingError(f"{path} is not a tracking record: it lacks {', '.join(missing)}")
+    uri = record["tracking_uri"]
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise TrackingError(f"the run's MLflow store {uri} (from {path}) no longer exists")
+    return record
+
+
+def track_export(run_dir: Path, paths: dict[str, Path], name: str) -> dict[str, str] | None:
+    """Log an export of a tracked run into that run: the comparison's outputs as artifacts under ``exports/<name>/``,
+    the gateway file under ``exports/<name>/gateway/``, and a tag ``export.<name>`` naming the gateway file. Returns the run's record (`RECORD`), or
+    None when the run was not tracked. Raises `TrackingError` when MLflow cannot take it (the files stay written)."""
+    record = _record(run_dir)
+    if record is None:
+        return None
     problem = check_server(record["tracking_uri"])
     if problem is not None:
         raise TrackingError(problem)
-    for key, value in HTTP_ENV.items():
-        os.environ.setdefault(key, value)
+    _http_limits()
     try:
         import mlflow
 
         client = mlflow.MlflowClient(tracking_uri=record["tracking_uri"])
         where = f"exports/{name}"
         client.log_artifacts(record["run_id"], str(paths["report"].parent), artifact_path=where)
-        client.log_artifact(record["run_id"], str(paths["gateway"]), artifact_path=where)
+        client.log_artifact(record["run_id"], str(paths["gateway"]), artifact_path=f"{where}/gateway")
         client.set_tag(record["run_id"], f"export.{name}", paths["gateway"].name)
     except Exception as exc:
         raise TrackingError(f"MLflow could not record the export in run {record['run_id']} ({type(exc).__name__}: {exc})") from exc

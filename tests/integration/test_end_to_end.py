@@ -139,6 +139,27 @@ def test_run_is_tracked_in_mlflow(run_dir: Path) -> None:
     assert (run_dir / "mlruns").is_dir()  # artifacts beside the database, not in the working directory
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"report.html", "summary.json", "estimates.csv", "actions"} <= names
+    record = json.loads((run_dir / "reports" / "e2e" / "mlflow.json").read_text())
+    assert record == {"tracking_uri": f"sqlite:///{run_dir}/mlflow.db", "experiment_id": exp.experiment_id,
+                      "run_id": run.info.run_id, "page": record["page"]} and run.info.run_id in record["page"]
+
+
+
+def test_an_export_of_a_tracked_run_is_logged_into_that_run(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """From another directory: the run's record names its SQLite store by absolute path."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    folder = run_dir / "reports" / "e2e"
+    assert main(["export", str(folder), "--policy", "cheapest", "--format", "json", "--out", "w.json", "--quiet"]) == 0
+    record = json.loads((folder / "mlflow.json").read_text())
+    assert f"mlflow:    logged to run {record['run_id']} under exports/cheapest-json/" in capsys.readouterr().out
+    client = mlflow.MlflowClient(tracking_uri=record["tracking_uri"])
+    assert {"gateway", "report.html", "export.json", "policy.json"} <= {
+        Path(a.path).name for a in client.list_artifacts(record["run_id"], "exports/cheapest-json")}
+    assert client.get_run(record["run_id"]).data.tags["export.cheapest-json"] == "w.json"
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_tracking_failure_keeps_the_report(simulated: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -149,7 +170,7 @@ def test_tracking_failure_keeps_the_report(simulated: tuple[Path, Path], tmp_pat
     assert main(["run", str(config), "--out", str(tmp_path / "r"), "--run-name", "x", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "tracking failed: MLflow could not record the run" in err and "report written to" in err
-    assert (tmp_path / "r" / "x" / "report.html").exists()
+    assert (tmp_path / "r" / "x" / "report.html").exists() and not (tmp_path / "r" / "x" / "mlflow.json").exists()
 
 
 @pytest.mark.parametrize("log", ["logged propensities", "estimated propensities", "no feedback"])

@@ -70,7 +70,7 @@ def test_export_writes_a_litellm_config_and_evaluates_it_against_the_policy_as_c
     assert main(["export", str(folder), "--policy", "routed", "--format", "litellm", "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "'routed' as computed vs as deployable in LiteLLM (SNIPS" in printed and "LiteLLM cannot express: input length" in printed
-    assert "mlflow:    the run was not tracked, so neither is its export" in printed
+    assert f"mlflow:    the export is not logged: {folder} has no mlflow.json (the run was not tracked" in printed
     config = yaml.safe_load(out.read_text())
     assert config["router_settings"]["routing_strategy"] == "simple-shuffle" and config["model_list"]
     exports = folder / "exports" / "routed-litellm"
@@ -100,16 +100,24 @@ def test_export_writes_a_litellm_config_and_evaluates_it_against_the_policy_as_c
 
 def test_an_unreachable_tracking_server_keeps_the_export(run: tuple[RunResult, Path], tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """A run recorded on a server that is gone: the export is written, says why it is not logged, and succeeds."""
+    """A damaged record, a store that is gone, a server that does not answer: the export is written, says why it is not
+    logged, and succeeds."""
     _, folder = run
     copy = shutil.copytree(folder, tmp_path / "r")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     uri = f"http://127.0.0.1:{port}"
-    (copy / RECORD).write_text(json.dumps({"tracking_uri": uri, "experiment_id": "1", "run_id": "abc", "page": uri}))
+    (copy / RECORD).write_text("{not json")
     out = tmp_path / "weights.json"
     assert main(["export", str(copy), "--policy", "routed", "--format", "json", "--out", str(out), "--quiet"]) == 0
+    assert f"tracking failed: {copy / RECORD} is not a tracking record (" in capsys.readouterr().err and out.exists()
+    (copy / RECORD).write_text(json.dumps({"tracking_uri": "sqlite:///" + str(tmp_path / "gone.db"), "run_id": "abc", "page": ""}))
+    assert main(["export", str(copy), "--policy", "routed", "--format", "json", "--out", str(out), "--quiet", "--overwrite"]) == 0
+    assert f"the run's MLflow store sqlite:///{tmp_path / 'gone.db'} (from {copy / RECORD}) no longer exists" in capsys.readouterr().err
+    assert not (tmp_path / "gone.db").exists()
+    (copy / RECORD).write_text(json.dumps({"tracking_uri": uri, "experiment_id": "1", "run_id": "abc", "page": uri}))
+    assert main(["export", str(copy), "--policy", "routed", "--format", "json", "--out", str(out), "--quiet", "--overwrite"]) == 0
     err = capsys.readouterr().err
     assert f"tracking failed: the MLflow server {uri} does not answer" in err and "the export is written locally" in err
     assert out.exists() and (copy / "exports" / "routed-json" / "export.json").exists()

@@ -193,5 +193,7 @@ def test_the_router_is_registered_and_routes_in_a_fresh_process(tmp_path: Path, 
     assert f"mlflow:    logged to run {record['run_id']} under exports/routed-litellm/" in capsys.readouterr().out
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     logged = {Path(a.path).name for a in client.list_artifacts(record["run_id"], "exports/routed-litellm")}
-    assert {"litellm.yaml", "report.html", "export.json", "policy.json", "estimates.csv"} <= logged
+    assert {"gateway", "report.html", "export.json", "policy.json", "estimates.csv"} <= logged
+    assert [a.path for a in client.list_artifacts(record["run_id"], "exports/routed-litellm/gateway")] == [
+        "exports/routed-litellm/gateway/litellm.yaml"]
     assert client.get_run(record["run_id"]).data.tags["export.routed-litellm"] == "litellm.yaml"
