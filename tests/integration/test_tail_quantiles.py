@@ -105,3 +105,8 @@ def test_the_readme_quotes_the_committed_coverage() -> None:
     readme = (ROOT / "README.md").read_text()
     for values in cells.values():
         assert len(values) in (4, 8) and f"{min(values):.1f}–{max(values):.1f} %" in readme
+    counts = [re.search(rf"{est}: (\d+) of (\d+) p50/p95 cells outside 93–97 %", text) for est in ("IPS", "SNIPS")]
+    assert all(counts), "the page says how many p50/p95 cells fall outside 93–97 %"
+    total, out = sum(int(c.group(2)) for c in counts), sum(int(c.group(1)) for c in counts)
+    assert f"of the {total} p50/p95 cells of IPS and SNIPS over all four metrics, {total - out} lie within 93–97 %" in " ".join(
+        readme.split())
