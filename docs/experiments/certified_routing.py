@@ -14,7 +14,7 @@ For each, the exact truth (`World.true_value`) of
 
 Run from the project root (about 30 s per seed on one core at the defaults)::
 
-    python docs/experiments/certified_routing.py --seeds 50 --jobs 2 --out docs/experiments/certified_routing.md
+    python docs/experiments/certified_routing.py --seeds 200 --first-seed 1000 --rows 10000 --jobs 2 --out docs/experiments/certified_routing.md
 
 It prints, and with ``--out`` writes, the markdown tables quoted in the README and
 ``tests/integration/test_certified_routing.py`` (slow) checks the same claims at a smaller size.
