@@ -25,9 +25,9 @@ sequence *decides* at the first hour's end where its interval excludes 0.
   the larger per-token price of its dearest endpoint, 131,072 × 0.90 USD per Mtok); the verdict level
   α = 5 %, each metric's sequence at α/2 (each side at α/4) as `ope monitor` uses them.
 
-Run from the project root (about a minute on one core)::
+Run from the project root (about 2.5 minutes on one core)::
 
-    python docs/experiments/canary_sequences.py --out docs/experiments/canary_sequences.md
+    python docs/experiments/canary_sequences.py --detect-seeds 200 --out docs/experiments/canary_sequences.md
 
 It prints, and with ``--out`` writes, the tables, and saves every number and per-seed result in
 ``canary_sequences.json`` beside it; ``tests/integration/test_canary_sequences.py`` re-runs a few
@@ -238,7 +238,7 @@ def tables(out: dict[str, object]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--detect-seeds", type=int, default=40)
+    parser.add_argument("--detect-seeds", type=int, default=200)
     parser.add_argument("--null-seeds", type=int, default=200)
     parser.add_argument("--out", type=Path, help="write the markdown page here and canary_sequences.json beside it")
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """The canary sequences' Monte-Carlo (`docs/experiments/canary_sequences.py`): a few seeds re-run give the saved results,
 the saved results say what the README says, and the sequences `ope monitor` uses decide falsely at most α of the time.
 
-The full run (40 detection seeds per share, 200 seeds per equal-policies case) takes about a minute on one core and is
+The full run (200 detection seeds per share, 200 seeds per equal-policies case) takes about 2.5 minutes on one core and is
 the script's job; here 1 detection seed and 3 seeds of each equal-policies case are re-run (a few seconds) and must
 reproduce the saved per-seed results exactly (same seeds, same simulator, same code).
 """
