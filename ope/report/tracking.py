@@ -271,8 +271,10 @@ def _record(run_dir: Path) -> dict[str, str] | None:
 
 def track_export(run_dir: Path, paths: dict[str, Path], name: str) -> dict[str, str] | None:
     """Log an export of a tracked run into that run: the comparison's outputs as artifacts under ``exports/<name>/``,
-    the gateway file under ``exports/<name>/gateway/``, and a tag ``export.<name>`` naming the gateway file. Returns the run's record (`RECORD`), or
-    None when the run was not tracked. Raises `TrackingError` when MLflow cannot take it (the files stay written)."""
+    the gateway file under ``exports/<name>/gateway/``, and a tag ``export.<name>`` naming the gateway file.
+
+    Returns the run's record (`RECORD`), or None when the run was not tracked. Raises `TrackingError` when the record
+    cannot be read or MLflow cannot take the export (the files stay written)."""
     record = _record(run_dir)
     if record is None:
         return None
