@@ -16,7 +16,8 @@ Run from the project root (about 30 s per seed on one core at the defaults)::
 
     python docs/experiments/certified_routing.py --seeds 200 --first-seed 1000 --rows 10000 --jobs 2 --out docs/experiments/certified_routing.md
 
-It prints, and with ``--out`` writes, the markdown tables quoted in the README and
+It prints, and with ``--out`` writes, the markdown tables quoted in the README (an existing page keeps its
+hand-written "## Reading" section, to be re-read against the new numbers), and
 ``tests/integration/test_certified_routing.py`` (slow) checks the same claims at a smaller size.
 """
 
@@ -28,6 +29,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 
@@ -163,8 +165,15 @@ def main() -> None:
             f"--rows {args.rows}" + (f" --max-rows {args.max_rows}" if args.max_rows else "") + "`\n\n" + tables(results))
     print(text)
     if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text)
+        write_page(Path(args.out), text)
+
+
+def write_page(path: Path, text: str) -> None:
+    """Write the tables to ``path``, keeping the page's hand-written "## Reading" section (the interpretation of the
+    numbers, to be re-read whenever they change) if it has one."""
+    old = path.read_text() if path.exists() else ""
+    reading = old[old.index("\n## Reading"):] if "\n## Reading" in old else ""
+    path.write_text(text.rstrip("\n") + "\n" + reading)
 
 
 if __name__ == "__main__":
