@@ -7,13 +7,14 @@ policy's outcome distribution over that population comes from
 population (with replacement, so rows are independent draws from it, as the intervals assume), then
 their logged arms (from the logging probabilities) and outcomes, and estimates the target policies'
 CDFs exactly as a run does (`estimators.distribution`: a 128-point
-log-spaced grid over the replication's own range, IPS and SNIPS, Woodruff intervals, paired
-differences cheapest − balanced with their delta-method interval). An interval covers when the
+log-spaced grid over the replication's own range, IPS and SNIPS, and DR for TTFT and latency with
+the world's exact pair CDFs as q̂, Woodruff intervals, paired differences cheapest − balanced with
+their delta-method interval). An interval covers when the
 exact quantile (or difference of exact quantiles) lies inside it.
 
 The targets are those of ``tests/integration/test_truth.py``: cheapest-eligible with 30 %
 exploration and price-weighted balancing half mixed with uniform. Run from the project root
-(about 1–2 minutes per world seed for the exact quantiles, then about 0.2 s per replication)::
+(about 3 minutes per world seed for the exact quantiles and pair CDFs, then about 0.4 s per replication)::
 
     python docs/experiments/tail_quantiles.py --worlds 4 --reps 250 --out docs/experiments/tail_quantiles.md
 
@@ -25,30 +26,36 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from estimators.distribution import LEVELS, PolicyRows, accumulate_cdfs, finalize_cdf, quantile_difference
+from estimators.distribution import LEVELS, PolicyRows, accumulate_cdfs, coarse_index, finalize_cdf, quantile_difference
 from estimators.grid import Grid
 from ope.data.dataset import BanditDataset
 from ope.data.facts import DISTRIBUTION_METRICS
 from ope.evaluation.distributions import POINTS
+from ope.models.spread import SPREAD_METRICS
 from ope.simulate import simulate
-from ope.simulate.distribution import true_quantiles
+from ope.simulate.distribution import pair_cdf, true_quantiles
 from ope.simulate.generate import draw_logged_arms
 from ope.simulate.world import World
 from policies import Cheapest, Mixture, PriceWeighted
 
 N, DAYS, SLA = 20_000, 2, 10_000.0
-ESTIMATORS = ("IPS", "SNIPS")
+ESTIMATORS = ("IPS", "SNIPS", "DR")
+#: DR's q̂ of P(Y ≤ t | x, a): the world's exact pair CDFs on this log-spaced reference grid, interpolated in log t
+REFERENCE_MS = np.geomspace(1.0, 1e6, 256)
 READING = (
     "Reading it. The truth is each policy's quantile over the world's population of contexts (its simulated log's "
     "requests, with their sample weights), and every replication draws its requests from that population with "
     "replacement, so rows are independent draws as the intervals assume, and the intervals' variance, which counts how "
     "the contexts vary, is the estimate's. IPS's upper p95/p99 ends are often open (its CDF need not reach p + z·se), "
-    "which makes them conservative and its half-widths wide.")
+    "which makes them conservative and its half-widths wide. DR (TTFT and latency, the metrics a run estimates by DR) "
+    "uses the world's exact P(Y ≤ t | x, a) as q̂, interpolated in log t from a fixed grid (a q̂ fixed before the "
+    "replication, so DR stays unbiased): the best a model can do, as `coverage.md` does for means; a run's DR uses the "
+    "log-normal spread of its LightGBM models instead.")
 FloatArray = npt.NDArray[np.float64]
 
 
@@ -67,10 +74,23 @@ class WorldCase:
     world: World
     pis: dict[str, FloatArray]
     truth: dict[tuple[str, str], FloatArray]       # (policy or "difference", metric) -> (L,)
+    pair_cdfs: dict[str, FloatArray] = field(default_factory=dict)  # metric -> (pairs, reference thresholds)
+
+    def q_hat(self, metric: str, thresholds: FloatArray) -> FloatArray:
+        """(pairs, C) exact P(Y ≤ t) interpolated in log t from the reference grid: a fixed q̂, so DR stays unbiased."""
+        f, grid = self.pair_cdfs[metric], np.log(REFERENCE_MS)
+        at = np.log(np.maximum(thresholds, REFERENCE_MS[0]))
+        j = np.clip(np.searchsorted(grid, at) - 1, 0, grid.size - 2)
+        lam = np.clip((at - grid[j]) / (grid[j + 1] - grid[j]), 0.0, 1.0)
+        out = f[:, j] * (1 - lam) + f[:, j + 1] * lam
+        out[:, thresholds <= 0] = 0.0  # TTFT and latency are positive
+        return out
 
 
-def world_case(seed: int, n: int, policies: dict[str, Mixture], *, truth: tuple[str, ...] = DISTRIBUTION_METRICS) -> WorldCase:
-    """The world of seed ``seed`` with the exact quantiles of the metrics ``truth``."""
+def world_case(seed: int, n: int, policies: dict[str, Mixture], *, truth: tuple[str, ...] = DISTRIBUTION_METRICS,
+               dr: bool = False) -> WorldCase:
+    """The world of seed ``seed`` with the exact quantiles of the metrics ``truth``, and with ``dr`` the exact pair CDFs
+    DR uses as q̂ (TTFT and latency, the metrics a run estimates by DR)."""
     sim = simulate(n, days=DAYS, seed=seed)
     ds = BanditDataset.from_frames(sim.logs, sim.catalog, sla_latency_ms=SLA)
     pis = {name: p.action_probabilities(ds) for name, p in policies.items()}
@@ -79,7 +99,8 @@ def world_case(seed: int, n: int, policies: dict[str, Mixture], *, truth: tuple[
         for name, pi in pis.items():
             exact[(name, metric)] = true_quantiles(sim.world, pi, metric, LEVELS)
         exact[("difference", metric)] = exact[("cheapest", metric)] - exact[("balanced", metric)]
-    return WorldCase(sim.world, pis, exact)
+    pairs = {m: np.stack([pair_cdf(sim.world, m, float(t)) for t in REFERENCE_MS], axis=1) for m in SPREAD_METRICS} if dr else {}
+    return WorldCase(sim.world, pis, exact, pairs)
 
 
 def outcomes(world: World, rng: np.random.Generator) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], dict[str, FloatArray]]:
@@ -101,14 +122,24 @@ def replicate(case: WorldCase, world_seed: int, rep: int, metrics: tuple[str, ..
     world = case.world
     rows_i, arms, ys = outcomes(world, np.random.default_rng([world_seed, rep]))
     p = world.logging_probabilities[rows_i, arms]
-    weights = {name: PolicyRows(pi[rows_i, arms] / p) for name, pi in case.pis.items()}
+    w = {name: pi[rows_i, arms] / p for name, pi in case.pis.items()}
     sample_weight = world.sample_weight[rows_i]
+    pair_of = world.pair_index[rows_i]  # (n, K) the base world's pair of each drawn row and arm, -1 where ineligible
     out: list[dict[str, object]] = []
     for metric in metrics:
         y = ys[metric]
         grid = Grid.spanning(float(y[y > 0].min()), float(y.max()), points=POINTS, zero=bool((y <= 0).any()))
+        weights = {name: PolicyRows(w[name]) for name in case.pis}
+        if metric in case.pair_cdfs:
+            f = case.q_hat(metric, grid.thresholds[coarse_index(grid.size)])
+            f_rows = np.where((pair_of >= 0)[:, :, None], f[np.maximum(pair_of, 0)], 0.0)  # (n, K, C)
+            logged = f[pair_of[np.arange(pair_of.shape[0]), arms]]
+            weights = {name: PolicyRows(w[name], np.einsum("nk,nkc->nc", pi[rows_i], f_rows), logged)
+                       for name, pi in case.pis.items()}
         sums, cross = accumulate_cdfs(grid, y, sample_weight, weights, estimators=ESTIMATORS, baseline="balanced")
         for est in ESTIMATORS:
+            if ("cheapest", est) not in sums:
+                continue
             dist = {name: finalize_cdf(sums[(name, est)], grid, estimator=est) for name in case.pis}
             diff = quantile_difference(dist["cheapest"], dist["balanced"], cross[("cheapest", est)])
             found = {name: (d.quantiles, d.ci_low, d.ci_high) for name, d in dist.items()} | {"difference": diff}
@@ -185,7 +216,7 @@ def main() -> None:
     rows: list[dict[str, object]] = []
     first: list[dict[str, object]] = []
     for world_seed in range(1, args.worlds + 1):
-        case = world_case(world_seed, args.n, policies)
+        case = world_case(world_seed, args.n, policies, dr=True)
         print(f"world {world_seed}: exact quantiles in {time.perf_counter() - t0:.0f} s", flush=True)
         for rep in range(args.reps):
             found = replicate(case, world_seed, rep)

@@ -94,19 +94,24 @@ def test_the_committed_replications_are_what_the_script_writes(script, policies)
 
 
 def test_the_readme_quotes_the_committed_coverage() -> None:
-    """The README's coverage ranges (SNIPS, TTFT and latency, p50 and p95) are the committed table's."""
+    """The README's coverage ranges (SNIPS and DR, TTFT and latency, p50 and p95) are the committed table's."""
     text = (ROOT / "docs" / "experiments" / "tail_quantiles.md").read_text()
-    cells: dict[str, list[float]] = {"target": [], "difference": []}
+    cells: dict[str, list[float]] = {"target": [], "difference": [], "DR": []}
+    widths: dict[str, list[float]] = {}
     for line in text.splitlines():
         parts = [c.strip() for c in line.strip("|").split("|")]
-        if len(parts) == 8 and parts[0] in ("ttft_ms", "latency_ms") and parts[1] == "SNIPS":
-            kind = "difference" if parts[2] == "difference" else "target"
+        if len(parts) == 8 and parts[0] in ("ttft_ms", "latency_ms") and parts[1] in ("SNIPS", "DR"):
+            kind = "DR" if parts[1] == "DR" else "difference" if parts[2] == "difference" else "target"
             cells[kind] += [float(parts[3]), float(parts[5])]   # p50 and p95 columns
+            if parts[2] != "difference":                      # "p50 % / p95 %" half-widths
+                widths.setdefault(parts[1], []).append(float(parts[7].split("/")[1].strip(" %")))
     readme = (ROOT / "README.md").read_text()
+    readme = " ".join(readme.split())
     for values in cells.values():
-        assert len(values) in (4, 8) and f"{min(values):.1f}–{max(values):.1f} %" in readme
+        assert len(values) in (4, 8, 12) and f"{min(values):.1f}–{max(values):.1f} %" in readme
+    dr, snips = sorted(widths["DR"]), sorted(widths["SNIPS"])
+    assert f"p95 half-widths of {dr[0]:.1f}–{dr[-1]:.1f} % (SNIPS {snips[0]:.1f}–{snips[-1]:.1f} %)" in readme
     counts = [re.search(rf"{est}: (\d+) of (\d+) p50/p95 cells outside 93–97 %", text) for est in ("IPS", "SNIPS")]
     assert all(counts), "the page says how many p50/p95 cells fall outside 93–97 %"
     total, out = sum(int(c.group(2)) for c in counts), sum(int(c.group(1)) for c in counts)
-    assert f"of the {total} p50/p95 cells of IPS and SNIPS over all four metrics, {total - out} lie within 93–97 %" in " ".join(
-        readme.split())
+    assert f"of the {total} p50/p95 cells of IPS and SNIPS over all four metrics, {total - out} lie within 93–97 %" in readme
