@@ -126,18 +126,21 @@ def _model_metrics(info: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _sqlite_file(uri: str) -> Path | None:
+    """The absolute path of a SQLite store's database file; None for any other store."""
+    return Path(uri.removeprefix("sqlite:///")).resolve() if uri.startswith("sqlite:///") else None
+
+
 def _artifact_location(uri: str) -> str | None:
     """Artifacts of a SQLite store go in ``mlruns/`` beside the database file, not in the working directory."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
-    return None
+    db = _sqlite_file(uri)
+    return None if db is None else (db.parent / "mlruns").as_uri()
 
 
 def _absolute(uri: str) -> str:
     """A SQLite store's URI with its file's absolute path, so it names the same store from any directory."""
-    if uri.startswith("sqlite:///"):
-        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
-    return uri
+    db = _sqlite_file(uri)
+    return uri if db is None else f"sqlite:///{db}"
 
 
 def ui_command(uri: str | None) -> str:
@@ -264,7 +267,8 @@ def _record(run_dir: Path) -> dict[str, str] | None:
     if missing:
         raise TrackingError(f"{path} is not a tracking record: it lacks {', '.join(missing)}")
     uri = record["tracking_uri"]
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    db = _sqlite_file(uri)
+    if db is not None and not db.is_file():
         raise TrackingError(f"the run's MLflow store {uri} (from {path}) no longer exists")
     return record
 
