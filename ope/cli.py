@@ -197,7 +197,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _track_export(run_dir: Path, paths: dict[str, Path]) -> None:
     """Log the export into the run's MLflow run when the run was tracked; a failure keeps the written files."""
-    from ope.report.tracking import RECORD, TrackingError, track_export
+    from ope.report.tracking import RECORD, TrackingError, track_export, ui_command
 
     name = paths["report"].parent.name
     try:
@@ -209,7 +209,9 @@ def _track_export(run_dir: Path, paths: dict[str, Path]) -> None:
         print(f"mlflow:    the export is not logged: {run_dir} has no {RECORD} (the run was not tracked, or by a version "
               "of ope that did not write it)")
     else:
-        print(f"mlflow:    logged to run {record['run_id']} under exports/{name}/\n           {record['page']}")
+        uri = record["tracking_uri"]
+        serve = "" if uri.startswith(("http://", "https://")) else f"{ui_command(uri)}, then "
+        print(f"mlflow:    logged to run {record['run_id']} under exports/{name}/\n           open it with: {serve}{record['page']}")
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
