@@ -15,11 +15,11 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
-from scipy.special import expit
 from sklearn.metrics import log_loss, mean_absolute_error, roc_auc_score
 
 from ope.data.dataset import BanditDataset
 from ope.models.compiled import COMPILERS, raw_scorer
+from ope.models.corrections import apply_correction, mean_correction
 from ope.models.features import PairFeatures, build_features
 from ope.progress import progress
 
@@ -92,14 +92,14 @@ class PredictorConfig:
 
 @dataclass(slots=True)
 class OutcomeModels:
-    """Out-of-fold q̂ and what produced it: boosters per model and fold, per-fold mean corrections
+    """Out-of-fold q̂ and what produced it: boosters per model and fold, per-fold, per-arm mean corrections
     (a smearing factor for log-scale models, a logit shift for probability models), quality."""
 
     q_hat: FloatArray
     folds: npt.NDArray[np.int64]
     features: PairFeatures
     boosters: dict[str, list[lgb.Booster]]
-    corrections: dict[str, list[float]]
+    corrections: dict[str, list[list[float]]]
     quality: dict[str, dict[str, float]]
     failed_cost: FloatArray
     config: PredictorConfig
@@ -138,37 +138,6 @@ def _train(x: FloatArray, y: FloatArray, w: FloatArray, kind: str, feats: PairFe
     data = lgb.Dataset(x, label=y, weight=w, categorical_feature=list(feats.categorical),
                        feature_name=list(feats.names), free_raw_data=True)
     return lgb.train(cfg.params(objective), data, num_boost_round=cfg.n_estimators)
-
-
-def _sigmoid(z: FloatArray) -> FloatArray:
-    """The logistic function, without overflow for large negative scores (scipy's expit)."""
-    return expit(z)  # type: ignore[no-any-return]
-
-
-def _correction(kind: str, raw: FloatArray, y: FloatArray, w: FloatArray) -> float:
-    """Mean correction estimated on out-of-fold predictions of other folds.
-
-    Log-scale models: Duan's smearing factor E[exp(residual)], so exp(prediction) estimates a mean,
-    not a median. Probability models: the logit shift that makes the mean prediction match the
-    observed rate (rare failures are otherwise under-predicted out of fold).
-    """
-    if kind == "log":
-        return float(np.average(np.exp(y - raw), weights=w))
-    target, shift = float(np.average(y, weights=w)), 0.0
-    for _ in range(30):  # Newton on the mean of σ(raw + shift)
-        p = _sigmoid(raw + shift)
-        gap, slope = np.average(p, weights=w) - target, np.average(p * (1 - p), weights=w)
-        if abs(gap) < 1e-10 or slope <= 0:
-            break
-        shift -= gap / slope
-    return float(shift)
-
-
-def _apply(kind: str, raw: FloatArray, correction: float) -> FloatArray:
-    """Predictions on the outcome's own scale from raw scores and a fold's correction."""
-    if kind == "log":
-        return np.expm1(raw) * correction + (correction - 1.0)  # exp(raw) · smear − 1
-    return _sigmoid(raw + correction)
 
 
 def _constant(kind: str, y: FloatArray, rows: npt.NDArray[np.bool_], w: FloatArray) -> float:
@@ -228,7 +197,7 @@ def fit_outcome_models(ds: BanditDataset, cfg: PredictorConfig | None = None, *,
     """Cross-fit every outcome model and return out-of-fold q̂ (n, K, M) with held-out quality.
 
     Two passes: fit every model on each fold's complement and score the fold; then correct each
-    fold's predictions with a mean correction (`_correction`) estimated only from the other folds'
+    fold's predictions with a mean correction (`ope.models.corrections`) estimated only from the other folds'
     out-of-fold predictions, so no row's q̂ uses its own label. With ``train`` (a row mask), the
     models learn from those rows only and every other row gets the mean of the fold models'
     predictions: a hold-out window scored by models that never saw it (`ope tune`). Features are
@@ -306,13 +275,13 @@ def _fit_folds(ds: BanditDataset, feats: PairFeatures, folds: npt.NDArray[np.int
 
 
 def _corrected(ds: BanditDataset, fits: _FoldFits, folds: npt.NDArray[np.int64], labels: Labels, constant: dict[str, float],
-               failed_cost: FloatArray, n_folds: int) -> tuple[FloatArray, dict[str, list[float]], dict[str, list[Any]]]:
+               failed_cost: FloatArray, n_folds: int) -> tuple[FloatArray, dict[str, list[list[float]]], dict[str, list[Any]]]:
     """Pass 2: each fold's mean correction from the other folds' out-of-fold scores, q̂ on every eligible pair
     (hold-out pairs: the mean of the fold models), and each fold's held-out (truth, prediction, weight)."""
     q_hat = np.zeros((ds.n, ds.catalog.n_arms, len(ds.metrics)))
     hold_rows, hold_arms = fits.hold
     hold_preds: dict[str, FloatArray] = {m: np.zeros(hold_rows.size) for m in MODELS}
-    corrections: dict[str, list[float]] = {m: [] for m in MODELS}
+    corrections: dict[str, list[list[float]]] = {m: [] for m in MODELS}
     held: dict[str, list[Any]] = {m: [] for m in MODELS}
     for f in range(n_folds):
         rows, arms = fits.pair_index[f]
@@ -323,14 +292,14 @@ def _corrected(ds: BanditDataset, fits: _FoldFits, folds: npt.NDArray[np.int64],
                 preds[name] = np.full(rows.size, constant[name])
                 continue
             others = usable & (folds != f) & (folds >= 0)
-            c = _correction(kind, fits.oof[name][others], y[others], ds.sample_weight[others])
+            c = mean_correction(kind, fits.oof[name][others], y[others], ds.sample_weight[others], ds.actions[others], ds.catalog.n_arms)
             corrections[name].append(c)
-            preds[name] = _apply(kind, fits.pair_raw[f][name], c)
+            preds[name] = apply_correction(kind, fits.pair_raw[f][name], c, arms)
             if hold_rows.size:
-                hold_preds[name] += _apply(kind, fits.pair_raw[f][f"hold:{name}"], c) / n_folds
+                hold_preds[name] += apply_correction(kind, fits.pair_raw[f][f"hold:{name}"], c, hold_arms) / n_folds
             mine = usable & (folds == f)
             truth = np.expm1(y[mine]) if kind == "log" else y[mine]
-            held[name].append((truth, _apply(kind, fits.oof[name][mine], c), ds.sample_weight[mine]))
+            held[name].append((truth, apply_correction(kind, fits.oof[name][mine], c, ds.actions[mine]), ds.sample_weight[mine]))
         q_hat[rows, arms] = _assemble(preds, ds, rows, arms, failed_cost)
     if hold_rows.size:
         hold_preds |= {name: np.full(hold_rows.size, c) for name, c in constant.items()}
@@ -383,7 +352,7 @@ def _scored(models: OutcomeModels, ds: BanditDataset, x: FloatArray, rows: npt.N
     cfg, constants = models.config, models.extra.get("constants", {})
     over = range(folds, folds + 1) if isinstance(folds, int) else folds
     preds = {name: np.full(rows.size, constants[name]) if name in constants else
-             _mean([_apply(kind, raw_scorer(models.boosters[name][f], cfg.compiled, cfg.predict_threads)(x), models.corrections[name][f])
+             _mean([apply_correction(kind, raw_scorer(models.boosters[name][f], cfg.compiled, cfg.predict_threads)(x), models.corrections[name][f], arms)
                     for f in over]) for name, (kind, _) in MODELS.items()}
     return _assemble(preds, ds, rows, arms, models.failed_cost)
 

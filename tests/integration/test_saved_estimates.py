@@ -1,6 +1,7 @@
 """Not one number changes: the quickstart's and both examples' estimates.csv equal the saved ones
 (tests/fixtures/estimates/, written by ``ope run --no-tracking``), to 1e-9. The quickstart's was saved
-before the one-evaluation-path redesign; the examples' were saved again when their constrained routers
+before the one-evaluation-path redesign, and again when the log-scale models' smearing factor became one per arm
+(all three fixtures then: DM and DR moved, and the rows of the routers fitted on q̂); the examples' were saved again when their constrained routers
 became cross-fitted and certified (issue 17: only the rows of routed and mess_plus moved), and the Qwen3 example's
 once more when MESS+ became evaluated by fold-wise rollouts (only the mess_plus rows moved), and again when
 certification began holding targets to the run's own interval method (only the routed rows moved). The examples'

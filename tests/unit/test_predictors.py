@@ -101,7 +101,7 @@ def test_cost_is_built_from_prices_and_predicted_output(sim_ds, models) -> None:
         models.boosters["log_output_tokens"][models.folds[r]].predict(models.features.pairs(np.array([r]), np.array([a])))[0]
         for r, a in zip(rows, arms, strict=True)
     ])
-    smear = np.array([models.corrections["log_output_tokens"][models.folds[r]] for r in rows])
+    smear = np.array([models.corrections["log_output_tokens"][models.folds[r]][a] for r, a in zip(rows, arms, strict=True)])
     out_hat = np.exp(raw) * smear - 1
     want = p_ok * (tokens_in * ds.price_in[rows, arms] + out_hat * ds.price_out[rows, arms]) / 1e6 + (1 - p_ok) * models.failed_cost[arms]
     np.testing.assert_allclose(models.q_hat[rows, arms, j], want, rtol=1e-9)
