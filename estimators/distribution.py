@@ -17,7 +17,16 @@ every threshold, and its cross moments are kept on the coarse thresholds.
 
 The CDF is projected onto monotone CDFs in [0, 1] (`estimators.grid.monotone`; Huang, Leqi, Lipton &
 Azizzadenesheli, "Off-policy risk assessment in contextual bandits", NeurIPS 2021). Its pointwise
-standard error is the ratio's delta-method one. A p-quantile's interval is Woodruff's (1952): the
+standard error is the ratio's delta-method one. The CDF also gets a band that holds at every threshold
+at once (`threshold_covariance`, `sup_t_critical`): F̂ ± c·se with c the 1 − α quantile of max_g |Z_g| for a
+Gaussian Z with the thresholds' estimated correlation (the sup-t band of Montiel Olea & Plagborg-Møller,
+J. Applied Econometrics 2019), narrowed to the monotone envelope a true CDF inside it must keep. It covers
+the thresholds with at least `MIN_SIDE` effective observations on each side, min(F̂, 1 − F̂)·m ≥ 20 with m the
+normaliser's effective sample size (Σ s c)² / Σ s² c²; beyond them, in the far tails, the normal approximation
+fails (at 10 the band covered a known CDF in 91–93 % of simulated logs, at 20 in 93–95 %,
+tests/unit/test_distribution_band.py) and the band is not drawn (NaN). The covariance of two thresholds comes from the same
+mergeable sums: for IPS and SNIPS 1{y ≤ t} 1{y ≤ t'} = 1{y ≤ min(t, t')}, so Σ s² a(t) a(t') is ``aa`` at the
+smaller threshold; DR keeps the (G, G) matrix (``grid_aa``). A p-quantile's interval is Woodruff's (1952): the
 quantiles at p ∓ z·se(F̂(q̂_p)), i.e. the pointwise interval of the CDF inverted. A paired difference
 q_π − q_0 of two policies on the same rows gets a normal interval whose variance combines the two
 quantiles' Woodruff standard errors (U − L) / 2z with the correlation of F̂_π(q_π) and F̂_0(q_0).
@@ -35,7 +44,7 @@ from estimators._errors import EstimatorInputError
 from estimators.grid import Grid, monotone
 
 __all__ = ["CDF_ESTIMATORS", "LEVELS", "CDFSums", "CrossSums", "Distribution", "PolicyRows", "accumulate_cdfs", "finalize_cdf",
-           "quantile_difference"]
+           "quantile_difference", "sup_t_critical", "threshold_covariance"]
 
 FloatArray = npt.NDArray[np.float64]
 #: the quantiles a run reports
@@ -44,6 +53,8 @@ LEVELS = (0.5, 0.9, 0.95, 0.99)
 CDF_ESTIMATORS = ("IPS", "SNIPS", "DR")
 #: DR keeps cross moments of two policies on every COARSE-th threshold (and the last)
 COARSE = 4
+#: the simultaneous band covers thresholds with at least this many effective observations on each side
+MIN_SIDE = 20.0
 
 
 def coarse_index(size: int) -> npt.NDArray[np.int64]:
@@ -55,7 +66,8 @@ def coarse_index(size: int) -> npt.NDArray[np.int64]:
 class CDFSums:
     """Mergeable sums of one policy's CDF under one estimator: F(t_g) = num[g] / den.
 
-    num (G,) Σ s a · den Σ s c · aa (G,) Σ s² a² · ac (G,) Σ s² a c · cc Σ s² c² · rows: rows added.
+    num (G,) Σ s a · den Σ s c · aa (G,) Σ s² a² · ac (G,) Σ s² a c · cc Σ s² c² · rows: rows added · grid_aa (G, G)
+    Σ s² a(t) a(t') on every pair of thresholds (DR; IPS and SNIPS read it off ``aa``).
     """
 
     num: FloatArray
@@ -64,12 +76,14 @@ class CDFSums:
     ac: FloatArray
     cc: float
     rows: int
+    grid_aa: FloatArray | None = None
 
     def __add__(self, other: CDFSums) -> CDFSums:
-        if self.num.shape != other.num.shape:
-            raise EstimatorInputError("Only CDF sums on the same grid can be merged.")
+        if self.num.shape != other.num.shape or (self.grid_aa is None) != (other.grid_aa is None):
+            raise EstimatorInputError("Only CDF sums on the same grid, of the same estimator, can be merged.")
+        grid_aa = None if self.grid_aa is None or other.grid_aa is None else self.grid_aa + other.grid_aa
         return CDFSums(self.num + other.num, self.den + other.den, self.aa + other.aa, self.ac + other.ac, self.cc + other.cc,
-                       self.rows + other.rows)
+                       self.rows + other.rows, grid_aa)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +154,18 @@ def _dr(grid: Grid, below: npt.NDArray[np.int64], s: FloatArray, rows: PolicyRow
     num = expand(s @ d) + _cumulative(below, grid.size, s * w)
     ac = expand(s2 @ d) + _cumulative(below, grid.size, s2 * w)
     aa = expand(s2 @ (d * d)) + 2 * expand((s2 * w) @ np.where(ind, d, 0.0)) + _cumulative(below, grid.size, s2 * w * w)
-    sums = CDFSums(num, float(s.sum()), aa, ac, float(s2.sum()), int(below.size))
+    # Σ s² a(t) a(t') on every pair of thresholds, with d interpolated between the coarse ones (matrix ``e``)
+    e = np.stack([expand(col) for col in np.eye(knots.size)], axis=1)
+    d_ind = e @ np.stack([_cumulative(below, grid.size, s2 * w * col) for col in d.T])
+    grid_aa = e @ ((d * s2[:, None]).T @ d) @ e.T + d_ind + d_ind.T + _at_min(_cumulative(below, grid.size, s2 * w * w))
+    sums = CDFSums(num, float(s.sum()), aa, ac, float(s2.sum()), int(below.size), grid_aa)
     return sums, d + w[:, None] * ind
+
+
+def _at_min(values: FloatArray) -> FloatArray:
+    """(G, G) values[min(g, g')]: Σ of an indicator term over two thresholds, 1{y ≤ t} 1{y ≤ t'} = 1{y ≤ min(t, t')}."""
+    idx = np.arange(values.size)
+    return values[np.minimum.outer(idx, idx)]  # type: ignore[no-any-return]
 
 
 def accumulate_cdfs(grid: Grid, y: FloatArray, s: FloatArray, policies: dict[str, PolicyRows], *,
@@ -185,7 +209,8 @@ class Distribution:
     """A policy's estimated CDF on ``grid`` and its quantiles at ``levels``.
 
     cdf, stderr (G,) the monotone CDF and its pointwise standard error; band_low, band_high (G,) its pointwise
-    interval at level 1 − alpha · quantiles, ci_low, ci_high (L,) (NaN: beyond the grid; an open side is ±inf) ·
+    interval at level 1 − alpha · uniform_low, uniform_high (G,) its band at level 1 − alpha at every threshold at
+    once (NaN in the far tails, module docstring), F̂ ± critical · se · quantiles, ci_low, ci_high (L,) (NaN: beyond the grid; an open side is ±inf) ·
     positions (L,) the quantiles' continuous grid index · quantile_se (L,) Woodruff's standard error (U − L) / 2z.
     """
 
@@ -203,6 +228,9 @@ class Distribution:
     quantile_se: FloatArray
     den: float
     rows: int
+    uniform_low: FloatArray
+    uniform_high: FloatArray
+    critical: float
 
 
 def finalize_cdf(sums: CDFSums, grid: Grid, *, estimator: str, alpha: float = 0.05, levels: tuple[float, ...] = LEVELS
@@ -222,8 +250,37 @@ def finalize_cdf(sums: CDFSums, grid: Grid, *, estimator: str, alpha: float = 0.
     low = np.array([grid.quantile(cdf, p - z * e) if p - z * e > 0 else grid.thresholds[0] for p, e in zip(levels, se_at, strict=True)])
     high = np.array([grid.quantile(cdf, p + z * e) for p, e in zip(levels, se_at, strict=True)])
     high = np.where(np.isnan(high) & ~np.isnan(quantiles), np.inf, high)
+    size = sums.den**2 / sums.cc if sums.cc > 0 else float(sums.rows)  # the normaliser's effective sample size (Kish)
+    inside = np.minimum(cdf, 1 - cdf) * size >= MIN_SIDE
+    cov = threshold_covariance(sums)
+    critical = max(z, sup_t_critical(cov[np.ix_(inside, inside)], alpha)) if inside.any() else z
+    floor = np.maximum.accumulate(np.where(inside, np.clip(cdf - critical * se, 0, 1), 0.0))  # a CDF above the band at t stays above
+    ceiling = np.minimum.accumulate(np.where(inside, np.clip(cdf + critical * se, 0, 1), 1.0)[::-1])[::-1]
+    uniform_low, uniform_high = np.where(inside, floor, np.nan), np.where(inside, ceiling, np.nan)
     return Distribution(estimator, grid, cdf, se, np.clip(cdf - z * se, 0, 1), np.clip(cdf + z * se, 0, 1), tuple(levels), quantiles,
-                        low, high, positions, (high - low) / (2 * z), float(sums.den), sums.rows)
+                        low, high, positions, (high - low) / (2 * z), float(sums.den), sums.rows, uniform_low, uniform_high, critical)
+
+
+def threshold_covariance(sums: CDFSums) -> FloatArray:
+    """The delta-method covariance (G, G) of the raw CDF estimate at every pair of thresholds."""
+    raw = sums.num / sums.den
+    aa = _at_min(sums.aa) if sums.grid_aa is None else sums.grid_aa
+    cov = aa - np.outer(sums.ac, raw) - np.outer(raw, sums.ac) + np.outer(raw, raw) * sums.cc
+    return cov * sums.rows / (sums.rows - 1) / sums.den**2  # type: ignore[no-any-return]
+
+
+def sup_t_critical(cov: FloatArray, alpha: float, *, draws: int = 4_000, seed: int = 0) -> float:
+    """The 1 − alpha quantile of max |Z_g| / sd_g for Z ~ N(0, cov), by Monte Carlo with a fixed seed (a run reproduces
+    its band); thresholds with no variance (F̂ = 0 or 1 there) are left out."""
+    sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    live = sd > 1e-12 * max(float(sd.max(initial=0.0)), 1e-300)
+    if not live.any():
+        return 0.0
+    corr = cov[np.ix_(live, live)] / np.outer(sd[live], sd[live])
+    vals, vecs = np.linalg.eigh((corr + corr.T) / 2)
+    root = (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T  # the symmetric root: unique, so merge order cannot move it
+    z = np.random.default_rng(seed).standard_normal((draws, root.shape[0])) @ root
+    return float(np.quantile(np.abs(z).max(axis=1), 1 - alpha))
 
 
 def quantile_difference(target: Distribution, baseline: Distribution, cross: CrossSums, alpha: float = 0.05

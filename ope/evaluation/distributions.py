@@ -51,7 +51,7 @@ ROWS = 4096
 QUANTILE_SCHEMA = {"policy": pl.String, "metric": pl.String, "estimator": pl.String, "kind": pl.String, "quantile": pl.Float64,
                    "value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "n": pl.Float64}
 CDF_SCHEMA = {"policy": pl.String, "metric": pl.String, "estimator": pl.String, "threshold": pl.Float64, "cdf": pl.Float64,
-              "band_low": pl.Float64, "band_high": pl.Float64}
+              "band_low": pl.Float64, "band_high": pl.Float64, "uniform_low": pl.Float64, "uniform_high": pl.Float64}
 
 
 def quantile_headline(estimators: tuple[str, ...] | list[str]) -> str | None:
@@ -197,6 +197,7 @@ def distribution_tables(spec: DistributionSpec, sums: DistributionSums, names: l
                     value, low, high = quantile_difference(dist, ref, cross, alpha)
                     quantiles += [base | {"kind": "difference", "quantile": p, "value": value[k], "ci_low": low[k], "ci_high": high[k],
                                           "n": float(dist.rows)} for k, p in enumerate(dist.levels)]
-                cdfs += [base | {"threshold": t, "cdf": f, "band_low": lo, "band_high": hi} for t, f, lo, hi in
-                         zip(dist.grid.thresholds.tolist(), dist.cdf.tolist(), dist.band_low.tolist(), dist.band_high.tolist(), strict=True)]
+                columns = (dist.grid.thresholds, dist.cdf, dist.band_low, dist.band_high, dist.uniform_low, dist.uniform_high)
+                cdfs += [base | dict(zip(list(CDF_SCHEMA)[3:], values, strict=True))
+                         for values in zip(*(c.tolist() for c in columns), strict=True)]
     return pl.DataFrame(quantiles, schema=QUANTILE_SCHEMA), pl.DataFrame(cdfs, schema=CDF_SCHEMA)

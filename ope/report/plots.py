@@ -143,7 +143,7 @@ def pareto_plot(points: pl.DataFrame, targets: dict[str, float]) -> str:
 
 
 def cdf_plot(cdfs: pl.DataFrame, metrics: list[str]) -> str:
-    """One panel per metric: each policy's estimated CDF (one line) with its pointwise band, on a log axis."""
+    """One panel per metric: each policy's estimated CDF (one line) with its simultaneous band, on a log axis."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 2.9), squeeze=False)
     for ax, metric in zip(axes.flat, metrics, strict=True):
         sub = cdfs.filter((pl.col("metric") == metric) & (pl.col("threshold") > 0))
@@ -151,7 +151,7 @@ def cdf_plot(cdfs: pl.DataFrame, metrics: list[str]) -> str:
             r = sub.filter(pl.col("policy") == name).sort("threshold")
             x = r["threshold"].to_numpy()
             ax.plot(x, r["cdf"].to_numpy(), lw=1.2, label=name)
-            ax.fill_between(x, r["band_low"].to_numpy(), r["band_high"].to_numpy(), alpha=0.18)
+            ax.fill_between(x, r["uniform_low"].to_numpy(), r["uniform_high"].to_numpy(), alpha=0.18)
         ax.set_xscale("log")
         ax.set_ylim(0, 1.01)
         ax.axhline(0.95, color="#888", lw=0.6, ls=":")

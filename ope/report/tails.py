@@ -55,5 +55,6 @@ def tails_section(quantiles: pl.DataFrame, cdfs: pl.DataFrame, baseline: str) ->
             f"below, the paired difference against {esc(baseline)} in the metric's unit. Every estimator's numbers are in "
             "quantiles.csv and cdf.csv.</p>"
             + table(["policy", "metric"] + [f"p{round(100 * p)}" for p in levels], rows, left=2)
-            + f"<p class='muted'>{esc(est)} CDF of each policy with its pointwise 95 % band; the dotted line is 0.95.</p>"
+            + f"<p class='muted'>{esc(est)} CDF of each policy with its 95 % band that holds at every threshold at once (sup-t; "
+            "pointwise bands are in cdf.csv); the dotted line is 0.95.</p>"
             + cdf_plot(cdfs.filter(pl.col("estimator") == est), metrics))
