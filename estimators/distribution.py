@@ -23,8 +23,7 @@ Gaussian Z with the thresholds' estimated correlation (the sup-t band of Montiel
 J. Applied Econometrics 2019), narrowed to the monotone envelope a true CDF inside it must keep. It covers
 the thresholds with at least `MIN_SIDE` effective observations on each side, min(F̂, 1 − F̂)·m ≥ 20 with m the
 normaliser's effective sample size (Σ s c)² / Σ s² c²; beyond them, in the far tails, the normal approximation
-fails (at 10 the band covered a known CDF in 91–93 % of simulated logs, at 20 in 93–95 %,
-tests/unit/test_distribution_band.py) and the band is not drawn (NaN). The covariance of two thresholds comes from the same
+fails and the band is not drawn (NaN). tests/unit/test_distribution_band.py measures its coverage. The covariance of two thresholds comes from the same
 mergeable sums: for IPS and SNIPS 1{y ≤ t} 1{y ≤ t'} = 1{y ≤ min(t, t')}, so Σ s² a(t) a(t') is ``aa`` at the
 smaller threshold; DR keeps the (G, G) matrix (``grid_aa``). A p-quantile's interval is Woodruff's (1952): the
 quantiles at p ∓ z·se(F̂(q̂_p)), i.e. the pointwise interval of the CDF inverted. A paired difference
