@@ -33,6 +33,7 @@ quantiles' Woodruff standard errors (U − L) / 2z with the correlation of F̂_�
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -153,12 +154,20 @@ def _dr(grid: Grid, below: npt.NDArray[np.int64], s: FloatArray, rows: PolicyRow
     num = expand(s @ d) + _cumulative(below, grid.size, s * w)
     ac = expand(s2 @ d) + _cumulative(below, grid.size, s2 * w)
     aa = expand(s2 @ (d * d)) + 2 * expand((s2 * w) @ np.where(ind, d, 0.0)) + _cumulative(below, grid.size, s2 * w * w)
-    # Σ s² a(t) a(t') on every pair of thresholds, with d interpolated between the coarse ones (matrix ``e``)
-    e = np.stack([expand(col) for col in np.eye(knots.size)], axis=1)
+    # Σ s² a(t) a(t') on every pair of thresholds, with d interpolated between the coarse ones (matrix ``e``); the
+    # cross terms Σ s² w d_k 1{y ≤ t_g} are one histogram per coarse threshold
+    e = _interpolation(grid.size)
     d_ind = e @ np.stack([_cumulative(below, grid.size, s2 * w * col) for col in d.T])
     grid_aa = e @ ((d * s2[:, None]).T @ d) @ e.T + d_ind + d_ind.T + _at_min(_cumulative(below, grid.size, s2 * w * w))
     sums = CDFSums(num, float(s.sum()), aa, ac, float(s2.sum()), int(below.size), grid_aa)
     return sums, d + w[:, None] * ind
+
+
+@functools.cache
+def _interpolation(size: int) -> FloatArray:
+    """(G, C) the linear map from values on `coarse_index` to every threshold (DR's interpolation, as a matrix)."""
+    knots = coarse_index(size)
+    return np.stack([np.interp(np.arange(size), knots, col) for col in np.eye(knots.size)], axis=1)
 
 
 def _at_min(values: FloatArray) -> FloatArray:
