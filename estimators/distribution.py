@@ -146,19 +146,17 @@ def _dr(grid: Grid, below: npt.NDArray[np.int64], s: FloatArray, rows: PolicyRow
     indicator's sums are exact on every threshold (histograms) and d's are interpolated between the coarse ones.
     """
     assert rows.dm is not None and rows.logged is not None
-    knots = coarse_index(grid.size)
-    expand = lambda v: np.interp(np.arange(grid.size), knots, v)
+    knots, e = coarse_index(grid.size), _interpolation(grid.size)  # e: d on the coarse thresholds → every threshold
     w, s2 = rows.w, s * s
     d = rows.dm - w[:, None] * rows.logged
     ind = below[:, None] <= knots[None, :]
-    num = expand(s @ d) + _cumulative(below, grid.size, s * w)
-    ac = expand(s2 @ d) + _cumulative(below, grid.size, s2 * w)
-    aa = expand(s2 @ (d * d)) + 2 * expand((s2 * w) @ np.where(ind, d, 0.0)) + _cumulative(below, grid.size, s2 * w * w)
-    # Σ s² a(t) a(t') on every pair of thresholds, with d interpolated between the coarse ones (matrix ``e``); the
-    # cross terms Σ s² w d_k 1{y ≤ t_g} are one histogram per coarse threshold
-    e = _interpolation(grid.size)
+    ww = _cumulative(below, grid.size, s2 * w * w)
+    num = e @ (s @ d) + _cumulative(below, grid.size, s * w)
+    ac = e @ (s2 @ d) + _cumulative(below, grid.size, s2 * w)
+    aa = e @ (s2 @ (d * d)) + 2 * e @ ((s2 * w) @ np.where(ind, d, 0.0)) + ww
+    # Σ s² a(t) a(t') on every pair of thresholds; the cross terms Σ s² w d_k 1{y ≤ t_g} are one histogram per coarse one
     d_ind = e @ np.stack([_cumulative(below, grid.size, s2 * w * col) for col in d.T])
-    grid_aa = e @ ((d * s2[:, None]).T @ d) @ e.T + d_ind + d_ind.T + _at_min(_cumulative(below, grid.size, s2 * w * w))
+    grid_aa = e @ ((d * s2[:, None]).T @ d) @ e.T + d_ind + d_ind.T + _at_min(ww)
     sums = CDFSums(num, float(s.sum()), aa, ac, float(s2.sum()), int(below.size), grid_aa)
     return sums, d + w[:, None] * ind
 

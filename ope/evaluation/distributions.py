@@ -197,7 +197,7 @@ def distribution_tables(spec: DistributionSpec, sums: DistributionSums, names: l
                     value, low, high = quantile_difference(dist, ref, cross, alpha)
                     quantiles += [base | {"kind": "difference", "quantile": p, "value": value[k], "ci_low": low[k], "ci_high": high[k],
                                           "n": float(dist.rows)} for k, p in enumerate(dist.levels)]
-                columns = (dist.grid.thresholds, dist.cdf, dist.band_low, dist.band_high, dist.uniform_low, dist.uniform_high)
-                cdfs += [base | dict(zip(list(CDF_SCHEMA)[3:], values, strict=True))
-                         for values in zip(*(c.tolist() for c in columns), strict=True)]
+                columns = {"threshold": dist.grid.thresholds, "cdf": dist.cdf, "band_low": dist.band_low, "band_high": dist.band_high,
+                           "uniform_low": dist.uniform_low, "uniform_high": dist.uniform_high}
+                cdfs += [base | dict(zip(columns, values, strict=True)) for values in zip(*(c.tolist() for c in columns.values()), strict=True)]
     return pl.DataFrame(quantiles, schema=QUANTILE_SCHEMA), pl.DataFrame(cdfs, schema=CDF_SCHEMA)
