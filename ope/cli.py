@@ -58,7 +58,7 @@ def _server_problem(cfg: ExperimentConfig) -> str | None:
 def _track(cfg: ExperimentConfig, report: Path, problem: str | None, track: Callable[[], tuple[str, str, str]]) -> bool:
     """Record in MLflow if enabled; a failure (or a server found unreachable before the run) keeps the local outputs.
     Returns whether the run was recorded."""
-    from ope.report.tracking import TrackingError, ui_command
+    from ope.report.tracking import TrackingError, how_to_open
 
     if not cfg.tracking.enabled:
         return False
@@ -66,8 +66,7 @@ def _track(cfg: ExperimentConfig, report: Path, problem: str | None, track: Call
         if problem is not None:
             raise TrackingError(problem)
         run_id, uri, page = track()
-        serve = "" if uri.startswith(("http://", "https://")) else f"{ui_command(cfg.tracking.uri)}, then "
-        print(f"mlflow:    run {run_id} in {uri}\n           open it with: {serve}{page}")
+        print(f"mlflow:    run {run_id} in {uri}\n           open it with: {how_to_open(uri, page)}")
         return True
     except TrackingError as exc:
         print(f"tracking failed: {exc}, report written to {report}", file=sys.stderr)
@@ -197,7 +196,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _track_export(run_dir: Path, paths: dict[str, Path]) -> None:
     """Log the export into the run's MLflow run when the run was tracked; a failure keeps the written files."""
-    from ope.report.tracking import RECORD, TrackingError, track_export, ui_command
+    from ope.report.tracking import RECORD, TrackingError, how_to_open, track_export
 
     name = paths["report"].parent.name
     try:
@@ -209,9 +208,8 @@ def _track_export(run_dir: Path, paths: dict[str, Path]) -> None:
         print(f"mlflow:    the export is not logged: {run_dir} has no {RECORD} (the run was not tracked, or by a version "
               "of ope that did not write it)")
     else:
-        uri = record["tracking_uri"]
-        serve = "" if uri.startswith(("http://", "https://")) else f"{ui_command(uri)}, then "
-        print(f"mlflow:    logged to run {record['run_id']} under exports/{name}/\n           open it with: {serve}{record['page']}")
+        print(f"mlflow:    logged to run {record['run_id']} under exports/{name}/\n"
+              f"           open it with: {how_to_open(record['tracking_uri'], record['page'])}")
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -148,13 +148,23 @@ def ui_command(uri: str | None) -> str:
     return f"mlflow ui --backend-store-uri {_absolute(uri or DEFAULT_URI)}"
 
 
+def _served(uri: str | None) -> bool:
+    """A tracking server's URI (its UI is at the same address), not a local store."""
+    return bool(uri) and urlsplit(uri).scheme in ("http", "https")
+
+
+def how_to_open(uri: str, page: str) -> str:
+    """How a person opens a run's page: on a server, the page; on a local store, the command that serves it, then the page."""
+    return page if _served(uri) else f"{ui_command(uri)}, then {page}"
+
+
 def run_page(uri: str | None, experiment_id: str, run_id: str) -> str:
     """The run's page in the MLflow UI, in the "Machine learning" view.
 
     MLflow 3's UI opens in its GenAI view unless the page is asked for with ``workflowType=machine_learning``
     (the choice is then remembered); a local store is served by ``mlflow ui`` on http://127.0.0.1:5000.
     """
-    base = uri.rstrip("/") if uri and urlsplit(uri).scheme in ("http", "https") else "http://127.0.0.1:5000"
+    base = uri.rstrip("/") if uri and _served(uri) else "http://127.0.0.1:5000"
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
