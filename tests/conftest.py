@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from threadpoolctl import threadpool_limits
 
 #: the repository root (configs/, logs/ and docs/ of a source checkout)
@@ -94,29 +94,40 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
-def once_per_session(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, Callable[[], Any]], Any]:
-    """``once_per_session(key, build)``: ``build()`` computed once for the whole run and shared by every xdist worker.
+def shared_map(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, Sequence[Any], Callable[[Any], Any]], list[Any]]:
+    """``shared_map(key, items, build)``: ``[build(item) for item in items]``, computed once for the whole run and
+    shared by every xdist worker, each item built by whichever worker claims it first.
 
-    A slow module's tests are spread over both workers, and a module-scoped fixture is built again in each worker
-    that gets one of them (the Monte-Carlo fixtures cost 1–3 minutes each). The first worker to ask builds it under a
-    file lock in the run's shared temporary folder and pickles it there; the others wait for it and read it back
-    (pytest-xdist's documented pattern). Paths inside the result stay valid: every worker sees the same disk.
+    A slow module's tests are spread over both workers, and a module-scoped fixture is built again in each worker that
+    gets one of them (the Monte-Carlo fixtures cost 1–3 minutes each). Here a worker claims an item under a file lock
+    in the run's shared temporary folder and pickles it there (pytest-xdist's documented pattern); a worker that
+    arrives while another is building does not wait idle but builds the items nobody has claimed, then waits only for
+    the ones still being built elsewhere. Paths inside the result stay valid: every worker sees the same disk.
     """
     base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # every worker's basetemp lies inside it
 
-    def get(key: str, build: Callable[[], Any]) -> Any:
-        path = shared / f"once-{key}.pickle"
-        with FileLock(f"{path}.lock"):
-            if path.is_file():
-                return pickle.loads(path.read_bytes())
-            value = build()
-            partial = path.with_suffix(".partial")
-            partial.write_bytes(pickle.dumps(value))
-            partial.replace(path)  # a worker that dies mid-write leaves no half-written result
-            return value
+    def build_all(key: str, items: Sequence[Any], build: Callable[[Any], Any]) -> list[Any]:
+        def claim(i: int, wait: bool) -> tuple[bool, Any]:
+            path = shared / f"shared-{key}-{i}.pickle"
+            lock = FileLock(f"{path}.lock")
+            try:
+                lock.acquire(timeout=-1 if wait else 0)
+            except Timeout:
+                return False, None  # another worker is building it
+            try:
+                if not path.is_file():  # also where the other worker's build failed: fail here with its error
+                    partial = path.with_suffix(".partial")
+                    partial.write_bytes(pickle.dumps(build(items[i])))
+                    partial.replace(path)
+                return True, pickle.loads(path.read_bytes())
+            finally:
+                lock.release()
 
-    return get
+        first = [claim(i, wait=False) for i in range(len(items))]
+        return [value if done else claim(i, wait=True)[1] for i, (done, value) in enumerate(first)]
+
+    return build_all
 
 
 #: BLAS and OpenMP pools of an xdist worker, held at one thread for the session (see pytest_configure)
@@ -130,3 +141,26 @@ def pytest_configure(config: pytest.Config) -> None:
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[name] = "1"
         _ONE_THREAD.append(threadpool_limits(limits=1))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, both workers start on the shared Monte-Carlo builds, then take the rest.
+
+    ``--dist worksteal`` first hands the first half of the collection to one worker and the second half to the other.
+    A test of every ``shared_map`` module heads both halves, so both workers build those pieces together, instead of
+    one building while the other waits for it or runs out of work late. The other tests keep their order.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    by_module: dict[Path, list[pytest.Item]] = {}
+    light: list[pytest.Item] = []
+    for item in items:
+        if "shared_map" in item.fixturenames:  # type: ignore[attr-defined]
+            by_module.setdefault(item.path, []).append(item)
+        else:
+            light.append(item)
+    first = [tests[0] for tests in by_module.values()]
+    second = [tests[1] for tests in by_module.values() if len(tests) > 1]
+    rest = [t for tests in by_module.values() for t in tests[2:]]
+    k = max(0, len(items) // 2 - len(first))
+    items[:] = first + light[:k] + second + light[k:] + rest

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,10 +39,9 @@ def _experiment() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def results(once_per_session: Callable[[str, Callable[[], list]], list]) -> tuple[ModuleType, list]:
+def results(shared_map: Callable[[str, range, Callable[[int], Any]], list]) -> tuple[ModuleType, list]:
     experiment = _experiment()  # registered in sys.modules before the shared runs are unpickled
-    return experiment, once_per_session(
-        "certified-routing", lambda: [experiment.run_seed(seed, ROWS, max_rows=MAX_ROWS) for seed in SEEDS])
+    return experiment, shared_map("certified-routing", SEEDS, lambda seed: experiment.run_seed(seed, ROWS, max_rows=MAX_ROWS))
 
 
 def test_certified_router_meets_its_targets_in_truth(results: tuple[ModuleType, list]) -> None:

@@ -23,7 +23,7 @@ about two standard errors, and its interval covers success in only 23 % of seeds
 300 rows per leaf and learning rate 0.05 coverage is ≥ 0.97 on every metric, yet a residual
 upward bias remains (the mean error of success is about one standard error; see the document).
 
-Run ``python -m tests.test_predictors_truth`` to print the tables of the document.
+Run ``python -m tests.integration.test_predictors_truth`` to print the tables of the document.
 """
 
 from __future__ import annotations
@@ -90,45 +90,57 @@ class Runs:
         return ((res[:, :, 1] <= self.truth) & (self.truth <= res[:, :, 2])).mean(axis=0)
 
 
-def run_experiment(seeds: tuple[int, ...] = SEEDS) -> Runs:
-    """Every seed once: simulate, fit q̂ and π̂0, estimate, record the exact truth."""
-    truth, diagnostics = [], []
-    est: dict[str, list[FloatArray]] = {name: [] for name in ESTIMATES}
+@dataclass
+class Seed:
+    """One seed's row of `Runs`."""
+
+    truth: FloatArray                 # (M,)
+    est: dict[str, FloatArray]        # estimate name -> (M, 3)
+    diagnostics: FloatArray           # (len(DIAGNOSTICS),)
+
+
+def run_seed(seed: int) -> Seed:
+    """Simulate, fit q̂ and π̂0, estimate, record the exact truth."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SupportWarning)
-        for seed in seeds:
-            sim = simulate(ROWS, days=DAYS, seed=seed)
-            ds = BanditDataset.from_frames(sim.logs, sim.catalog, sla_latency_ms=SLA)
-            pi = Mixture(policy=Cheapest(), epsilon=EPSILON).fit(ds).action_probabilities(ds)
-            value = sim.world.true_value(pi, SLA)
-            truth.append(np.array([value[m] for m in METRICS]))
-            q = fit_outcome_models(ds, OUTCOME_CFG).q_hat
-            blind = arm_blind(q, ds.eligible)
-            pm = fit_propensities(ds, PROPENSITY_CFG)
-            fb = ds.to_feedback()
-            runs = {
-                "IPS": IPS().estimate(fb, target=pi),
-                "DR": DR().estimate(fb, target=pi, q_hat=q),
-                "DM": DM().estimate(fb, target=pi, q_hat=q),
-                "DM_blind": DM().estimate(fb, target=pi, q_hat=blind),
-                "DR_blind": DR().estimate(fb, target=pi, q_hat=blind),
-                "IPS_estimated": IPS().estimate(ds.to_feedback(propensities=pm.propensities), target=pi),
-            }
-            for name, r in runs.items():
-                est[name].append(np.stack([r.value, r.ci_low, r.ci_high], axis=1))
-            logged = pi[np.arange(ds.n), ds.actions]
-            diagnostics.append([
-                pm.diagnostics["uniform_mean_weight"],
-                pm.diagnostics["calibration_error"],
-                float(np.average(logged / pm.propensities, weights=ds.sample_weight)),
-                float(np.average(logged / ds.propensities, weights=ds.sample_weight)),
-            ])
-    return Runs(np.stack(truth), {k: np.stack(v) for k, v in est.items()}, np.array(diagnostics))
+        sim = simulate(ROWS, days=DAYS, seed=seed)
+        ds = BanditDataset.from_frames(sim.logs, sim.catalog, sla_latency_ms=SLA)
+        pi = Mixture(policy=Cheapest(), epsilon=EPSILON).fit(ds).action_probabilities(ds)
+        value = sim.world.true_value(pi, SLA)
+        q = fit_outcome_models(ds, OUTCOME_CFG).q_hat
+        blind = arm_blind(q, ds.eligible)
+        pm = fit_propensities(ds, PROPENSITY_CFG)
+        fb = ds.to_feedback()
+        runs = {
+            "IPS": IPS().estimate(fb, target=pi),
+            "DR": DR().estimate(fb, target=pi, q_hat=q),
+            "DM": DM().estimate(fb, target=pi, q_hat=q),
+            "DM_blind": DM().estimate(fb, target=pi, q_hat=blind),
+            "DR_blind": DR().estimate(fb, target=pi, q_hat=blind),
+            "IPS_estimated": IPS().estimate(ds.to_feedback(propensities=pm.propensities), target=pi),
+        }
+    logged = pi[np.arange(ds.n), ds.actions]
+    return Seed(
+        truth=np.array([value[m] for m in METRICS]),
+        est={name: np.stack([r.value, r.ci_low, r.ci_high], axis=1) for name, r in runs.items()},
+        diagnostics=np.array([
+            pm.diagnostics["uniform_mean_weight"],
+            pm.diagnostics["calibration_error"],
+            float(np.average(logged / pm.propensities, weights=ds.sample_weight)),
+            float(np.average(logged / ds.propensities, weights=ds.sample_weight)),
+        ]),
+    )
+
+
+def combine(seeds: list[Seed]) -> Runs:
+    """The seeds stacked in order."""
+    return Runs(np.stack([s.truth for s in seeds]), {name: np.stack([s.est[name] for s in seeds]) for name in ESTIMATES},
+                np.stack([s.diagnostics for s in seeds]))
 
 
 @pytest.fixture(scope="module")
-def runs(once_per_session: Callable[[str, Callable[[], Runs]], Runs]) -> Runs:
-    return once_per_session("predictors-truth", run_experiment)
+def runs(shared_map: Callable[[str, tuple[int, ...], Callable[[int], Seed]], list[Seed]]) -> Runs:
+    return combine(shared_map("predictors-truth", SEEDS, run_seed))
 
 
 def _by_metric(values: FloatArray, digits: int = 3) -> dict[str, float]:
@@ -183,4 +195,4 @@ def _table(runs: Runs) -> str:
 
 
 if __name__ == "__main__":
-    print(_table(run_experiment()))
+    print(_table(combine([run_seed(seed) for seed in SEEDS])))

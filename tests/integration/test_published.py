@@ -58,20 +58,26 @@ def _make_published() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def rerun(tmp_path_factory: pytest.TempPathFactory, once_per_session: Callable[[str, Callable[[], Any]], Any],
-          ) -> tuple[dict[str, Any], Path]:
-    """Both examples run again by make_published.py (nothing written into docs/): its headlines and the run folders."""
-    def both() -> tuple[dict[str, Any], Path]:
+def rerun(tmp_path_factory: pytest.TempPathFactory, shared_map: Callable[[str, list[str], Callable[[str], Any]], list[Any]],
+          ) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Both examples run again by make_published.py (nothing written into docs/), one per xdist worker: its headlines
+    and each example's run folder."""
+    published = _make_published()
+
+    def one(name: str) -> tuple[Any, Path]:
         runs = tmp_path_factory.mktemp("published-runs")
         with pytest.MonkeyPatch.context() as patch:
             patch.chdir(PROJECT_ROOT)  # the example configs' relative paths
-            return _make_published().main(None, runs), runs
+            return published.run_example(name, runs), runs / name
 
-    return once_per_session("published", both)
+    names = list(published.EXAMPLES)
+    results = shared_map("published", names, one)
+    return published.headlines({n: r for n, (r, _) in zip(names, results, strict=True)}), \
+        {n: folder for n, (_, folder) in zip(names, results, strict=True)}
 
 
 @pytest.mark.slow
-def test_rerunning_both_examples_reproduces_the_saved_numbers(rerun: tuple[dict[str, Any], Path]) -> None:
+def test_rerunning_both_examples_reproduces_the_saved_numbers(rerun: tuple[dict[str, Any], dict[str, Path]]) -> None:
     fresh, _ = rerun
     assert set(fresh) == set(SAVED)
     for key, entry in _headlines().items():
@@ -89,6 +95,6 @@ def test_rerunning_both_examples_reproduces_the_saved_numbers(rerun: tuple[dict[
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["qwen3_32b", "deepseek_v3_2"])
-def test_both_examples_estimates_equal_the_saved_ones(rerun: tuple[dict[str, Any], Path], name: str) -> None:
-    _, runs = rerun
-    assert_same_estimates(pl.read_csv(runs / name / "estimates.csv"), pl.read_csv(FIXTURES / f"{name}.csv"))
+def test_both_examples_estimates_equal_the_saved_ones(rerun: tuple[dict[str, Any], dict[str, Path]], name: str) -> None:
+    _, folders = rerun
+    assert_same_estimates(pl.read_csv(folders[name] / "estimates.csv"), pl.read_csv(FIXTURES / f"{name}.csv"))

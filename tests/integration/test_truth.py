@@ -18,6 +18,7 @@ interval covered every metric in both settings.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ BOUNDED = [METRICS.index(m) for m in ("success", "satisfaction", "sla_hit")]
 HEAVY = [METRICS.index(m) for m in ("cost_usd", "ttft_ms", "latency_ms", "throughput_tps")]
 
 
+@functools.cache
 def _policies() -> dict[str, Policy]:
     reference = simulate(20_000, days=DAYS, seed=900)
     ds = BanditDataset.from_frames(reference.logs, reference.catalog, sla_latency_ms=SLA)
@@ -54,27 +56,31 @@ class Runs:
     est: dict[tuple[str, str], np.ndarray]     # (policy or "diff", estimator) -> (R, M, 3) value, low, high
 
 
+#: the build in pieces both xdist workers share: the population truth seed by seed, the replications 50 at a time
+PIECES = [("truth", range(seed, seed + 1)) for seed in TRUTH_SEEDS] + [
+    ("replications", range(start, min(start + 50, REPS))) for start in range(0, REPS, 50)]
+
+
 @pytest.fixture(scope="module")
-def runs(once_per_session: Callable[[str, Callable[[], Runs]], Runs]) -> Runs:
-    return once_per_session("truth", _replicate)
+def runs(shared_map: Callable[[str, list, Callable[[tuple[str, range]], Runs]], list[Runs]]) -> Runs:
+    return _combine(shared_map("truth", PIECES, _piece))
 
 
-def _replicate() -> Runs:
+def _piece(piece: tuple[str, range]) -> Runs:
+    """The population truth of one seed (as ``truth``, the other fields empty) or a range of replications."""
+    kind, seeds = piece
     policies = _policies()
-    truth = {name: np.zeros(len(METRICS)) for name in policies}
-    for seed in TRUTH_SEEDS:
-        sim = simulate(100_000, days=DAYS, seed=seed)
+    if kind == "truth":
+        sim = simulate(100_000, days=DAYS, seed=seeds[0])
         ds = BanditDataset.from_frames(sim.logs, sim.catalog, sla_latency_ms=SLA)
-        for name, policy in policies.items():
-            value = sim.world.true_value(policy.action_probabilities(ds), SLA)
-            truth[name] += np.array([value[m] for m in METRICS]) / len(TRUTH_SEEDS)
-    truth["diff"] = truth["cheapest"] - truth["balanced"]
+        values = {name: sim.world.true_value(policy.action_probabilities(ds), SLA) for name, policy in policies.items()}
+        return Runs({name: np.array([value[m] for m in METRICS]) for name, value in values.items()}, {}, {})
     estimators: list[BaseEstimator] = [IPS(), SNIPS(), DR()]
     est: dict[tuple[str, str], list[np.ndarray]] = {}
     own: dict[str, list[np.ndarray]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SupportWarning)
-        for seed in range(REPS):
+        for seed in seeds:
             sim = simulate(N, days=DAYS, seed=10_000 + seed)
             ds = BanditDataset.from_frames(sim.logs, sim.catalog, sla_latency_ms=SLA)
             fb, q = ds.to_feedback(), sim.world.expected_outcomes(SLA)
@@ -89,7 +95,17 @@ def _replicate() -> Runs:
                     est.setdefault((name, e.name), []).append(np.stack([r.value, r.ci_low, r.ci_high], axis=1))
                 d = e.estimate_difference(fb, target=pis["cheapest"], baseline=pis["balanced"], q_hat=q)
                 est.setdefault(("diff", e.name), []).append(np.stack([d.value, d.ci_low, d.ci_high], axis=1))
-    return Runs(truth, {k: np.stack(v) for k, v in own.items()}, {k: np.stack(v) for k, v in est.items()})
+    return Runs({}, {k: np.stack(v) for k, v in own.items()}, {k: np.stack(v) for k, v in est.items()})
+
+
+def _combine(pieces: list[Runs]) -> Runs:
+    """The population truth averaged over its seeds (and its difference); the replications stacked in order."""
+    truths = [p.truth for p in pieces if p.truth]
+    truth = {name: sum(t[name] for t in truths) / len(truths) for name in truths[0]}
+    truth["diff"] = truth["cheapest"] - truth["balanced"]
+    reps = [p for p in pieces if not p.truth]
+    return Runs(truth, {k: np.concatenate([p.own[k] for p in reps]) for k in reps[0].own},
+                {k: np.concatenate([p.est[k] for p in reps]) for k in reps[0].est})
 
 
 CASES = [(p, e) for p in ("cheapest", "balanced", "diff") for e in ("IPS", "SNIPS", "DR")]
