@@ -18,7 +18,7 @@ Ray, the driver's — workers are separate processes) go to ``benchmark.extra_in
 line. No test asserts a time; the only assertion is that
 the peak stays under 4 GB.
 
-Sizes come from ``LLM_OPE_BENCH_SCALE``: ``small`` (2·10⁴ rows, batches of 5,000) is the default
+Sizes come from ``LLM_OPE_BENCH_SCALE``: ``small`` (10⁴ rows, batches of 2,500) is the default
 when benchmarks are disabled, so the default ``pytest`` runs the local cases that take no new path once as plain tests;
 ``full`` (10⁶ rows) is the default with ``--benchmark-enable -n 0``; ``large`` (10⁷ rows) and ``huge`` (10⁸ rows)
 are opt-in::
@@ -55,7 +55,7 @@ class Scale:
 
 
 SCALES = {
-    "small": Scale("small", 20_000, 5_000, 10_000),
+    "small": Scale("small", 10_000, 2_500, 5_000),
     "medium": Scale("medium", 100_000, 25_000, 50_000),
     "full": Scale("full", 1_000_000, 50_000, 250_000),
     "large": Scale("large", 10_000_000, 50_000, 250_000),
