@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
+import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -28,6 +31,17 @@ name = "cheapest"
 kind = "cheapest"
 epsilon = 0.05
 """
+
+
+def experiment_script(name: str, module: str | None = None) -> ModuleType:
+    """``docs/experiments/<name>.py`` executed afresh as the module ``module`` (default ``name``), registered in
+    ``sys.modules`` first: its dataclasses look their module up there (pickled results, the shared fixtures)."""
+    spec = importlib.util.spec_from_file_location(module or name, ROOT / "docs" / "experiments" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = loaded
+    spec.loader.exec_module(loaded)
+    return loaded
 
 
 @pytest.fixture

@@ -8,15 +8,14 @@ reproduce the saved per-seed results exactly (same seeds, same simulator, same c
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from tests.conftest import ROOT as PROJECT_ROOT
+from tests.conftest import experiment_script
 
 DOCS = Path(PROJECT_ROOT) / "docs" / "experiments"
 SAVED = json.loads((DOCS / "canary_sequences.json").read_text())
@@ -25,12 +24,7 @@ BOUNDED = ("two-sided EB", "one-sided EB, IPS", "one-sided EB, DR")
 
 @pytest.fixture(scope="module")
 def experiment() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("canary_sequences", DOCS / "canary_sequences.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return experiment_script("canary_sequences")
 
 
 def test_a_seed_reproduces_the_saved_detections(experiment: ModuleType) -> None:

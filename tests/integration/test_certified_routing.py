@@ -10,17 +10,14 @@ at least 75 % on the three that do not (success, TTFT, the certified router's sa
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT as PROJECT_ROOT
+from tests.conftest import experiment_script
 
 pytestmark = pytest.mark.slow
 
@@ -28,19 +25,10 @@ SEEDS = range(2000, 2020)
 ROWS, MAX_ROWS = 6_000, 3_000
 
 
-def _experiment() -> ModuleType:
-    path = Path(PROJECT_ROOT) / "docs" / "experiments" / "certified_routing.py"
-    spec = importlib.util.spec_from_file_location("certified_routing", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
 def results(shared_map: Callable[[str, range, Callable[[int], Any]], list]) -> tuple[ModuleType, list]:
-    experiment = _experiment()  # registered in sys.modules before the shared runs are unpickled
+    experiment = experiment_script("certified_routing")  # registered in sys.modules before the shared runs are unpickled
     return experiment, shared_map("certified-routing", SEEDS, lambda seed: experiment.run_seed(seed, ROWS, max_rows=MAX_ROWS))
 
 

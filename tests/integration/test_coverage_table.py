@@ -8,27 +8,17 @@ JSON; and the README quotes the table's range.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
 from tests.conftest import ROOT as PROJECT_ROOT
+from tests.conftest import experiment_script
 
 EXPERIMENTS = Path(PROJECT_ROOT) / "docs" / "experiments"
 
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("coverage_experiment", EXPERIMENTS / "coverage.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +27,14 @@ def saved() -> dict:
 
 
 def test_markdown_is_the_rendering_of_the_saved_results(saved: dict) -> None:
-    script = _script()
+    script = experiment_script("coverage", "coverage_experiment")
     text = (EXPERIMENTS / "coverage.md").read_text()
     assert text.endswith(script.tables(saved["results"]))
     assert f"Command: `{saved['command']}`" in text
 
 
 def test_first_replications_are_reproduced(saved: dict) -> None:
-    script = _script()
+    script = experiment_script("coverage", "coverage_experiment")
     small = next(r for r in saved["results"] if r["n"] == 2_000)
     got = script.run(2_000, script.SPOT, script.policies(), {k: np.asarray(v) for k, v in saved["truth"].items()}, log=False)
     assert got["spot"].keys() == small["spot"].keys()

@@ -9,18 +9,16 @@ quickstart), so the two examples are run once per suite.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import polars as pl
 import pytest
 
 from tests.conftest import ROOT as PROJECT_ROOT
+from tests.conftest import experiment_script
 from tests.integration.test_saved_estimates import FIXTURES, assert_same_estimates
 
 DOCS = PROJECT_ROOT / "docs" / "experiments"
@@ -48,21 +46,13 @@ def test_docs_quote_the_saved_headlines(doc: Path) -> None:
         assert quoted(entry) in text, f"{doc.name} does not quote {key} as {quoted(entry)!r}"
 
 
-def _make_published() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_published", DOCS / "make_published.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
 def rerun(tmp_path_factory: pytest.TempPathFactory, shared_map: Callable[[str, list[str], Callable[[str], Any]], list[Any]],
           ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Both examples run again by make_published.py (nothing written into docs/), one per xdist worker: its headlines
     and each example's run folder."""
-    published = _make_published()
+    published = experiment_script("make_published")
 
     def one(name: str) -> tuple[Any, Path]:
         runs = tmp_path_factory.mktemp("published-runs")

@@ -7,12 +7,9 @@ intervals re-computed with today's code against the saved ones; the markdown the
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from statistics import NormalDist
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -20,17 +17,10 @@ import pytest
 from estimators.feedback import BanditFeedback
 from ope.data.schema import METRICS
 from tests.conftest import ROOT as PROJECT_ROOT
+from tests.conftest import experiment_script
 
 EXPERIMENTS = Path(PROJECT_ROOT) / "docs" / "experiments"
 
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("residual_variance", EXPERIMENTS / "residual_variance.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +44,7 @@ def test_intervals_by_hand() -> None:
     q = np.zeros((4, 2, 1))
     q[:, 0], q[:, 1] = 1.0, 3.0
     z = NormalDist().inv_cdf(0.975)
-    script = _script()
+    script = experiment_script("residual_variance")
     for arm, value, empirical, pooled in ((0, 1.0, 8 / 12, 252 * 8 / 102 / 12), (1, 3.0, 32 / 12, 258 * 8 / 102 / 12)):
         pi = np.zeros((4, 2))
         pi[:, arm] = 1.0
@@ -66,12 +56,12 @@ def test_intervals_by_hand() -> None:
 
 def test_markdown_is_the_rendering_of_the_saved_results(saved: dict) -> None:
     text = (EXPERIMENTS / "residual_variance.md").read_text()
-    assert _script().tables(saved["coverage"], saved["certified"]) in text
+    assert experiment_script("residual_variance").tables(saved["coverage"], saved["certified"]) in text
     assert f"Command: `{saved['command']}`" in text
 
 
 def test_first_replications_are_reproduced(saved: dict) -> None:
-    script = _script()
+    script = experiment_script("residual_variance")
     spot = saved["coverage"]["spot"]
     for rep in range(script.SPOT):
         got = script.coverage_replication(rep)

@@ -7,9 +7,7 @@ check runs at n = 2,000, and the first two replications of the committed file ar
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,23 +16,15 @@ import pytest
 from ope.data.dataset import BanditDataset
 from ope.simulate import simulate
 from ope.simulate.distribution import policy_cdf
+from tests.conftest import experiment_script
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "docs" / "experiments" / "tail_quantiles.py"
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location("tail_quantiles", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tail_quantiles"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def script():
-    return _script()
+    return experiment_script("tail_quantiles")
 
 
 @pytest.fixture(scope="module")
