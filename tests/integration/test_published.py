@@ -46,7 +46,6 @@ def test_docs_quote_the_saved_headlines(doc: Path) -> None:
         assert quoted(entry) in text, f"{doc.name} does not quote {key} as {quoted(entry)!r}"
 
 
-
 @pytest.fixture(scope="module")
 def rerun(tmp_path_factory: pytest.TempPathFactory, shared_map: Callable[[str, list[str], Callable[[str], Any]], list[Any]],
           ) -> tuple[dict[str, Any], dict[str, Path]]:
@@ -61,9 +60,8 @@ def rerun(tmp_path_factory: pytest.TempPathFactory, shared_map: Callable[[str, l
             return published.run_example(name, runs), runs / name
 
     names = list(published.EXAMPLES)
-    results = shared_map("published", names, one)
-    return published.headlines({n: r for n, (r, _) in zip(names, results, strict=True)}), \
-        {n: folder for n, (_, folder) in zip(names, results, strict=True)}
+    results = dict(zip(names, shared_map("published", names, one), strict=True))
+    return published.headlines({n: r for n, (r, _) in results.items()}), {n: folder for n, (_, folder) in results.items()}
 
 
 @pytest.mark.slow
