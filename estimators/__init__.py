@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from estimators._errors import EstimatorInputError, EstimatorSupportError
+from estimators.armpooled import ArmPooled
 from estimators.base import BaseEstimator, SupportWarning
 from estimators.combined import Partials, evaluate_all, finalize_all, partial_all
 from estimators.dm import DM
@@ -15,6 +16,7 @@ from estimators.replay import OnlinePolicy, Replay, ReplayResult
 from estimators.target import SparseTarget
 
 __all__ = [
+    "ArmPooled",
     "BanditFeedback",
     "BaseEstimator",
     "Bootstrap",

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, replace
+from typing import ClassVar, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from estimators._errors import EstimatorInputError, EstimatorSupportError
+from estimators.armpooled import ArmSums
 from estimators.batch import Batch, Cells, Prepared, group_weight_sums, prepare, with_modified
 from estimators.diagnostics import WeightSums
 from estimators.estimate import Diagnostics, Estimate
@@ -55,14 +56,15 @@ class Partial:
     scalar: bool
     n_boot: int = 0
     seed: int = 0
+    arm_sums: bool = False
 
     def __add__(self, other: Partial) -> Partial:
-        mine = (self.estimator, self.kind, self.levels, self.scalar, self.n_boot, self.seed)
-        if mine != (other.estimator, other.kind, other.levels, other.scalar, other.n_boot, other.seed):
-            raise EstimatorInputError("Only partial sums of the same estimator, statistic and bootstrap can be merged.")
+        mine = (self.estimator, self.kind, self.levels, self.scalar, self.n_boot, self.seed, self.arm_sums)
+        if mine != (other.estimator, other.kind, other.levels, other.scalar, other.n_boot, other.seed, other.arm_sums):
+            raise EstimatorInputError("Only partial sums of the same estimator, statistic, bootstrap and arm sums can be merged.")
         base = None if self.baseline is None or other.baseline is None else self.baseline + other.baseline
         return Partial(self.estimator, self.kind, self.levels, self.auto, self.sums + other.sums,
-                       self.target + other.target, base, self.scalar, self.n_boot, self.seed)
+                       self.target + other.target, base, self.scalar, self.n_boot, self.seed, self.arm_sums)
 
 
 class BaseEstimator:
@@ -84,6 +86,11 @@ class BaseEstimator:
         """Rows whose weight ``level`` changes."""
         return int((w > level).sum())
 
+    def _pooled_parts(self, prep: Prepared, level: Level) -> tuple[FloatArray, FloatArray, FloatArray] | None:
+        """(DM (n, M), w̃ (n,), ε (n, M)) when each row's only varying term is a = DM + w̃ ε, which an arm-pooled
+        variance needs (`estimators.armpooled`); None for estimators of another form."""
+        return None
+
     # -- the shared public API ----------------------------------------------------------------
     def estimate(
         self,
@@ -96,7 +103,8 @@ class BaseEstimator:
     ) -> Estimate:
         """Value of ``target`` (n, K) on the logged contexts, with interval and diagnostics."""
         inference = Normal() if inference is None else inference
-        part = self.partial(fb, target=target, q_hat=q_hat, n_boot=inference.n_boot, seed=inference.seed)
+        part = self.partial(fb, target=target, q_hat=q_hat, n_boot=inference.n_boot, seed=inference.seed,
+                            arm_sums=inference.arm_sums)
         return self.finalize(part, inference=inference, alpha=alpha)
 
     def estimate_difference(
@@ -113,7 +121,7 @@ class BaseEstimator:
         """Paired target − baseline on the same rows, or with ``relative`` the change in %."""
         inference = Normal() if inference is None else inference
         part = self.partial(fb, target=target, baseline=baseline, q_hat=q_hat, relative=relative,
-                            n_boot=inference.n_boot, seed=inference.seed)
+                            n_boot=inference.n_boot, seed=inference.seed, arm_sums=inference.arm_sums)
         return self.finalize(part, inference=inference, alpha=alpha)
 
     def partial(
@@ -126,15 +134,18 @@ class BaseEstimator:
         relative: bool = False,
         n_boot: int = 0,
         seed: int = 0,
+        arm_sums: bool = False,
     ) -> Partial:
-        """Mergeable sums of one batch of rows (value, or difference / relative with a baseline)."""
+        """Mergeable sums of one batch of rows (value, or difference / relative with a baseline); ``arm_sums`` also
+        keeps the per-arm sums of an arm-pooled variance (`estimators.armpooled`)."""
         if self.needs_q_hat and q_hat is None:
             msg = f"{type(self).__name__} needs q_hat, the reward model's predictions of shape (n, K[, M])."
             raise EstimatorInputError(msg)
         batch = prepare(fb, target=target, baseline=baseline, q_hat=q_hat if self.needs_q_hat else None)
-        return self.accumulate(batch, relative=relative, n_boot=n_boot, seed=seed)
+        return self.accumulate(batch, relative=relative, n_boot=n_boot, seed=seed, arm_sums=arm_sums)
 
-    def accumulate(self, batch: Batch, *, relative: bool = False, n_boot: int = 0, seed: int = 0) -> Partial:
+    def accumulate(self, batch: Batch, *, relative: bool = False, n_boot: int = 0, seed: int = 0, arm_sums: bool = False
+                   ) -> Partial:
         """Partial sums from a batch prepared once (`estimators.batch.prepare`) and shared by estimators."""
         self._check_batch(batch)
         kind: Kind = "value" if batch.baseline is None else ("relative" if relative else "difference")
@@ -145,22 +156,37 @@ class BaseEstimator:
         fb = batch.fb
         step = self._chunk_rows(policies, levels, fb.n_metrics)
         total: Sums | None = None
+        pooled: ArmSums | None = None
         for start in range(0, fb.n, step):
             sl = slice(start, start + step)
             x, constants = self._columns([prep.rows(sl) for prep in policies], levels)
             part = Sums.of(x, np.ascontiguousarray(policies[0].weights[sl].T), pairs=pairs, constants=constants,
                            keys=fb.keys[sl], n_boot=n_boot, seed=seed, units=units)
             total = part if total is None else total + part
+            if arm_sums and (arms := self._arm_sums(batch, policies, levels, sl)) is not None:
+                pooled = arms if pooled is None else pooled + arms
         assert total is not None
-        return self._partial(batch, kind, total, n_boot=n_boot, seed=seed)
+        return self._partial(batch, kind, replace(total, pooled=pooled), n_boot=n_boot, seed=seed, arm_sums=arm_sums)
 
-    def _partial(self, batch: Batch, kind: Kind, sums: Sums, *, n_boot: int, seed: int) -> Partial:
+    def _arm_sums(self, batch: Batch, policies: list[Prepared], levels: tuple[Level, ...], sl: slice) -> ArmSums | None:
+        """The arm-pooled variance's sums of rows ``sl`` (None unless the terms are DM + w̃ ε at one fixed level)."""
+        if len(levels) != 1:
+            return None
+        parts = [self._pooled_parts(prep.rows(sl), levels[0]) for prep in policies]
+        if any(part is None for part in parts):
+            return None
+        dm, w, eps = zip(*cast("list[tuple[FloatArray, FloatArray, FloatArray]]", parts), strict=True)
+        return ArmSums.of(np.stack([d.T for d in dm], axis=1), np.stack(w), eps[0].T,  # ε is the same for every policy
+                          np.ascontiguousarray(policies[0].weights[sl].T), batch.fb.actions[sl], batch.fb.n_arms,
+                          pairs=all_pairs(3 * len(policies)), constants=np.tile([np.nan, 0.0, 1.0], len(policies)))
+
+    def _partial(self, batch: Batch, kind: Kind, sums: Sums, *, n_boot: int, seed: int, arm_sums: bool = False) -> Partial:
         """The `Partial` of this estimator's accumulated ``sums`` on ``batch``, with its weight sums and modified rows."""
         levels, auto = self._levels()
         counts = lambda prep: np.array([self._n_modified(prep.w, lv) for lv in levels if lv is not None], dtype=np.int64)  # noqa: E731
         t_sums = with_modified(batch.target_sums, counts(batch.target))
         b_sums = None if batch.baseline is None or batch.baseline_sums is None else with_modified(batch.baseline_sums, counts(batch.baseline))
-        return Partial(self.name, kind, levels, auto, sums, t_sums, b_sums, batch.fb.scalar, n_boot, seed)
+        return Partial(self.name, kind, levels, auto, sums, t_sums, b_sums, batch.fb.scalar, n_boot, seed, arm_sums)
 
     def accumulate_groups(self, batch: Batch, target: FloatArray | SparseTarget, cells: Cells) -> list[Partial]:
         """Value partial sums of every group of ``cells`` of a batch prepared with ``target`` and no baseline.
@@ -228,6 +254,8 @@ class BaseEstimator:
             msg = (f"{inference.name} asks for {inference.n_boot} replicates with seed {inference.seed}, but the partial sums "
                    f"hold {partial.n_boot} with seed {partial.seed}: pass n_boot and seed to partial().")
             raise EstimatorInputError(msg)
+        if inference.arm_sums and not partial.arm_sums:
+            raise EstimatorInputError(f"{inference.name} needs the per-arm sums: pass arm_sums=True to partial().")
         stat = Statistic(kind)
         unit = 3 if partial.baseline is None else 6
         chosen = (_choose(partial, stat, unit) if partial.auto else np.zeros(partial.sums.total.shape[0], dtype=np.int64))
@@ -251,7 +279,7 @@ class BaseEstimator:
             alpha=alpha,
             n=unwrap(sums.count),
             ess=diag.ess,
-            inference=inference.name,
+            inference=getattr(fit, "method", inference.name),
             diagnostics=diag,
             fit=fit,
             scalar=partial.scalar,

@@ -17,7 +17,7 @@ BLAS threads waiting on each other made the normal table 4–6× and the bootstr
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import accumulate
 
 import numpy as np
@@ -25,6 +25,7 @@ import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
 from estimators._errors import EstimatorInputError
+from estimators.armpooled import ArmSums
 from estimators.base import CELLS_PER_CHUNK, MIN_CHUNK_ROWS, BaseEstimator, Partial, _pairs, _units
 from estimators.batch import Batch, Prepared, prepare
 from estimators.estimate import Estimate
@@ -81,7 +82,8 @@ def _check_estimators(estimators: Sequence[BaseEstimator]) -> tuple[BaseEstimato
 
 
 def accumulate_all(
-    batch: Batch, estimators: Sequence[BaseEstimator], *, relative: bool = False, n_boot: int = 0, seed: int = 0
+    batch: Batch, estimators: Sequence[BaseEstimator], *, relative: bool = False, n_boot: int = 0, seed: int = 0,
+    arm_sums: bool = False,
 ) -> Partials:
     """Every estimator's partial sums on a batch prepared once, in one pass over its rows and one bootstrap.
 
@@ -103,6 +105,7 @@ def accumulate_all(
     varying = sum(est._n_varying(policies, lv) for est, (lv, _) in zip(chosen, levels, strict=True))
     step = max(MIN_CHUNK_ROWS, CELLS_PER_CHUNK // (max(varying, 1) * fb.n_metrics))
     total: Sums | None = None
+    pooled: list[ArmSums | None] = [None] * len(chosen)
     with threadpool_limits(limits=1, user_api="blas"):  # many small products: see the module's notes
         for start in range(0, fb.n, step):
             sl = slice(start, start + step)
@@ -110,9 +113,12 @@ def accumulate_all(
             part = Sums.of(x, np.ascontiguousarray(policies[0].weights[sl].T), pairs=pairs, constants=constants,
                            keys=fb.keys[sl], n_boot=n_boot, seed=seed, units=units)
             total = part if total is None else total + part
+            for e, (est, (lv, _)) in enumerate(zip(chosen, levels, strict=True)):
+                if arm_sums and (arms := est._arm_sums(batch, policies, lv, sl)) is not None:
+                    pooled[e] = arms if pooled[e] is None else pooled[e] + arms
     assert total is not None
-    parts = tuple(est._partial(batch, kind, total.block(lo, hi), n_boot=n_boot, seed=seed)
-                  for est, lo, hi in zip(chosen, starts, starts[1:], strict=False))
+    parts = tuple(est._partial(batch, kind, replace(total.block(lo, hi), pooled=own), n_boot=n_boot, seed=seed, arm_sums=arm_sums)
+                  for est, lo, hi, own in zip(chosen, starts, starts[1:], pooled, strict=False))
     return Partials(chosen, parts)
 
 
@@ -135,6 +141,7 @@ def partial_all(
     relative: bool = False,
     n_boot: int = 0,
     seed: int = 0,
+    arm_sums: bool = False,
 ) -> Partials:
     """Mergeable sums of every estimator on one batch of rows (value, or difference / relative with a baseline)."""
     chosen = _check_estimators(estimators)
@@ -144,7 +151,7 @@ def partial_all(
             raise EstimatorInputError(msg)
     needs_q = any(est.needs_q_hat for est in chosen)
     batch = prepare(fb, target=target, baseline=baseline, q_hat=q_hat if needs_q else None)
-    return accumulate_all(batch, chosen, relative=relative, n_boot=n_boot, seed=seed)
+    return accumulate_all(batch, chosen, relative=relative, n_boot=n_boot, seed=seed, arm_sums=arm_sums)
 
 
 def finalize_all(
@@ -192,5 +199,5 @@ def evaluate_all(
         raise EstimatorInputError(msg)
     inference = Normal() if inference is None else inference
     parts = partial_all(fb, target=target, estimators=estimators, baseline=baseline, q_hat=q_hat,
-                        relative=kind == "relative", n_boot=inference.n_boot, seed=inference.seed)
+                        relative=kind == "relative", n_boot=inference.n_boot, seed=inference.seed, arm_sums=inference.arm_sums)
     return finalize_all(parts, inference=inference, alpha=alpha, kind=kind)

@@ -26,6 +26,10 @@ class _Corrected(BaseEstimator):
         assert prep.dm is not None and prep.q_logged is not None
         return Terms(a=prep.dm + self._weight(prep.w, level)[:, None] * (prep.rewards - prep.q_logged))
 
+    def _pooled_parts(self, prep: Prepared, level: Level) -> tuple[FloatArray, FloatArray, FloatArray]:
+        assert prep.dm is not None and prep.q_logged is not None
+        return prep.dm, self._weight(prep.w, level), prep.rewards - prep.q_logged
+
     def _columns(self, policies: list[Prepared], levels: tuple[Level, ...]) -> tuple[FloatArray, FloatArray]:
         """`BaseEstimator._columns` written at once: one broadcast product over every level (tuned estimators have ~15)."""
         m, n = policies[0].rewards.shape[1], policies[0].w.shape[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -32,11 +32,13 @@ class IntervalFit(Protocol):
 
 
 class Inference(Protocol):
-    """An interval strategy. ``n_boot`` > 0 asks for bootstrap sums while accumulating."""
+    """An interval strategy. ``n_boot`` > 0 asks for bootstrap sums while accumulating, ``arm_sums`` for the per-arm
+    sums of an arm-pooled variance (`estimators.armpooled`)."""
 
     name: str
     n_boot: int
     seed: int
+    arm_sums: ClassVar[bool]
 
     def fit(self, statistic: Statistic, sums: Sums) -> IntervalFit: ...
 
@@ -73,6 +75,7 @@ class Normal:
     name: str = "normal"
     n_boot: int = 0
     seed: int = 0
+    arm_sums: ClassVar[bool] = False
 
     def fit(self, statistic: Statistic, sums: Sums) -> NormalFit:
         value = statistic.combine(sums.means)
@@ -95,6 +98,7 @@ class SkewFit:
     value: FloatArray
     stderr: FloatArray
     skew: FloatArray
+    method: ClassVar[str] = "skew-corrected"
 
     def ci(self, alpha: float) -> tuple[FloatArray, FloatArray]:
         check_alpha(alpha)
@@ -127,6 +131,7 @@ class SkewCorrected:
     name: str = "skew-corrected"
     n_boot: int = 0
     seed: int = 0
+    arm_sums: ClassVar[bool] = False
 
     def fit(self, statistic: Statistic, sums: Sums) -> SkewFit:
         if sums.third is None:
@@ -167,6 +172,7 @@ class Bootstrap:
     n_replicates: int = 1000
     seed: int = 0
     name: str = "bootstrap"
+    arm_sums: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_replicates, int) or isinstance(self.n_replicates, bool) or self.n_replicates < 2:
@@ -217,6 +223,7 @@ class EmpiricalBernstein:
     name: str = "bernstein"
     n_boot: int = 0
     seed: int = 0
+    arm_sums: ClassVar[bool] = False
 
     def fit(self, statistic: Statistic, sums: Sums) -> BernsteinFit:
         grad = statistic.gradient(sums.means)

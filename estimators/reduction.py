@@ -10,12 +10,16 @@ other).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from estimators.moments3 import ThirdMoments
 from estimators.resample import poisson_weight_sums
+
+if TYPE_CHECKING:
+    from estimators.armpooled import ArmSums
 
 __all__ = ["CellSums", "Sums", "all_pairs"]
 
@@ -144,7 +148,8 @@ class Sums:
     low / high (J, M) extremes of X over the batch's rows (rows whose outcome is missing count
     with outcome 0: a slightly wider, still valid range for the Bernstein bound) · boot (B, J, M) Σ P_b W X and
     boot_total (B, M) Σ P_b W with Poisson(1) multipliers P_b keyed by row (None without bootstrap) ·
-    third: the W³-weighted moments a skewness needs (`estimators.moments3`; None when not accumulated).
+    third: the W³-weighted moments a skewness needs (`estimators.moments3`; None when not accumulated) ·
+    pooled: the per-arm sums of an arm-pooled variance (`estimators.armpooled`; None for estimators without them).
     """
 
     count: FloatArray
@@ -159,6 +164,7 @@ class Sums:
     boot: FloatArray | None = None
     boot_total: FloatArray | None = None
     third: ThirdMoments | None = None
+    pooled: ArmSums | None = None
 
     @classmethod
     def of(
@@ -245,6 +251,7 @@ class Sums:
             boot=add(self.boot, other.boot),
             boot_total=add(self.boot_total, other.boot_total),
             third=third,
+            pooled=add(self.pooled, other.pooled),
         )
 
     @property
@@ -287,6 +294,7 @@ class Sums:
             boot=take(self.boot),
             boot_total=self.boot_total,
             third=None if self.third is None or not third else self.third.select(columns),
+            pooled=None if self.pooled is None else self.pooled.select(columns),
         )
 
     def block(self, lo: int, hi: int) -> Sums:
@@ -309,6 +317,7 @@ class Sums:
             boot=None if self.boot is None else self.boot[:, lo:hi],
             boot_total=self.boot_total,
             third=None if self.third is None else self.third.block(lo, hi),
+            pooled=None if self.pooled is None else self.pooled.block(lo, hi),
         )
 
     def covariance(self) -> FloatArray:

@@ -74,7 +74,7 @@ class EvaluationConfig:
     estimators: tuple[str, ...] = ("IPS", "SNIPS")
     alpha: float = 0.05
     sla_latency_ms: float = 10_000.0
-    inference: str = "skew"
+    inference: str = "arm-pooled"
     bootstrap_replicates: int = 1000
     time_slice: str = "1d"
     headline: str = "auto"  # "auto": chosen per metric from the data (SLOPE); or an estimator's name

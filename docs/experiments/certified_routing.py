@@ -9,12 +9,14 @@ For each, the exact truth (`World.true_value`) of
 - the **deployed** rule (fitted on every row) routing the log's requests, and
 - the **evaluated** probabilities (each request routed by the fold copy that never saw it, what
   `ope run` evaluates and writes to ``actions/``), with the DR 95 % interval of the latter and
-  whether it covers their truth, metric by metric: skew-corrected (`ope run`'s default interval, which the
-  certification's bounds use too) and normal.
+  whether it covers their truth, metric by metric: by the run's interval method (``--inference``: arm-pooled,
+  `ope run`'s default, or skew-corrected; the certification's bounds use it too), and also normal and arm-pooled.
 
 Run from the project root (about 30 s per seed on one core at the defaults)::
 
     python docs/experiments/certified_routing.py --seeds 200 --first-seed 1000 --rows 10000 --jobs 2 --out docs/experiments/certified_routing.md
+
+(``--inference skew`` gives the skew-corrected run, the default before the arm-pooled interval.)
 
 It prints, and with ``--out`` writes, the markdown tables quoted in the README (an existing page keeps its
 hand-written "## Reading" section, to be re-read against the new numbers), and
@@ -24,6 +26,7 @@ hand-written "## Reading" section, to be re-read against the new numbers), and
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -33,8 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from estimators import DR, SupportWarning
+from estimators import DR, ArmPooled, SupportWarning
 from estimators.inference import Normal, SkewCorrected
+from ope.config import EvaluationConfig
 from ope.data.dataset import BanditDataset
 from ope.evaluation.batch import BatchRows
 from ope.evaluation.certify import fit_cross_fitted
@@ -46,6 +50,8 @@ from policies.constrained import ConstrainedRouter
 
 SLA = 10_000.0
 MIN_SATISFACTION, MIN_SLA_HIT = 0.70, 0.65
+INFERENCE = {"skew": SkewCorrected(), "arm-pooled": ArmPooled()}
+DEFAULT = EvaluationConfig().inference  # the run's default interval method
 COVERED = ("cost_usd", "success", "satisfaction", "sla_hit", "throughput_tps", "ttft_ms", "latency_ms")
 
 
@@ -58,8 +64,9 @@ class SeedResult:
     official_cost: float
     truth: dict[str, dict[str, float]] = field(default_factory=dict)
     truth_evaluated: dict[str, dict[str, float]] = field(default_factory=dict)
-    covered: dict[str, dict[str, bool]] = field(default_factory=dict)
+    covered: dict[str, dict[str, bool]] = field(default_factory=dict)  # by the run's interval method
     covered_normal: dict[str, dict[str, bool]] = field(default_factory=dict)
+    covered_pooled: dict[str, dict[str, bool]] = field(default_factory=dict)
     status: dict[str, str] = field(default_factory=dict)
 
 
@@ -68,8 +75,10 @@ def router(certify: bool, max_rows: int | None) -> ConstrainedRouter:
                              certify=certify, max_rows=max_rows)
 
 
-def run_seed(seed: int, rows: int, *, folds: int = 5, max_rows: int | None = None) -> SeedResult:
-    """Simulate, cross-fit q̂, fit both routers and score them on the exact truth."""
+def run_seed(seed: int, rows: int, *, folds: int = 5, max_rows: int | None = None, inference: str = DEFAULT) -> SeedResult:
+    """Simulate, cross-fit q̂, fit both routers and score them on the exact truth; ``inference`` the run's interval
+    method ("arm-pooled", the default, or "skew", as `[evaluation] inference`)."""
+    method = INFERENCE[inference]
     sim = simulate(rows, days=7, seed=seed, spec=qwen3_32b_spec())
     ds = BanditDataset.from_frames(sim.logs, sim.catalog, sla_latency_ms=SLA)
     q = fit_outcome_models(ds, PredictorConfig(folds=folds), show_progress=False).q_hat
@@ -82,18 +91,18 @@ def run_seed(seed: int, rows: int, *, folds: int = 5, max_rows: int | None = Non
             warnings.simplefilter("ignore", RuntimeWarning)
             warnings.simplefilter("ignore", SupportWarning)
             try:
-                evaluated, cert = fit_cross_fitted(policy, batch, folds, inference=SkewCorrected())
+                evaluated, cert = fit_cross_fitted(policy, batch, folds, inference=method)
             except PolicyError as exc:  # targets unreachable on this seed's q̂
                 out.status[label] = f"infeasible: {str(exc).splitlines()[-1]}"
                 continue
             pi = evaluated.action_probabilities(ds, q)
             dr = DR()
-            part = dr.partial(batch.feedback, target=pi, q_hat=q)
-            skew, normal = dr.finalize(part, inference=SkewCorrected()), dr.finalize(part, inference=Normal())
+            part = dr.partial(batch.feedback, target=pi, q_hat=q, arm_sums=True)
+            run, normal, pooled = (dr.finalize(part, inference=i) for i in (method, Normal(), ArmPooled()))
         out.status[label] = "uncertified" if cert is None else cert.status
         out.truth[label] = sim.world.true_value(policy.action_probabilities(ds, q), SLA)
         out.truth_evaluated[label] = truth = sim.world.true_value(pi, SLA)
-        for into, est in ((out.covered, skew), (out.covered_normal, normal)):
+        for into, est in ((out.covered, run), (out.covered_normal, normal), (out.covered_pooled, pooled)):
             into[label] = {m: bool(est.ci_low[j] <= truth[m] <= est.ci_high[j]) for j, m in enumerate(ds.metrics) if m in COVERED}
     return out
 
@@ -102,8 +111,8 @@ def _share(values: list[bool]) -> str:
     return f"{sum(values)}/{len(values)} ({100 * sum(values) / max(len(values), 1):.0f} %)"
 
 
-def tables(results: list[SeedResult]) -> str:
-    """The markdown tables: targets met in truth, cost against official, and DR coverage."""
+def tables(results: list[SeedResult], inference: str = DEFAULT) -> str:
+    """The markdown tables: targets met in truth, cost against official, and DR coverage (``inference`` the run's)."""
     lines = [f"Targets: satisfaction ≥ {MIN_SATISFACTION}, SLA hit ≥ {MIN_SLA_HIT}; {len(results)} seeds "
              f"({', '.join(str(r.seed) for r in results[:3])}, ...).", "",
              "| router | fitted | true satisfaction ≥ target | true SLA hit ≥ target | both | mean true satisfaction | "
@@ -122,8 +131,11 @@ def tables(results: list[SeedResult]) -> str:
     lines += ["", "DR 95 % interval of the evaluated (cross-fitted) probabilities against their exact truth:", "",
               "| router | interval | " + " | ".join(COVERED) + " |", "|---|---|" + "---|" * len(COVERED)]
     for label in ("certified", "uncertified"):
-        for method, get in (("skew-corrected (ope run's default)", lambda r: r.covered),
-                            ("normal", lambda r: r.covered_normal)):
+        rows = [(f"{INFERENCE[inference].name} (the run's{', its default' if inference == DEFAULT else ''})", lambda r: r.covered),
+                ("normal", lambda r: r.covered_normal)]
+        if inference != "arm-pooled":
+            rows.append(("arm-pooled", lambda r: r.covered_pooled))
+        for method, get in rows:
             ok = [r for r in results if label in get(r)]
             lines.append(f"| {label} | {method} | " + " | ".join(_share([get(r)[label][m] for r in ok]) for m in COVERED) + " |")
     infeasible = [f"{r.seed} {label}: {s}" for r in results for label, s in r.status.items() if s.startswith("infeasible")]
@@ -153,16 +165,19 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--max-rows", type=int, default=None, help="the router's max_rows (LP sample)")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes at once")
+    parser.add_argument("--inference", choices=sorted(INFERENCE), default=DEFAULT,
+                        help="the run's interval method, which the certification's bounds use too")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     t0, results = time.perf_counter(), []
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for result in pool.map(partial(run_seed, rows=args.rows, max_rows=args.max_rows), seeds):
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for result in pool.map(partial(run_seed, rows=args.rows, max_rows=args.max_rows, inference=args.inference), seeds):
             results.append(result)
             print(f"seed {result.seed}: {result.status} ({time.perf_counter() - t0:.0f} s)", flush=True)
     text = HEADER + (f"Command: `python docs/experiments/certified_routing.py --seeds {args.seeds} --first-seed {args.first_seed} "
-            f"--rows {args.rows}" + (f" --max-rows {args.max_rows}" if args.max_rows else "") + "`\n\n" + tables(results))
+            f"--rows {args.rows}" + (f" --max-rows {args.max_rows}" if args.max_rows else "")
+            + (f" --inference {args.inference}" if args.inference != DEFAULT else "") + "`\n\n" + tables(results, args.inference))
     print(text)
     if args.out:
         write_page(Path(args.out), text)

@@ -15,7 +15,8 @@ the others' spread). It is E[ψ²]'s form when q̂ is right and each arm's resid
 depend on the request; every piece is a per-arm sum, so it would stay a mergeable reduction.
 The interval compared is the normal one with se = √max(V_emp, V_arm) ("arm-pooled"), and Hall's
 skew-corrected one with that se ("arm-pooled, skew-corrected"), beside the run's default
-(skew-corrected, empirical se) and the plain normal one. Not (yet) an interval `ope run` offers.
+(skew-corrected, empirical se) and the plain normal one. The arm-pooled interval is the package's
+(`estimators.armpooled.ArmPooled`, `[evaluation] inference = "arm-pooled"` in a run), the others are written out here.
 
 Two worlds, both scored on the simulator's exact truth:
 
@@ -49,7 +50,7 @@ from types import ModuleType
 import numpy as np
 import numpy.typing as npt
 
-from estimators import DR, SkewCorrected, SupportWarning
+from estimators import DR, ArmPooled, Estimate, SkewCorrected, SupportWarning
 from estimators.feedback import BanditFeedback
 from estimators.inference import _hall_inverse
 from ope.data.dataset import BanditDataset
@@ -57,7 +58,6 @@ from ope.data.schema import METRICS
 from ope.simulate import simulate
 
 HERE = Path(__file__).parent
-PRIOR_ROWS = 100.0
 METHODS = ("normal", "skew-corrected", "arm-pooled", "arm-pooled, skew-corrected")
 SPOT = 2
 FloatArray = npt.NDArray[np.float64]
@@ -81,7 +81,7 @@ def intervals(fb: BanditFeedback, q: FloatArray, pi: FloatArray, baseline: Float
               ) -> dict[str, tuple[FloatArray, FloatArray]]:
     """The 95 % interval of DR's value (or of the paired difference pi − baseline) by every method, each (M,)."""
     z = NormalDist().inv_cdf(0.975)
-    n, k = fb.n, q.shape[1]
+    n = fb.n
     rows = np.arange(n)
     y, a = fb.rewards, fb.actions
     sw = np.ones(n) if fb.sample_weight is None else fb.sample_weight
@@ -96,12 +96,7 @@ def intervals(fb: BanditFeedback, q: FloatArray, pi: FloatArray, baseline: Float
     total, count = wt.sum(0), seen.sum(0)
     theta = (wt * psi).sum(0) / total
     scale = count / (count - 1) / total**2
-    v_emp = (wt**2 * (psi - theta) ** 2).sum(0) * scale
-    per_arm = lambda x: np.stack([np.bincount(a, weights=x[:, j], minlength=k) for j in range(x.shape[1])], 1)
-    sq, mass = per_arm(wt * eps**2), per_arm(wt)
-    sigma2 = (sq + PRIOR_ROWS * sq.sum(0) / mass.sum(0)) / (mass + PRIOR_ROWS)
-    v_arm = ((wt**2 * (dm - theta) ** 2).sum(0) + (sigma2 * per_arm(wt**2 * w[:, None] ** 2)).sum(0)) * scale
-    se, se_pooled = np.sqrt(v_emp), np.sqrt(np.maximum(v_emp, v_arm))
+    se = np.sqrt((wt**2 * (psi - theta) ** 2).sum(0) * scale)
     with np.errstate(divide="ignore", invalid="ignore"):
         k3 = (wt**3 * (psi - theta) ** 3).sum(0) / total**3 * count**2 / ((count - 1) * (count - 2))
         skew = np.nan_to_num(k3 / ((wt**2 * (psi - theta) ** 2).sum(0) / total**2 * count / (count - 1)) ** 1.5)
@@ -109,14 +104,17 @@ def intervals(fb: BanditFeedback, q: FloatArray, pi: FloatArray, baseline: Float
     def hall(s: FloatArray) -> tuple[FloatArray, FloatArray]:
         return (theta - s * np.maximum(_hall_inverse(z, skew), z), theta - s * np.minimum(_hall_inverse(-z, skew), -z))
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SupportWarning)
-        est = DR().estimate_difference(fb, target=pi, baseline=baseline, q_hat=q, inference=SkewCorrected()) \
-            if baseline is not None else DR().estimate(fb, target=pi, q_hat=q, inference=SkewCorrected())
+    def dr(inference: SkewCorrected | ArmPooled) -> Estimate:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SupportWarning)
+            return DR().estimate_difference(fb, target=pi, baseline=baseline, q_hat=q, inference=inference) \
+                if baseline is not None else DR().estimate(fb, target=pi, q_hat=q, inference=inference)
+
+    est, pooled = dr(SkewCorrected()), dr(ArmPooled())  # the package's arm-pooled interval (estimators/armpooled.py)
     if not np.allclose(est.value, theta, rtol=1e-9, atol=1e-12):
         raise AssertionError(f"DR's value {est.value} differs from the terms' mean {theta}")
     return {"normal": (theta - z * se, theta + z * se), "skew-corrected": (est.ci_low, est.ci_high),
-            "arm-pooled": (theta - z * se_pooled, theta + z * se_pooled), "arm-pooled, skew-corrected": hall(se_pooled)}
+            "arm-pooled": (pooled.ci_low, pooled.ci_high), "arm-pooled, skew-corrected": hall(np.asarray(pooled.stderr))}
 
 
 def coverage_replication(rep: int, n: int = 2_000) -> dict[str, dict[str, tuple[FloatArray, FloatArray]]]:
@@ -204,8 +202,8 @@ HEADER = """# A DR variance that knows each arm's residual spread
 
 Written by `docs/experiments/residual_variance.py` (its docstring has the method and the two worlds). Each
 cell is the share (in %) of replications whose DR 95 % interval holds the exact truth; `diff` is the paired
-difference `cheapest − balanced`. "skew-corrected" is `ope run`'s default interval today; "arm-pooled" is
-a candidate, not yet an option of `ope run`.
+difference `cheapest − balanced`. "skew-corrected" was `ope run`'s default interval when this page was
+written; "arm-pooled" is `estimators.armpooled.ArmPooled`, `[evaluation] inference = "arm-pooled"`, the default now.
 
 """
 

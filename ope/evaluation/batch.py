@@ -20,6 +20,7 @@ from estimators import BanditFeedback, BaseEstimator, EstimatorInputError, Spars
 from estimators.base import Partial
 from estimators.batch import Batch, Shared
 from estimators.combined import accumulate_all
+from estimators.inference import Inference
 from ope.config import ExperimentConfig
 from ope.data.catalog import Catalog
 from ope.data.dataset import BanditDataset
@@ -192,7 +193,7 @@ def evaluate_batch(ctx: BatchContext, batch: BatchRows, into: BatchPartials,
     for name, prep in prepared.items():
         paired = shared.batch(prep, baseline if name != ctx.plan.baseline else None)
         live = [est for est in ctx.plan.estimators if (name, est.name) not in into.failed]
-        for est, part in _accumulated(paired, live, inference.n_boot, inference.seed, into.failed, name):
+        for est, part in _accumulated(paired, live, inference, into.failed, name):
             key = (name, est.name)
             into.parts[key] = into.parts[key] + part if key in into.parts else part
         for key in [k for k in into.parts if k in into.failed]:  # refused by a later batch: no estimate at all
@@ -212,20 +213,21 @@ def evaluate_batch(ctx: BatchContext, batch: BatchRows, into: BatchPartials,
     return action_tables(ds.logs["request_id"], ds.arms, {name: probabilities[name] for name in written})
 
 
-def _accumulated(batch: Batch, estimators: list[BaseEstimator], n_boot: int, seed: int, failed: dict[tuple[str, str], str],
+def _accumulated(batch: Batch, estimators: list[BaseEstimator], inference: Inference, failed: dict[tuple[str, str], str],
                  name: str) -> list[tuple[BaseEstimator, Partial]]:
     """Every estimator's sums on a prepared batch in one pass (`estimators.accumulate_all`: one bootstrap for all);
     when one of them refuses the batch, each on its own, the refusals noted in ``failed`` (and dropped)."""
     if not estimators:
         return []
+    sums = {"n_boot": inference.n_boot, "seed": inference.seed, "arm_sums": inference.arm_sums}
     try:
-        return list(zip(estimators, accumulate_all(batch, estimators, n_boot=n_boot, seed=seed).parts, strict=True))
+        return list(zip(estimators, accumulate_all(batch, estimators, **sums).parts, strict=True))
     except EstimatorInputError:
         pass
     out = []
     for est in estimators:
         try:
-            out.append((est, est.accumulate(batch, n_boot=n_boot, seed=seed)))
+            out.append((est, est.accumulate(batch, **sums)))
         except EstimatorInputError as exc:
             failed[(name, est.name)] = str(exc)
     return out

@@ -7,7 +7,7 @@ every training row — the rule one deploys — and once per fold on the other f
 A router that certifies (``certify = true``) then checks each target where the fit cannot flatter
 it: DR of the cross-fitted policy, with out-of-fold q̂, at its one-sided bound at level
 1 − ``certify_alpha`` (lower for a floor, upper for a cap), by the run's interval method
-(``[evaluation] inference``: skew-corrected by default). Where a bound misses its target, the target
+(``[evaluation] inference``: arm-pooled by default). Where a bound misses its target, the target
 the LP solves for is made stricter by the miss and everything is refitted, at most
 ``certify_rounds`` times. The router's optimism (it picks the arms q̂ overrates) is thereby paid
 for in its targets rather than discovered after rollout.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from estimators import ESTIMATORS, BaseEstimator, Bootstrap, EmpiricalBernstein, Normal, SkewCorrected
+from estimators import ESTIMATORS, ArmPooled, BaseEstimator, Bootstrap, EmpiricalBernstein, Normal, SkewCorrected
 from estimators.inference import Inference
 from ope.config import ExperimentConfig
 from ope.data.overlap import OverlapFinding
@@ -39,7 +39,10 @@ def build_inference(cfg: ExperimentConfig) -> Inference:
         return Bootstrap(n_replicates=cfg.evaluation.bootstrap_replicates)
     if kind == "bernstein":
         return EmpiricalBernstein()
-    raise ConfigError(f"{cfg.source}: [evaluation] inference must be skew, normal, bootstrap or bernstein. Got '{kind}'.")
+    if kind == "arm-pooled":
+        return ArmPooled()
+    raise ConfigError(f"{cfg.source}: [evaluation] inference must be skew, normal, arm-pooled, bootstrap or bernstein. "
+                      f"Got '{kind}'.")
 
 
 #: what each interval method of [evaluation] inference is, as the report and summary.json state it
@@ -48,6 +51,8 @@ INFERENCE_METHODS = {
     "normal": "normal (delta-method standard error)",
     "bootstrap": "percentile Poisson bootstrap",
     "bernstein": "empirical Bernstein (conservative)",
+    "arm-pooled": "normal with the larger of the empirical and the arm-pooled variance (each arm's residual spread from "
+                  "every request logged on it) for DR, SwitchDR and DRos at a fixed level; skew-corrected for the others",
 }
 
 
@@ -55,7 +60,7 @@ def interval_methods(cfg: ExperimentConfig) -> dict[str, str]:
     """The interval method behind each kind of interval a run reports."""
     return {"estimates": INFERENCE_METHODS.get(cfg.evaluation.inference, cfg.evaluation.inference),
             "breakdowns": INFERENCE_METHODS["normal"] + ", per period, model and task",
-            "certificates": "one-sided normal bound of DR at 1 − certify_alpha"}
+            "certificates": "one-sided bound of DR at 1 − certify_alpha, by the estimates' method"}
 
 
 def build_estimators(cfg: ExperimentConfig) -> list[BaseEstimator]:

@@ -211,9 +211,9 @@ def test_q_hat_may_be_anything_outside_the_eligible_set() -> None:
 
 
 def test_partials_of_different_estimators_do_not_merge() -> None:
-    with pytest.raises(EstimatorInputError, match=re.escape("Only partial sums of the same estimator, statistic and bootstrap can be merged.")):
+    with pytest.raises(EstimatorInputError, match=re.escape("Only partial sums of the same estimator, statistic, bootstrap and arm sums can be merged.")):
         IPS().partial(FB, target=TARGET) + SNIPS().partial(FB, target=TARGET)
-    with pytest.raises(EstimatorInputError, match=re.escape("Only partial sums of the same estimator, statistic and bootstrap can be merged.")):
+    with pytest.raises(EstimatorInputError, match=re.escape("Only partial sums of the same estimator, statistic, bootstrap and arm sums can be merged.")):
         IPS().partial(FB, target=TARGET) + IPS().partial(FB, target=TARGET, baseline=TARGET)
 
 

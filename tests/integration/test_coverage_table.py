@@ -42,9 +42,10 @@ def test_first_replications_are_reproduced(saved: dict) -> None:
         np.testing.assert_allclose(got["spot"][key], intervals, rtol=1e-9, err_msg=key)
 
 
-def test_skew_corrected_intervals_cover_as_the_readme_says(saved: dict) -> None:
+@pytest.mark.parametrize("method", ["arm-pooled", "skew-corrected"])
+def test_dr_intervals_cover_as_the_readme_says(saved: dict, method: str) -> None:
     small = next(r for r in saved["results"] if r["n"] == 2_000)
-    cov = np.array([small["cells"][f"{p}|DR|skew-corrected"]["coverage"] for p in ("cheapest", "balanced", "diff")])
+    cov = np.array([small["cells"][f"{p}|DR|{method}"]["coverage"] for p in ("cheapest", "balanced", "diff")])
     readme = (Path(PROJECT_ROOT) / "README.md").read_text()
-    quoted = f"DR's skew-corrected 95 % interval covers the exact truth in {100 * cov.min():.1f}–{100 * cov.max():.1f} %"
+    quoted = f"DR's {method} 95 % interval covers the exact truth in {100 * cov.min():.1f}–{100 * cov.max():.1f} %"
     assert quoted in " ".join(readme.split()), quoted

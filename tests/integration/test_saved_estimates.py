@@ -4,11 +4,14 @@ before the one-evaluation-path redesign, and again when the log-scale models' sm
 (all three fixtures then: DM and DR moved, and the rows of the routers fitted on q̂); the examples' were saved again when their constrained routers
 became cross-fitted and certified (issue 17: only the rows of routed and mess_plus moved), and the Qwen3 example's
 once more when MESS+ became evaluated by fold-wise rollouts (only the mess_plus rows moved), and again when
-certification began holding targets to the run's own interval method (only the routed rows moved). The examples'
+certification began holding targets to the run's own interval method (only the routed rows moved); all three again when
+the arm-pooled interval became the default (DR's standard errors and intervals everywhere; in the examples also the
+certified routers' rows, whose tightening follows those bounds). The examples'
 are checked by tests/integration/test_published.py, on its one re-run of both."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ import polars as pl
 import pytest
 
 from ope.cli import main
+from ope.data.schema import METRICS
 from tests.conftest import ROOT as PROJECT_ROOT
 
 pytestmark = pytest.mark.slow  # a whole run with outcome models
@@ -40,3 +44,6 @@ def test_quickstart_estimates_equal_the_saved_ones(tmp_path: Path, monkeypatch: 
     name = "quickstart"
     assert main(["run", f"configs/{name}.toml", "--out", str(tmp_path), "--run-name", name, "--quiet", "--no-tracking"]) == 0
     assert_same_estimates(pl.read_csv(tmp_path / name / "estimates.csv"), pl.read_csv(FIXTURES / f"{name}.csv"))
+    # the README's "SLOPE picks SNIPS for satisfaction and TTFT and DR for the other five metrics"
+    chosen = json.loads((tmp_path / name / "summary.json").read_text())["headline_estimators"]
+    assert chosen == {m: "SNIPS" if m in ("satisfaction", "ttft_ms") else "DR" for m in METRICS}, chosen

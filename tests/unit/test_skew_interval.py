@@ -111,18 +111,18 @@ def test_sums_without_third_moments_are_refused(rng: np.random.Generator) -> Non
         IPS().finalize(bare, inference=SkewCorrected())
 
 
-def test_a_run_uses_it_by_default_and_names_every_interval_method(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_run_asking_for_skew_uses_it_and_names_every_interval_method(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from ope.config import load_config
     from ope.errors import ConfigError
     from ope.evaluation.plan import build_inference, interval_methods
 
     path = tmp_path / "run.toml"
     path.write_text('[data]\nlogs = "logs.parquet"\ncatalog = "catalog.csv"\n[[policies]]\nname = "direct_official"\n'
-                    'kind = "direct_official"\n')
+                    'kind = "direct_official"\n[evaluation]\ninference = "skew"\n')
     cfg = load_config(path)
     assert isinstance(build_inference(cfg), SkewCorrected)
     assert interval_methods(cfg)["estimates"].startswith("skew-corrected normal (Hall 1992")
     assert set(interval_methods(cfg)) == {"estimates", "breakdowns", "certificates"}
-    path.write_text(path.read_text() + '[evaluation]\ninference = "studentized"\n')
-    with pytest.raises(ConfigError, match="inference must be skew, normal, bootstrap or bernstein. Got 'studentized'"):
+    path.write_text(path.read_text().replace('"skew"', '"studentized"'))
+    with pytest.raises(ConfigError, match="inference must be skew, normal, arm-pooled, bootstrap or bernstein. Got 'studentized'"):
         build_inference(load_config(path))
