@@ -100,15 +100,10 @@ class ArmSums:
 
 
 @dataclass(frozen=True, slots=True)
-class ArmPooledFit:
-    """value ± z · se with se = √max(V_emp, V_arm); ``method`` says which interval an estimate got."""
+class ArmPooledFit(NormalFit):
+    """value ± z · se with se = √max(V_emp, V_arm)."""
 
-    value: FloatArray
-    stderr: FloatArray
-    method: str
-
-    def ci(self, alpha: float) -> tuple[FloatArray, FloatArray]:
-        return NormalFit(self.value, self.stderr).ci(alpha)
+    method: ClassVar[str] = "arm-pooled"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,8 +111,8 @@ class ArmPooled:
     """Normal interval with the larger of the empirical and the arm-pooled variance, for DR and its kin.
 
     Estimators whose terms are not DM + w̃ ε at one fixed level (IPS, SNIPS, DM, SNDR, a level chosen
-    automatically), and per-group sums, carry no arm sums: they get the ``fallback`` interval
-    (skew-corrected), and their estimate's ``inference`` says so.
+    automatically) carry no arm sums: they get the skew-corrected interval, and their estimate's
+    ``inference`` says so.
     """
 
     name: str = "arm-pooled"
@@ -131,4 +126,4 @@ class ArmPooled:
         grad = statistic.gradient(sums.means)
         v_emp = delta_variance(statistic, sums)
         v_arm = sums.pooled.variance(grad, sums.centre, sums.count, sums.total)
-        return ArmPooledFit(statistic.combine(sums.means), np.sqrt(np.fmax(v_emp, v_arm)), self.name)
+        return ArmPooledFit(statistic.combine(sums.means), np.sqrt(np.fmax(v_emp, v_arm)))
