@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from estimators import ESTIMATORS, BanditFeedback, Bootstrap, Normal, SupportWarning
+from estimators import ESTIMATORS, ArmPooled, BanditFeedback, Bootstrap, Normal, SupportWarning
 from estimators.batch import prepare
 from estimators.resample import hash_keys, poisson_weight_sums
 
@@ -166,7 +166,7 @@ def _generate(n: int, batch: int, with_q: bool = True) -> dict[str, Any]:
 
 
 def _one_batch(spec: tuple[int, int, int], estimators: list[str], with_q: bool, paired: bool,
-               n_boot: int) -> tuple[dict[str, Any], dict[str, float]]:
+               n_boot: int, arm_sums: bool = False) -> tuple[dict[str, Any], dict[str, float]]:
     """Generate one batch, prepare it once, accumulate every estimator's partial sums on it."""
     index, start, size = spec
     chosen = {name: ESTIMATORS[name]() for name in estimators}
@@ -184,22 +184,25 @@ def _one_batch(spec: tuple[int, int, int], estimators: list[str], with_q: bool, 
     out = {}
     for name, est in chosen.items():
         t = time.perf_counter()
-        out[name] = est.accumulate(prepared, n_boot=n_boot, seed=0)
+        out[name] = est.accumulate(prepared, n_boot=n_boot, seed=0, arm_sums=arm_sums)
         secs[f"{name}.accumulate"] += time.perf_counter() - t
     return out, dict(secs)
 
 
-def _evaluate(n: int, batch: int, estimators: list[str], kinds: list[str], n_boot: int = 0, workers: int = 1) -> dict[str, Any]:
+def _evaluate(n: int, batch: int, estimators: list[str], kinds: list[str], n_boot: int = 0, workers: int = 1,
+              arm_pooled: bool = False) -> dict[str, Any]:
     """Stream batches: prepare each once (``estimators.batch.prepare``), accumulate every estimator's
     partial sums on it, merge, and ``finalize`` once per kind — the value, the difference and the
     relative change all come from the same paired sums. With ``workers`` > 1, batches run in a
     process pool (each process generates its own batches, as workers reading their own partitions
-    of a parquet lake would) and only the small partial sums travel back to be merged."""
-    inference = Bootstrap(n_replicates=n_boot, seed=0) if n_boot else Normal()
+    of a parquet lake would) and only the small partial sums travel back to be merged. ``arm_pooled``: the
+    arm-pooled interval (the run's default), its per-arm sums accumulated too."""
+    inference = ArmPooled() if arm_pooled else Bootstrap(n_replicates=n_boot, seed=0) if n_boot else Normal()
     chosen = {name: ESTIMATORS[name]() for name in estimators}
     with_q = any(est.needs_q_hat for est in chosen.values())
     paired = any(kind != "value" for kind in kinds)
-    task = partial(_one_batch, estimators=estimators, with_q=with_q, paired=paired, n_boot=inference.n_boot)
+    task = partial(_one_batch, estimators=estimators, with_q=with_q, paired=paired, n_boot=inference.n_boot,
+                   arm_sums=inference.arm_sums)
     seconds: dict[str, float] = defaultdict(float)
     parts: dict[str, Any] = {}
     specs = list(batches(n, batch))
@@ -475,6 +478,28 @@ def test_full_evaluation_on_two_processes(benchmark: Any, bench_results: dict[st
     benchmark.extra_info["total_peak_rss_mb"] = total_mb
     print(f"[bench] evaluate[10x, 2 processes]: parent + 2 workers peak RSS ≤ {total_mb:.0f} MB")
     assert total_mb < MEMORY_LIMIT_MB, total_mb
+
+
+@pytest.mark.benchmark(group="estimators: DR, 7 metrics, value + difference, arm-pooled vs normal interval")
+def test_dr_normal(benchmark: Any, bench_results: dict[str, Any], scale: Scale) -> None:
+    out = run_case(benchmark, bench_results, "dr_normal", "evaluate", n=scale.n_base, batch=scale.batch,
+                   estimators=["DR"], kinds=["value", "difference"])
+    _check_finite(out)
+
+
+@pytest.mark.benchmark(group="estimators: DR, 7 metrics, value + difference, arm-pooled vs normal interval")
+def test_dr_arm_pooled(benchmark: Any, bench_results: dict[str, Any], scale: Scale) -> None:
+    """The run's default interval: its per-arm sums are the extra work."""
+    out = run_case(benchmark, bench_results, "dr_arm_pooled", "evaluate", n=scale.n_base, batch=scale.batch,
+                   estimators=["DR"], kinds=["value", "difference"], arm_pooled=True)
+    _check_finite(out)
+    for field, label in (("seconds", "time"), ("estimator_seconds", "estimator time")):
+        add_ratio(benchmark, bench_results, f"DR arm-pooled / normal {label}", ("dr_arm_pooled", field), ("dr_normal", field))
+    normal = bench_results["cases"].get("dr_normal")
+    if normal is not None:  # se = √max(V_empirical, V_arm-pooled): never below the normal interval's
+        for kind in ("value", "difference"):
+            pooled, plain = (np.asarray(r["results"][f"DR.{kind}"]["stderr"]) for r in (out, normal))
+            assert (pooled >= plain * (1 - 1e-12)).all(), (kind, pooled / plain)
 
 
 @pytest.mark.benchmark(group="estimators: SNIPS, 7 metrics, bootstrap vs normal")
