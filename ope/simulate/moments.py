@@ -11,6 +11,9 @@ answer length (deterministic given request and arm):
 - sla_hit = p_ok · P(T + D <= SLA) with D = 1000 · o / R, again lognormal: Gauss–Hermite
   quadrature over the log of the smaller of the two terms of Φ((log(SLA − x) − m) / s) of the
   other, zero where the smaller term alone overruns the SLA.
+
+`pair_variances` gives each pair's exact Var(Y | request, arm) from the same lognormal moments (failure
+times F_f ~ LogNormal(log median_f, σ_f²)): the conditional variance an interval would use if it knew it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from scipy.special import ndtr
 from ope.data.schema import METRICS
 from ope.simulate.conditions import Conditions
 
-__all__ = ["GH_NODES", "expected_pair_outcomes", "sla_probability"]
+__all__ = ["GH_NODES", "expected_pair_outcomes", "pair_variances", "sla_probability"]
 
 #: Gauss–Hermite nodes for the SLA integral (absolute error about 1e-5 against a dense grid)
 GH_NODES = 96
@@ -101,3 +104,25 @@ def expected_pair_outcomes(
         "sla_hit": p_ok * sla,
     }
     return np.column_stack([columns[m] for m in METRICS])
+
+
+def pair_variances(
+    cond: Conditions, expected: npt.NDArray[np.float64], failure_median_ms: npt.NDArray[np.float64],
+    failure_sigma: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    """(P, M) exact variance of every metric of every eligible pair, given its ``expected`` outcomes (P, M)."""
+    p_ok, p_fail = cond.status_probs[:, 0], cond.status_probs[:, 1:]
+    fail_sq = p_fail @ (failure_median_ms**2 * np.exp(2 * failure_sigma**2))
+    t1, t2 = np.exp(cond.mu_ttft + cond.sigma_ttft**2 / 2), np.exp(2 * cond.mu_ttft + 2 * cond.sigma_ttft**2)
+    inv1, inv2 = np.exp(-cond.mu_tps + cond.sigma_tps**2 / 2), np.exp(-2 * cond.mu_tps + 2 * cond.sigma_tps**2)
+    decode = 1000.0 * cond.output_tokens
+    second = {
+        "cost_usd": p_ok * cond.ok_cost**2,
+        "success": p_ok,
+        "satisfaction": p_ok * cond.p_satisfied,
+        "ttft_ms": p_ok * t2 + fail_sq,
+        "latency_ms": p_ok * (t2 + 2 * decode * t1 * inv1 + decode**2 * inv2) + fail_sq,
+        "throughput_tps": p_ok * np.exp(2 * cond.mu_tps + 2 * cond.sigma_tps**2),
+        "sla_hit": expected[:, METRICS.index("sla_hit")],  # a 0/1 outcome: E[Y²] = E[Y]
+    }
+    return np.maximum(np.column_stack([second[m] for m in METRICS]) - expected**2, 0.0)

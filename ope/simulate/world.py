@@ -19,7 +19,7 @@ from ope.simulate.behavior import logging_probabilities
 from ope.simulate.conditions import Conditions, eligibility, pair_conditions
 from ope.simulate.contexts import Contexts
 from ope.simulate.endpoints import ArmTable, PriceSchedule, arm_table, price_schedule
-from ope.simulate.moments import expected_pair_outcomes
+from ope.simulate.moments import expected_pair_outcomes, pair_variances
 from ope.simulate.outcomes import FailureTimes, Outcomes, draw_outcomes, failure_times
 from ope.simulate.spec import WorldSpec
 
@@ -119,6 +119,17 @@ class World:
                 self._expected.pop(next(iter(self._expected)))
             self._expected[sla] = _read_only(expected_pair_outcomes(self.conditions, self.timing.mean_ms, sla))
         return self._expected[sla]
+
+    def pair_variances(self, sla_latency_ms: float) -> npt.NDArray[np.float64]:
+        """(P, M) exact Var(Y | request, arm) of the eligible pairs (``conditions`` order)."""
+        return pair_variances(self.conditions, self.expected_pair_outcomes(sla_latency_ms), self.timing.median_ms,
+                              self.timing.sigma)
+
+    def outcome_variances(self, sla_latency_ms: float) -> npt.NDArray[np.float64]:
+        """(n, K, M) exact Var(Y | request, arm) per logged context and arm, 0 where ineligible."""
+        out = np.zeros((self.n, self.n_arms, len(METRICS)))
+        out[self.conditions.rows, self.conditions.cols] = self.pair_variances(sla_latency_ms)
+        return out
 
     def expected_outcomes(self, sla_latency_ms: float) -> npt.NDArray[np.float64]:
         """(n, K, M) exact expected metrics per logged context and arm, 0 where ineligible.

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import experiment_script
+from tests.conftest import ROOT, experiment_script
 
 pytestmark = pytest.mark.slow
 
@@ -73,3 +73,22 @@ def test_dr_intervals_of_the_evaluated_router_cover_the_truth(results: tuple[Mod
         for metric in experiment.COVERED:
             covered = [r.covered[label][metric] for r in runs if label in r.covered]
             assert np.mean(covered) >= (0.9 if metric in STRICT else 0.75), (label, metric, experiment.tables(runs))
+
+
+def _page_range(table_title: str, interval: str) -> str:
+    """'lo–hi %' over every metric of the page's rows whose interval column starts with ``interval`` in the table
+    after ``table_title``."""
+    page = (ROOT / "docs" / "experiments" / "certified_routing.md").read_text()
+    table = page[page.index(table_title):].split("\n\n")[1]
+    shares = [int(cell.split("(")[1].split(" ")[0]) for row in table.splitlines()[2:]
+              if row.split("|")[2].strip().startswith(interval) for cell in row.split("|")[3:-1]]
+    return f"{min(shares)}–{max(shares)} %"
+
+
+def test_readme_quotes_the_page() -> None:
+    """The README's coverage ranges for the evaluated router and its paired difference are the page's."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    value = _page_range("DR 95 % interval of the evaluated", "arm-pooled")
+    diff = _page_range("DR 95 % interval of the paired difference", "arm-pooled")
+    assert f"the arm-pooled interval covers every metric in {value} of seeds" in readme, value
+    assert f"the baseline a run reports against: {diff} of seeds for every metric" in readme, diff

@@ -387,41 +387,17 @@ def test_log_mean_agrees_with_true_value(sim: SimulatedLog, expected: np.ndarray
         assert abs(estimate[m] - truth[metric]) < 4 * stderr[m], metric
 
 
-def pair_variances(world: World, sla_ms: float) -> npt.NDArray[np.float64]:
-    """(P, M) exact variance of every metric of every eligible pair, from lognormal moments.
-
-    An oracle for the resampling test: with empirical variances a rare, heavy outcome (a
-    two-minute timeout) that happens not to be drawn would make the z-scores meaningless.
-    """
-    c, timing = world.conditions, world.timing
-    mean = world.expected_pair_outcomes(sla_ms)
-    p_ok, p_fail = c.status_probs[:, 0], c.status_probs[:, 1:]
-    fail_sq = p_fail @ (timing.median_ms**2 * np.exp(2 * timing.sigma**2))
-    t1, t2 = np.exp(c.mu_ttft + c.sigma_ttft**2 / 2), np.exp(2 * c.mu_ttft + 2 * c.sigma_ttft**2)
-    inv1, inv2 = np.exp(-c.mu_tps + c.sigma_tps**2 / 2), np.exp(-2 * c.mu_tps + 2 * c.sigma_tps**2)
-    decode = 1000.0 * c.output_tokens
-    second = {
-        "cost_usd": p_ok * c.ok_cost**2,
-        "success": p_ok,
-        "satisfaction": p_ok * c.p_satisfied,
-        "ttft_ms": p_ok * t2 + fail_sq,
-        "latency_ms": p_ok * (t2 + 2 * decode * t1 * inv1 + decode**2 * inv2) + fail_sq,
-        "throughput_tps": p_ok * np.exp(2 * c.mu_tps + 2 * c.sigma_tps**2),
-        "sla_hit": mean[:, METRICS.index("sla_hit")],
-    }
-    return np.column_stack([second[m] for m in METRICS]) - mean**2
-
-
 def test_expected_outcomes_per_arm_by_resampling() -> None:
     """Redraw outcomes many times for fixed contexts, cycling every row through its eligible arms."""
     world = simulate(rows=3_000, days=3, seed=11).world
     REPS = 400  # noqa: N806
     cond = world.conditions
     pairs_expected = world.expected_pair_outcomes(SLA_MS)
-    pairs_variance = pair_variances(world, SLA_MS)
+    pairs_variance = world.pair_variances(SLA_MS)
     first_pair = np.searchsorted(cond.rows, np.arange(world.n))
     n_eligible = world.eligible.sum(axis=1)
     total = np.zeros(pairs_expected.shape)
+    squares, fourths = np.zeros(pairs_expected.shape), np.zeros(pairs_expected.shape)
     draws = np.zeros(pairs_expected.shape[0])
     for rep in range(REPS):
         pair = first_pair + (rep + np.arange(world.n)) % n_eligible
@@ -430,6 +406,8 @@ def test_expected_outcomes_per_arm_by_resampling() -> None:
             out.status_names, out.output_tokens, out.ttft_ms, out.latency_ms, out.cost_usd, out.satisfaction
         )
         np.add.at(total, pair, y - pairs_expected[pair])
+        np.add.at(squares, pair, (y - pairs_expected[pair]) ** 2)
+        np.add.at(fourths, pair, (y - pairs_expected[pair]) ** 4)
         np.add.at(draws, pair, 1.0)
     assert draws.min() >= REPS // n_eligible.max()
     variance = pairs_variance * draws[:, None]
@@ -441,6 +419,10 @@ def test_expected_outcomes_per_arm_by_resampling() -> None:
     assert np.abs(z).max() < 4.5, (world.arms[worst[0]], METRICS[worst[1]], z[worst])
     overall = total.sum(axis=0) / np.sqrt(variance.sum(axis=0))
     assert np.abs(overall).max() < 4.0, dict(zip(METRICS, overall, strict=True))
+    # the exact variances themselves: the drawn squared deviations sum to them, metric by metric, within 4 standard
+    # errors of that sum (from the drawn fourth powers; heavy tails make it ~2 % for latency)
+    z_var = (squares.sum(axis=0) - variance.sum(axis=0)) / np.sqrt(fourths.sum(axis=0) - (squares**2 / draws[:, None]).sum(axis=0))
+    assert np.abs(z_var).max() < 4.0, dict(zip(METRICS, z_var.round(2), strict=True))
 
 
 def test_sla_quadrature_matches_a_dense_grid() -> None:
