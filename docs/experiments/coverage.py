@@ -15,13 +15,13 @@ skewness from mergeable third moments, `estimators.inference.SkewCorrected`) and
 larger of the empirical and the arm-pooled variance, `estimators.armpooled.ArmPooled`; for IPS and SNIPS that
 method is the skew-corrected interval, so their rows are not repeated), all from the same sums.
 
-Run from the project root (about 0.2 s per replication at n = 2,000 and 1.6 s at n = 20,000, one process each;
+Run from the project root (about 0.16 s per replication at n = 2,000 and 0.9 s at n = 20,000, one process each;
 2,000 replications are needed to tell a cell at 93 % from one at 95 %: with 500, a cell covering 95 % reads below
 93 % in about 1.5 % of runs, and the page has 63 cells)::
 
-    python docs/experiments/coverage.py --reps 2000 --reps-large 160 --out docs/experiments/coverage.md
+    python docs/experiments/coverage.py --reps 2000 --reps-large 640 --out docs/experiments/coverage.md
 
-(or the two sizes in parallel: ``--only 2000`` and ``--only 20000`` with the same arguments, then
+(or the two sizes in parallel, about 10 minutes: ``--only 2000`` and ``--only 20000`` with the same arguments, then
 ``--combine``: the same numbers, every replication's seed is fixed). It writes the markdown table
 and, beside it, ``coverage.json`` (every cell's coverage and mean width,
 and the interval endpoints of the first replications, which ``tests/integration/test_coverage_table.py``
