@@ -151,7 +151,8 @@ Written by `docs/experiments/coverage.py` (its docstring has the setup). Each ce
 replications (in %) whose 95 % interval holds the policy's exact population value; `diff` is the paired
 difference `cheapest − balanced`. The run's default, `[evaluation] inference = "arm-pooled"`, gives DR the
 arm-pooled interval and the other estimators the skew-corrected one; `inference = "skew"` gives DR the
-skew-corrected one too.
+skew-corrected one too. Why DR's arm-pooled interval over-covers the paired TTFT difference, and what
+covers every cell (the exact conditional variance): `conditional_variance.md`.
 
 """
 
