@@ -23,8 +23,8 @@ class _Corrected(BaseEstimator):
         return w
 
     def _terms_at(self, prep: Prepared, level: Level) -> Terms:
-        assert prep.dm is not None and prep.q_logged is not None
-        return Terms(a=prep.dm + self._weight(prep.w, level)[:, None] * (prep.rewards - prep.q_logged))
+        dm, w, eps = self._pooled_parts(prep, level)
+        return Terms(a=dm + w[:, None] * eps)
 
     def _pooled_parts(self, prep: Prepared, level: Level) -> tuple[FloatArray, FloatArray, FloatArray]:
         assert prep.dm is not None and prep.q_logged is not None
