@@ -101,10 +101,9 @@ def run_seed(seed: int, rows: int, *, folds: int = 5, max_rows: int | None = Non
                 out.status[label] = f"infeasible: {str(exc).splitlines()[-1]}"
                 continue
             pi = evaluated.action_probabilities(ds, q)
-            dr = DR()
-            part = dr.partial(batch.feedback, target=pi, q_hat=q, arm_sums=True)
-            run, normal, pooled = (dr.finalize(part, inference=i) for i in (method, Normal(), ArmPooled()))
+            dr = DR()  # one paired pass: the evaluated value and its difference from direct official access
             paired = dr.partial(batch.feedback, target=pi, baseline=official, q_hat=q, arm_sums=True)
+            run, normal, pooled = (dr.finalize(paired, inference=i, kind="value") for i in (method, Normal(), ArmPooled()))
             diffs = {name: dr.finalize(paired, inference=i, kind="difference") for name, i in DIFF_METHODS.items()}
         out.status[label] = "uncertified" if cert is None else cert.status
         out.truth[label] = sim.world.true_value(policy.action_probabilities(ds, q), SLA)
