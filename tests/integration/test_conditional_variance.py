@@ -1,6 +1,6 @@
 """docs/experiments/conditional_variance.md is what its script writes, and today's code reproduces it.
 
-The full run (2,000 replications) takes about 4 minutes, so it lives in the script. Here: the first
+The full run (2,000 replications) takes about 4 minutes on two processes, so it lives in the script. Here: the first
 replications' intervals are re-computed (the script itself checks its normal and arm-pooled intervals
 against the package's) and must equal the saved ones; the markdown must be the rendering of the saved
 JSON; and the README quotes the page's ranges.
@@ -18,6 +18,7 @@ from tests.conftest import ROOT as PROJECT_ROOT
 from tests.conftest import experiment_script
 
 EXPERIMENTS = Path(PROJECT_ROOT) / "docs" / "experiments"
+TTFT = 3  # ttft_ms in METRICS order
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +42,38 @@ def test_first_replications_are_reproduced(saved: dict) -> None:
         np.testing.assert_allclose(got["spot"][key], intervals, rtol=1e-9, err_msg=key)
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
 def test_readme_quotes_the_page(saved: dict) -> None:
     cells = saved["result"]["cells"]
     readme = " ".join((Path(PROJECT_ROOT) / "README.md").read_text().split())
 
-    def span(method: str) -> str:
-        cov = np.array([cells[f"{p}|{method}"]["coverage"] for p in ("cheapest", "balanced", "diff")])
-        return f"{100 * cov.min():.1f}–{100 * cov.max():.1f} %"
+    def span(methods: tuple[str, ...], metric: int | None = None, policies: tuple[str, ...] = ("cheapest", "balanced", "diff")) -> str:
+        cov = np.array([cells[f"{p}|{m}"]["coverage"] for p in policies for m in methods])
+        cov = cov if metric is None else cov[:, metric]
+        return f"{100 * cov.min():.1f}–{_pct(cov.max())}"
 
-    for quoted in (f"covers every cell in {span('exact')}", f"(a + b·q̂² per metric, no max) covers {span('variance function')}",
-                   f"(with the exact one: up to {span('exact, max with empirical').split('–')[1]})"):
+    below = 1 - cells["diff|arm-pooled"]["coverage"][TTFT] - cells["diff|arm-pooled"]["above"][TTFT]
+    below_exact = 1 - cells["diff|exact"]["coverage"][TTFT] - cells["diff|exact"]["above"][TTFT]
+    boot = ("studentized bootstrap", "studentized bootstrap, arm-pooled se")
+    tried = ("variance function with failure rate", "arm relative spread, calibrated")
+    for quoted in (f"covers every cell in {span(('exact',))}", f"(a + b·q̂² per metric, no max) covers {span(('variance function',))}",
+                   f"(with the exact one: up to {span(('exact, max with empirical',)).split('–')[1]})",
+                   f"lies above the truth in only {_pct(below)} of the replications (exact variance: {_pct(below_exact)})",
+                   f"the cheapest target's TTFT still reads {_pct(cells[f'cheapest|{tried[0]}']['coverage'][TTFT])}",
+                   f"the two targets' TTFT reads {span(tried[1:], TTFT, ('cheapest', 'balanced'))}",
+                   f"covers DR's cells in only {span(boot)} (TTFT {span(boot, TTFT)})"):
         assert quoted in readme, quoted
+
+
+def test_reading_quotes_where_the_misses_fall(saved: dict) -> None:
+    cells = saved["result"]["cells"]
+    page = " ".join((EXPERIMENTS / "conditional_variance.md").read_text().split())
+    above = {key: _pct(cell["above"][TTFT]) for key, cell in cells.items()}
+    below = {key: _pct(1 - cell["coverage"][TTFT] - cell["above"][TTFT]) for key, cell in cells.items()}
+    for quoted in (f"lies below the interval in {below['diff|exact']} of the replications and above it in {above['diff|exact']}",
+                   f"almost never lies above the truth ({below['diff|arm-pooled']}) and misses only above it ({above['diff|arm-pooled']})",
+                   f"above the interval in {above['cheapest|arm-pooled']} (exact variance: {above['cheapest|exact']})"):
+        assert quoted in page, quoted
