@@ -23,9 +23,12 @@ by their differences). The intervals compared differ in v_i, in how V is taken, 
   Σ W v = Σ W ε² over every row: each arm's shape from its own rows, the size of the rare heavy outcomes from all;
 - ``studentized bootstrap`` and ``studentized bootstrap, arm-pooled se``: the bootstrap-t interval
   [θ̂ − t*₀.₉₇₅ · se, θ̂ − t*₀.₀₂₅ · se], t* = (θ̂* − θ̂) / se* over the package's keyed Poisson(1) multipliers
-  (`estimators.resample`, `BOOT` replicates), studentized by the empirical or by the arm-pooled (max) se.
+  (`estimators.resample`, `BOOT` replicates), studentized by the empirical or by the arm-pooled (max) se;
+- ``arm-pooled alone, Cornish–Fisher``: V_arm without the max, and in place of ±1.96 the Cornish–Fisher quantiles of
+  its own studentized estimate, whose skewness and mean follow from per-arm third moments (`cornish_fisher`);
+- ``arm-pooled, Cornish–Fisher``: the default √max(V_emp, V_arm) with the same quantiles: the default interval, moved.
 
-Every interval except the bootstrap ones is θ̂ ± 1.96 √V.
+Every other interval is θ̂ ± 1.96 √V.
 
 The world is `docs/experiments/coverage.py`'s (n = 2,000, its two targets and their paired difference,
 its population truth). The script checks that its own DR, normal and arm-pooled intervals equal the
@@ -66,7 +69,8 @@ HERE = Path(__file__).parent
 N = 2_000
 Z = 1.959963984540054
 METHODS = ("normal", "arm-pooled", "arm-pooled alone", "variance function", "variance function with failure rate",
-           "arm relative spread, calibrated", "studentized bootstrap", "studentized bootstrap, arm-pooled se", "exact",
+           "arm relative spread, calibrated", "studentized bootstrap", "studentized bootstrap, arm-pooled se",
+           "arm-pooled alone, Cornish–Fisher", "arm-pooled, Cornish–Fisher", "exact",
            "exact, max with empirical")
 #: bootstrap replicates of the studentized bootstrap
 BOOT = 200
@@ -138,6 +142,41 @@ def _resampled(p: FloatArray, sw: FloatArray, dm: FloatArray, w: FloatArray, eps
     return theta, centred(psi) * factor, v_arm * factor
 
 
+def cornish_fisher(sw: FloatArray, actions: IntArray, n_arms: int, dm: FloatArray, w: FloatArray, eps: FloatArray
+                   ) -> dict[str, tuple[FloatArray, FloatArray]]:
+    """The Cornish–Fisher quantiles of the arm-pooled t = (θ̂ − θ) / se_arm, with se_arm and with the default's se.
+
+    To first order t has mean −c/2 and skewness κ − 3c, with κ the estimate's skewness and c = cov(θ̂, V̂) / se³
+    (for the empirical variance c = κ: Hall's −κ/2 and −2κ). Both come from per-arm moments, as V_arm does:
+    κ from Σ W³ [(DM − θ̂)³ + 3 (DM − θ̂) w̃² σ̂²_k + w̃³ μ̂3_k] with μ̂3_k the arm's mean ε³ shrunk as σ̂²_k, and c from
+    the covariance of Σ W w̃ ε with each arm's Σ W ε² (its own rows and the all-arm shrinkage target). The interval is
+    [θ̂ − se · t(z), θ̂ − se · t(−z)], t(z) = −c/2 + z + (κ − 3c)(z² − 1)/6: as wide as θ̂ ± z · se, moved by
+    se · (c/2 − (κ − 3c)(z² − 1)/6). With se = √max(V_emp, V_arm) it is the run's default interval, moved.
+    """
+    per_arm = lambda x: np.stack([np.bincount(actions, sw * col, n_arms) for col in x.T], axis=1)
+    mass = np.bincount(actions, sw, n_arms)[:, None]
+    sq, cube = per_arm(eps**2), per_arm(eps**3)
+    s2 = (sq + PRIOR_ROWS * sq.sum(axis=0) / mass.sum()) / (mass + PRIOR_ROWS)
+    s3 = (cube + PRIOR_ROWS * cube.sum(axis=0) / mass.sum()) / (mass + PRIOR_ROWS)
+    total = sw.sum()
+    value = sw @ (dm + w[:, None] * eps) / total
+    d = dm - value
+    gram = np.bincount(actions, sw**2 * w**2, n_arms)[:, None]
+    first = np.bincount(actions, sw**2 * w, n_arms)[:, None]
+    k2 = sw**2 @ d**2 + (gram * s2).sum(axis=0)
+    k3 = (sw**3 @ d**3 + 3 * (sw**3 * w**2) @ (d * s2[actions])
+          + (np.bincount(actions, sw**3 * w**3, n_arms)[:, None] * s3).sum(axis=0))
+    share = PRIOR_ROWS / (mass + PRIOR_ROWS)
+    cov = (gram * first * s3 / (mass + PRIOR_ROWS)).sum(axis=0) + (gram * share).sum(axis=0) * (first * s3).sum(axis=0) / total
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kappa, c = np.where(k2 > 0, k3 / k2**1.5, 0.0), np.where(k2 > 0, cov / k2**1.5, 0.0)
+    factor = len(sw) / (len(sw) - 1) / total**2
+    v_emp = sw**2 @ (d + w[:, None] * eps) ** 2 * factor
+    t = lambda z: -c / 2 + z + (kappa - 3 * c) * (z * z - 1) / 6
+    return {name: (value - se * t(Z), value - se * t(-Z)) for name, se in
+            (("arm-pooled alone, Cornish–Fisher", np.sqrt(k2 * factor)), ("arm-pooled, Cornish–Fisher", np.sqrt(np.fmax(v_emp, k2 * factor))))}
+
+
 def studentized(sw: FloatArray, keys: npt.NDArray[np.uint64], dm: FloatArray, w: FloatArray, eps: FloatArray,
                 actions: IntArray, n_arms: int) -> dict[str, tuple[FloatArray, FloatArray]]:
     """The bootstrap-t intervals (low, high) studentized by the empirical and by the arm-pooled (max) se."""
@@ -193,6 +232,7 @@ def replication(rep: int, pols: dict, check: bool = True) -> dict[str, dict[str,
         out[policy] = {name: (value - Z * np.sqrt(x), value + Z * np.sqrt(x)) for name, x in var.items()}
         out[policy] |= studentized(sw, fb.keys if fb.keys is not None else rows.astype(np.uint64), dm[policy], w[policy],
                                    eps, fb.actions, fb.n_arms)
+        out[policy] |= cornish_fisher(sw, fb.actions, fb.n_arms, dm[policy], w[policy], eps)
     if check:
         _check_against_package(fb, q, pis, checked)
     return {policy: {name: out[policy][name] for name in METHODS} for policy in POLICIES}

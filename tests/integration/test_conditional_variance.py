@@ -18,7 +18,7 @@ from tests.conftest import ROOT as PROJECT_ROOT
 from tests.conftest import experiment_script
 
 EXPERIMENTS = Path(PROJECT_ROOT) / "docs" / "experiments"
-TTFT = 3  # ttft_ms in METRICS order
+TTFT, THROUGHPUT = 3, 5  # ttft_ms and throughput_tps in METRICS order
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +59,19 @@ def test_readme_quotes_the_page(saved: dict) -> None:
     below_exact = 1 - cells["diff|exact"]["coverage"][TTFT] - cells["diff|exact"]["above"][TTFT]
     boot = ("studentized bootstrap", "studentized bootstrap, arm-pooled se")
     tried = ("variance function with failure rate", "arm relative spread, calibrated")
+    moved = "arm-pooled, Cornish–Fisher"
     for quoted in (f"covers every cell in {span(('exact',))}", f"(a + b·q̂² per metric, no max) covers {span(('variance function',))}",
                    f"(with the exact one: up to {span(('exact, max with empirical',)).split('–')[1]})",
                    f"lies above the truth in only {_pct(below)} of the replications (exact variance: {_pct(below_exact)})",
                    f"the cheapest target's TTFT still reads {_pct(cells[f'cheapest|{tried[0]}']['coverage'][TTFT])}",
                    f"the two targets' TTFT reads {span(tried[1:], TTFT, ('cheapest', 'balanced'))}",
-                   f"covers DR's cells in only {span(boot)} (TTFT {span(boot, TTFT)})"):
+                   f"covers DR's cells in only {span(boot)} (TTFT {span(boot, TTFT)})",
+                   f"cover every cell in {span((moved,))} at the default's widths",
+                   f"(the paired TTFT difference {_pct(cells[f'diff|{moved}']['coverage'][TTFT])}, the balanced target's TTFT "
+                   + f"{_pct(cells[f'balanced|{moved}']['coverage'][TTFT])})"):
         assert quoted in readme, quoted
+    widths = {m: np.array([cells[f"{p}|{m}"]["width"] for p in ("cheapest", "balanced", "diff")]) for m in (moved, "arm-pooled")}
+    np.testing.assert_allclose(widths[moved], widths["arm-pooled"], rtol=1e-9)  # moved, not widened
 
 
 def test_reading_quotes_where_the_misses_fall(saved: dict) -> None:
@@ -76,4 +82,20 @@ def test_reading_quotes_where_the_misses_fall(saved: dict) -> None:
     for quoted in (f"lies below the interval in {below['diff|exact']} of the replications and above it in {above['diff|exact']}",
                    f"almost never lies above the truth ({below['diff|arm-pooled']}) and misses only above it ({above['diff|arm-pooled']})",
                    f"above the interval in {above['cheapest|arm-pooled']} (exact variance: {above['cheapest|exact']})"):
+        assert quoted in page, quoted
+
+
+def test_reading_quotes_the_cornish_fisher_intervals(saved: dict) -> None:
+    cells = saved["result"]["cells"]
+    page = " ".join((EXPERIMENTS / "conditional_variance.md").read_text().split())
+    cov = {key: np.array(cell["coverage"]) for key, cell in cells.items()}
+    alone, moved = "arm-pooled alone, Cornish–Fisher", "arm-pooled, Cornish–Fisher"
+    ttft = " / ".join(f"{100 * cov[f'{p}|{alone}'][TTFT]:.1f}" for p in ("cheapest", "balanced", "diff"))
+    throughput = np.array([cov[f"{p}|{alone}"][THROUGHPUT] for p in ("cheapest", "balanced", "diff")])
+    every = np.array([cov[f"{p}|{moved}"] for p in ("cheapest", "balanced", "diff")])
+    for quoted in (f"alone they bring TTFT to {ttft} %", f"throughput at {100 * throughput.min():.1f}–{_pct(throughput.max())}",
+                   f"every cell covers {100 * every.min():.1f}–{_pct(every.max())}",
+                   f"the paired TTFT difference {_pct(cov[f'diff|{moved}'][TTFT])} (default {100 * cov['diff|arm-pooled'][TTFT]:.1f})",
+                   f"the cheapest target's TTFT {_pct(cov[f'cheapest|{moved}'][TTFT])} ({100 * cov['cheapest|arm-pooled'][TTFT]:.1f})",
+                   f"the balanced target's TTFT, {_pct(cov[f'balanced|{moved}'][TTFT])} (exact variance: {_pct(cov['balanced|exact'][TTFT])})"):
         assert quoted in page, quoted
