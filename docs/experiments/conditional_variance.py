@@ -111,17 +111,20 @@ def variance_function(sw: FloatArray, features: FloatArray, eps: FloatArray) -> 
     return out
 
 
+def arm_means(actions: IntArray, n_arms: int, sw: FloatArray, x: FloatArray) -> FloatArray:
+    """Each arm's W-weighted mean of x (n, M), shrunk toward the all-arm mean by `PRIOR_ROWS` pseudo-rows (K, M): for
+    x = ε², the arm-pooled spread of `ArmSums.spread`."""
+    sums = np.stack([np.bincount(actions, sw * col, n_arms) for col in x.T], axis=1)
+    mass = np.bincount(actions, sw, n_arms)[:, None]
+    return (sums + PRIOR_ROWS * sums.sum(axis=0) / mass.sum()) / (mass + PRIOR_ROWS)
+
+
 def arm_relative_spread(sw: FloatArray, actions: IntArray, n_arms: int, shape: FloatArray, eps: FloatArray) -> FloatArray:
     """c · ρ_k · g per row and metric (n, M): ρ_k the arm's mean of ε² / g shrunk toward the all-arm one by `PRIOR_ROWS`,
     g = ``shape`` (n, M), c the level with Σ W v = Σ W ε²."""
-    out = np.empty_like(eps)
-    for m in range(eps.shape[1]):
-        g = np.maximum(shape[:, m], 1e-300)
-        num, den = np.bincount(actions, sw * eps[:, m] ** 2 / g, n_arms), np.bincount(actions, sw, n_arms)
-        rho = (num + PRIOR_ROWS * num.sum() / den.sum()) / (den + PRIOR_ROWS)
-        v = rho[actions] * g
-        out[:, m] = v * (sw @ eps[:, m] ** 2) / (sw @ v)
-    return out
+    g = np.maximum(shape, 1e-300)
+    v = arm_means(actions, n_arms, sw, eps**2 / g)[actions] * g
+    return v * (sw @ eps**2) / (sw @ v)
 
 
 def _resampled(p: FloatArray, sw: FloatArray, dm: FloatArray, w: FloatArray, eps: FloatArray, actions: IntArray,
@@ -153,11 +156,8 @@ def cornish_fisher(sw: FloatArray, actions: IntArray, n_arms: int, dm: FloatArra
     [θ̂ − se · t(z), θ̂ − se · t(−z)], t(z) = −c/2 + z + (κ − 3c)(z² − 1)/6: as wide as θ̂ ± z · se, moved by
     se · (c/2 − (κ − 3c)(z² − 1)/6). With se = √max(V_emp, V_arm) it is the run's default interval, moved.
     """
-    per_arm = lambda x: np.stack([np.bincount(actions, sw * col, n_arms) for col in x.T], axis=1)
     mass = np.bincount(actions, sw, n_arms)[:, None]
-    sq, cube = per_arm(eps**2), per_arm(eps**3)
-    s2 = (sq + PRIOR_ROWS * sq.sum(axis=0) / mass.sum()) / (mass + PRIOR_ROWS)
-    s3 = (cube + PRIOR_ROWS * cube.sum(axis=0) / mass.sum()) / (mass + PRIOR_ROWS)
+    s2, s3 = arm_means(actions, n_arms, sw, eps**2), arm_means(actions, n_arms, sw, eps**3)
     total = sw.sum()
     value = sw @ (dm + w[:, None] * eps) / total
     d = dm - value
@@ -173,8 +173,8 @@ def cornish_fisher(sw: FloatArray, actions: IntArray, n_arms: int, dm: FloatArra
     factor = len(sw) / (len(sw) - 1) / total**2
     v_emp = sw**2 @ (d + w[:, None] * eps) ** 2 * factor
     t = lambda z: -c / 2 + z + (kappa - 3 * c) * (z * z - 1) / 6
-    return {name: (value - se * t(Z), value - se * t(-Z)) for name, se in
-            (("arm-pooled alone, Cornish–Fisher", np.sqrt(k2 * factor)), ("arm-pooled, Cornish–Fisher", np.sqrt(np.fmax(v_emp, k2 * factor))))}
+    se = {"arm-pooled alone, Cornish–Fisher": np.sqrt(k2 * factor), "arm-pooled, Cornish–Fisher": np.sqrt(np.fmax(v_emp, k2 * factor))}
+    return {name: (value - s * t(Z), value - s * t(-Z)) for name, s in se.items()}
 
 
 def studentized(sw: FloatArray, keys: npt.NDArray[np.uint64], dm: FloatArray, w: FloatArray, eps: FloatArray,
@@ -207,10 +207,7 @@ def replication(rep: int, pols: dict, check: bool = True) -> dict[str, dict[str,
     dm = {name: np.einsum("ik,ikm->im", pi, q) for name, pi in pis.items()}
     w = {name: pi[rows, fb.actions] / fb.propensities for name, pi in pis.items()}
     dm["diff"], w["diff"] = dm["cheapest"] - dm["balanced"], w["cheapest"] - w["balanced"]
-    # the arm-pooled spread per arm, as `ArmSums.spread`
-    resid = np.stack([np.bincount(fb.actions, sw * eps[:, m] ** 2, fb.n_arms) for m in range(eps.shape[1])], axis=1)
-    mass = np.bincount(fb.actions, sw, fb.n_arms)[:, None]
-    pooled = (resid + PRIOR_ROWS * resid.sum(axis=0) / mass.sum()) / (mass + PRIOR_ROWS)
+    pooled = arm_means(fb.actions, fb.n_arms, sw, eps**2)
     ones, fail = np.ones_like(q_logged), np.repeat(1 - q_logged[:, [METRICS.index("success")]], len(METRICS), axis=1)
     binary = np.isin(METRICS, BINARY)
     shape = np.where(binary, q_logged * (1 - q_logged), q_logged**2)
@@ -321,7 +318,8 @@ Written by `docs/experiments/conditional_variance.py` (its docstring has the met
 replications (in %) whose DR 95 % interval holds the policy's exact population value, in the world of
 `coverage.md` at n = 2,000 (exact q̂); `diff` is the paired difference `cheapest − balanced`. The intervals
 differ only in the conditional variance v_i = Var(Y | x_i, a_i) they put into DR's variance, in taking the
-larger of that and the empirical variance, or (the studentized bootstraps) in the quantiles that replace ±1.96.
+larger of that and the empirical variance, or (the studentized bootstraps and Cornish–Fisher) in the quantiles
+that replace ±1.96.
 
 """
 
