@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ope.data.schema import METRICS
 from tests.conftest import ROOT as PROJECT_ROOT
 from tests.conftest import experiment_script
 
 EXPERIMENTS = Path(PROJECT_ROOT) / "docs" / "experiments"
-TTFT, THROUGHPUT = 3, 5  # ttft_ms and throughput_tps in METRICS order
+TTFT, THROUGHPUT = METRICS.index("ttft_ms"), METRICS.index("throughput_tps")
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,11 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
+def _below(cell: dict) -> float:
+    """Share of replications whose TTFT truth lies below the interval (neither covered nor above it)."""
+    return 1 - cell["coverage"][TTFT] - cell["above"][TTFT]
+
+
 def test_readme_quotes_the_page(saved: dict) -> None:
     cells = saved["result"]["cells"]
     readme = " ".join((Path(PROJECT_ROOT) / "README.md").read_text().split())
@@ -55,14 +61,13 @@ def test_readme_quotes_the_page(saved: dict) -> None:
         cov = cov if metric is None else cov[:, metric]
         return f"{100 * cov.min():.1f}–{_pct(cov.max())}"
 
-    below = 1 - cells["diff|arm-pooled"]["coverage"][TTFT] - cells["diff|arm-pooled"]["above"][TTFT]
-    below_exact = 1 - cells["diff|exact"]["coverage"][TTFT] - cells["diff|exact"]["above"][TTFT]
     boot = ("studentized bootstrap", "studentized bootstrap, arm-pooled se")
     tried = ("variance function with failure rate", "arm relative spread, calibrated")
     moved = "arm-pooled, Cornish–Fisher"
     for quoted in (f"covers every cell in {span(('exact',))}", f"(a + b·q̂² per metric, no max) covers {span(('variance function',))}",
                    f"(with the exact one: up to {span(('exact, max with empirical',)).split('–')[1]})",
-                   f"lies above the truth in only {_pct(below)} of the replications (exact variance: {_pct(below_exact)})",
+                   f"lies above the truth in only {_pct(_below(cells['diff|arm-pooled']))} of the replications "
+                   + f"(exact variance: {_pct(_below(cells['diff|exact']))})",
                    f"the cheapest target's TTFT still reads {_pct(cells[f'cheapest|{tried[0]}']['coverage'][TTFT])}",
                    f"the two targets' TTFT reads {span(tried[1:], TTFT, ('cheapest', 'balanced'))}",
                    f"covers DR's cells in only {span(boot)} (TTFT {span(boot, TTFT)})",
@@ -78,7 +83,7 @@ def test_reading_quotes_where_the_misses_fall(saved: dict) -> None:
     cells = saved["result"]["cells"]
     page = " ".join((EXPERIMENTS / "conditional_variance.md").read_text().split())
     above = {key: _pct(cell["above"][TTFT]) for key, cell in cells.items()}
-    below = {key: _pct(1 - cell["coverage"][TTFT] - cell["above"][TTFT]) for key, cell in cells.items()}
+    below = {key: _pct(_below(cell)) for key, cell in cells.items()}
     for quoted in (f"lies below the interval in {below['diff|exact']} of the replications and above it in {above['diff|exact']}",
                    f"almost never lies above the truth ({below['diff|arm-pooled']}) and misses only above it ({above['diff|arm-pooled']})",
                    f"above the interval in {above['cheapest|arm-pooled']} (exact variance: {above['cheapest|exact']})"):
