@@ -8,8 +8,8 @@ over (Σ W)², with the n / (n − 1) correction (for a paired difference the sa
 by their differences). The intervals compared differ in v_i, in how V is taken, or in the quantiles:
 
 - ``normal``: the empirical variance (ε_i² for v_i, and the cross terms);
-- ``arm-pooled``: the run's default, √max(V_emp, V_arm) with v_i the arm's mean squared residual over
-  every row logged on it, shrunk toward the all-arm one (`estimators.armpooled.ArmPooled`);
+- ``arm-pooled``: √max(V_emp, V_arm) with v_i the arm's mean squared residual over every row logged on it, shrunk
+  toward the all-arm one, in θ̂ ± 1.96 se: the run's default interval before its Cornish–Fisher quantiles;
 - ``arm-pooled alone``: V_arm without the max;
 - ``variance function``: v_i = a + b · q̂(x_i, a_i)², (a, b) ≥ 0 fitted by least squares of ε² over every
   logged row, metric by metric (a spread that grows with the expected outcome, as a lognormal's does);
@@ -26,13 +26,14 @@ by their differences). The intervals compared differ in v_i, in how V is taken, 
   (`estimators.resample`, `BOOT` replicates), studentized by the empirical or by the arm-pooled (max) se;
 - ``arm-pooled alone, Cornish–Fisher``: V_arm without the max, and in place of ±1.96 the Cornish–Fisher quantiles of
   its own studentized estimate, whose skewness and mean follow from per-arm third moments (`cornish_fisher`);
-- ``arm-pooled, Cornish–Fisher``: the default √max(V_emp, V_arm) with the same quantiles: the default interval, moved.
+- ``arm-pooled, Cornish–Fisher``: √max(V_emp, V_arm) with the same quantiles: the run's default interval
+  (`estimators.armpooled.ArmPooled`).
 
 Every other interval is θ̂ ± 1.96 √V.
 
 The world is `docs/experiments/coverage.py`'s (n = 2,000, its two targets and their paired difference,
-its population truth). The script checks that its own DR, normal and arm-pooled intervals equal the
-package's before scoring anything. Run from the project root (about 4 minutes with two processes, half of it the
+its population truth). The script checks that its own DR, normal and arm-pooled standard errors and its
+arm-pooled Cornish–Fisher interval equal the package's before scoring anything. Run from the project root (about 4 minutes with two processes, half of it the
 bootstrap)::
 
     python docs/experiments/conditional_variance.py --reps 2000 --jobs 2 --out docs/experiments/conditional_variance.md
@@ -154,7 +155,8 @@ def cornish_fisher(sw: FloatArray, actions: IntArray, n_arms: int, dm: FloatArra
     κ from Σ W³ [(DM − θ̂)³ + 3 (DM − θ̂) w̃² σ̂²_k + w̃³ μ̂3_k] with μ̂3_k the arm's mean ε³ shrunk as σ̂²_k, and c from
     the covariance of Σ W w̃ ε with each arm's Σ W ε² (its own rows and the all-arm shrinkage target). The interval is
     [θ̂ − se · t(z), θ̂ − se · t(−z)], t(z) = −c/2 + z + (κ − 3c)(z² − 1)/6: as wide as θ̂ ± z · se, moved by
-    se · (c/2 − (κ − 3c)(z² − 1)/6). With se = √max(V_emp, V_arm) it is the run's default interval, moved.
+    se · (c/2 − (κ − 3c)(z² − 1)/6), held within ± z · se (the estimate stays inside). With se = √max(V_emp, V_arm)
+    it is the run's default interval.
     """
     mass = np.bincount(actions, sw, n_arms)[:, None]
     s2, s3 = arm_means(actions, n_arms, sw, eps**2), arm_means(actions, n_arms, sw, eps**3)
@@ -172,9 +174,9 @@ def cornish_fisher(sw: FloatArray, actions: IntArray, n_arms: int, dm: FloatArra
         kappa, c = np.where(k2 > 0, k3 / k2**1.5, 0.0), np.where(k2 > 0, cov / k2**1.5, 0.0)
     factor = len(sw) / (len(sw) - 1) / total**2
     v_emp = sw**2 @ (d + w[:, None] * eps) ** 2 * factor
-    t = lambda z: -c / 2 + z + (kappa - 3 * c) * (z * z - 1) / 6
+    move = np.clip(-c / 2 + (kappa - 3 * c) * (Z * Z - 1) / 6, -Z, Z)
     se = {"arm-pooled alone, Cornish–Fisher": np.sqrt(k2 * factor), "arm-pooled, Cornish–Fisher": np.sqrt(np.fmax(v_emp, k2 * factor))}
-    return {name: (value - s * t(Z), value - s * t(-Z)) for name, s in se.items()}
+    return {name: (value - s * (Z + move), value + s * (Z - move)) for name, s in se.items()}
 
 
 def studentized(sw: FloatArray, keys: npt.NDArray[np.uint64], dm: FloatArray, w: FloatArray, eps: FloatArray,
@@ -225,18 +227,20 @@ def replication(rep: int, pols: dict, check: bool = True) -> dict[str, dict[str,
                "variance function": v["function"], "variance function with failure rate": v["failures"],
                "arm relative spread, calibrated": v["relative"], "exact": v["exact"],
                "exact, max with empirical": np.fmax(v_emp, v["exact"])}
-        checked[policy] = {name: (value, np.sqrt(var[name])) for name in ("normal", "arm-pooled")}
         out[policy] = {name: (value - Z * np.sqrt(x), value + Z * np.sqrt(x)) for name, x in var.items()}
         out[policy] |= studentized(sw, fb.keys if fb.keys is not None else rows.astype(np.uint64), dm[policy], w[policy],
                                    eps, fb.actions, fb.n_arms)
         out[policy] |= cornish_fisher(sw, fb.actions, fb.n_arms, dm[policy], w[policy], eps)
+        checked[policy] = {name: (value, np.sqrt(var[name])) for name in ("normal", "arm-pooled")}
+        checked[policy]["moved"] = out[policy]["arm-pooled, Cornish–Fisher"]
     if check:
         _check_against_package(fb, q, pis, checked)
     return {policy: {name: out[policy][name] for name in METHODS} for policy in POLICIES}
 
 
 def _check_against_package(fb: object, q: FloatArray, pis: dict[str, FloatArray], out: dict) -> None:
-    """The written-out DR, normal and arm-pooled intervals are the package's (to 1e-9)."""
+    """The written-out DR value, normal and arm-pooled standard errors and the arm-pooled Cornish–Fisher interval are
+    the package's (to 1e-9; the interval's ends relative to its width)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SupportWarning)
         dr = DR()
@@ -248,6 +252,10 @@ def _check_against_package(fb: object, q: FloatArray, pis: dict[str, FloatArray]
                 value, se = out[policy][method]
                 np.testing.assert_allclose(est.value, value, rtol=1e-9, err_msg=f"{policy} {method}")
                 np.testing.assert_allclose(est.stderr, se, rtol=1e-9, err_msg=f"{policy} {method}")
+            low, high = out[policy]["moved"]
+            est = dr.finalize(part, inference=ArmPooled(), kind=kind)
+            gap = np.fmax(np.abs(est.ci_low - low), np.abs(est.ci_high - high)) / (high - low)
+            assert (gap < 1e-9).all(), (policy, "Cornish–Fisher", gap)
 
 
 def _chunk(first: int, last: int, truth: dict[str, FloatArray], log: bool) -> dict:

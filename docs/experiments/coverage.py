@@ -12,7 +12,7 @@ n = 2,000 and ~10 % at n = 20,000).
 
 Intervals: ``normal`` (delta method), ``skew-corrected`` (Hall's transformation with the estimate's
 skewness from mergeable third moments, `estimators.inference.SkewCorrected`) and, for DR, ``arm-pooled`` (the
-larger of the empirical and the arm-pooled variance, `estimators.armpooled.ArmPooled`; for IPS and SNIPS that
+larger of the empirical and the arm-pooled variance with Cornish–Fisher quantiles, `estimators.armpooled.ArmPooled`; for IPS and SNIPS that
 method is the skew-corrected interval, so their rows are not repeated), all from the same sums.
 
 Run from the project root (about 0.16 s per replication at n = 2,000 and 0.9 s at n = 20,000, one process each;
@@ -22,7 +22,9 @@ Run from the project root (about 0.16 s per replication at n = 2,000 and 0.9 s a
     python docs/experiments/coverage.py --reps 2000 --reps-large 640 --out docs/experiments/coverage.md
 
 (or the two sizes in parallel, about 10 minutes: ``--only 2000`` and ``--only 20000`` with the same arguments, then
-``--combine``: the same numbers, every replication's seed is fixed). It writes the markdown table
+``--combine``: the same numbers, every replication's seed is fixed). ``--confirm 2000`` (same arguments) runs a
+second set of 2,000 replications at n = 2,000 — replications 2,000–3,999, which played no part in choosing the
+arm-pooled interval's quantiles — and ``--combine`` adds it to the page. It writes the markdown table
 and, beside it, ``coverage.json`` (every cell's coverage and mean width,
 and the interval endpoints of the first replications, which ``tests/integration/test_coverage_table.py``
 re-computes).
@@ -100,23 +102,30 @@ def _methods(estimator: str) -> dict[str, Normal | SkewCorrected | ArmPooled]:
     return {k: v for k, v in METHODS.items() if k != "arm-pooled" or estimator == "DR"}
 
 
-def run(n: int, reps: int, pols: dict[str, Policy], true: dict[str, np.ndarray], *, log: bool = True) -> dict:
-    """Coverage and mean width of every cell over ``reps`` replications, and the first ``SPOT`` intervals."""
+def run(n: int, reps: int, pols: dict[str, Policy], true: dict[str, np.ndarray], *, log: bool = True, first: int = 0) -> dict:
+    """Coverage and mean width of every cell over the ``reps`` replications from ``first`` on, and the first ``SPOT``
+    intervals."""
     hits: dict[tuple[str, str, str], np.ndarray] = {}
     width: dict[tuple[str, str, str], np.ndarray] = {}
     spot: dict[str, list] = {}
     t0 = time.perf_counter()
-    for rep in range(reps):
+    for rep in range(first, first + reps):
         for (policy, est, method), ci in replication(pols, n, rep).items():
             key = (policy, est, method)
             hits[key] = hits.get(key, 0) + ((ci[0] <= true[policy]) & (true[policy] <= ci[1]))
             width[key] = width.get(key, 0) + (ci[1] - ci[0])
-            if rep < SPOT:
+            if rep - first < SPOT:
                 spot.setdefault("|".join(key), []).append(ci.tolist())
-        if log and (rep + 1) % 50 == 0:
-            print(f"n = {n:,}: {rep + 1} replications ({time.perf_counter() - t0:.0f} s)", flush=True)
-    return {"n": n, "reps": reps, "spot": spot,
+        if log and (rep + 1 - first) % 50 == 0:
+            print(f"n = {n:,}: {rep + 1 - first} replications ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return {"n": n, "reps": reps, "first": first, "spot": spot,
             "cells": {"|".join(k): {"coverage": (hits[k] / reps).tolist(), "width": (width[k] / reps).tolist()} for k in hits}}
+
+
+def _label(res: dict) -> str:
+    """The table's n column: the size, and the replications when they do not start at 0 (a confirmation set)."""
+    first = res.get("first", 0)
+    return f"{res['n']:,}" + (f" (replications {first:,}–{first + res['reps'] - 1:,})" if first else "")
 
 
 def _pct(x: float) -> str:
@@ -131,7 +140,7 @@ def tables(results: list[dict]) -> str:
             for est in ESTIMATORS:
                 for method in _methods(est.name):
                     cov = res["cells"][f"{policy}|{est.name}|{method}"]["coverage"]
-                    lines.append(f"| {res['n']:,} | {policy} | {est.name} | {method} | " + " | ".join(_pct(c) for c in cov) + " |")
+                    lines.append(f"| {_label(res)} | {policy} | {est.name} | {method} | " + " | ".join(_pct(c) for c in cov) + " |")
     lines += ["", "Mean width of the skew-corrected (and DR's arm-pooled) interval relative to the normal one (same replications):",
               "", "| n | policy | estimator | interval | " + " | ".join(METRICS) + " |", "|---|---|---|---|" + "---|" * len(METRICS)]
     for res in results:
@@ -141,7 +150,7 @@ def tables(results: list[dict]) -> str:
                 for method in _methods(est.name):
                     if method != "normal":
                         a = np.array(res["cells"][f"{policy}|{est.name}|{method}"]["width"])
-                        lines.append(f"| {res['n']:,} | {policy} | {est.name} | {method} | " + " | ".join(f"{r:.3f}" for r in a / b) + " |")
+                        lines.append(f"| {_label(res)} | {policy} | {est.name} | {method} | " + " | ".join(f"{r:.3f}" for r in a / b) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -150,9 +159,10 @@ HEADER = """# How good are the intervals: coverage of the simulator's exact trut
 Written by `docs/experiments/coverage.py` (its docstring has the setup). Each cell is the share of
 replications (in %) whose 95 % interval holds the policy's exact population value; `diff` is the paired
 difference `cheapest − balanced`. The run's default, `[evaluation] inference = "arm-pooled"`, gives DR the
-arm-pooled interval and the other estimators the skew-corrected one; `inference = "skew"` gives DR the
-skew-corrected one too. Why DR's arm-pooled interval over-covers the paired TTFT difference, and what
-covers every cell (the exact conditional variance): `conditional_variance.md`.
+arm-pooled interval (the larger of the empirical and the arm-pooled variance, moved by the Cornish–Fisher
+quantiles of its studentized estimate) and the other estimators the skew-corrected one; `inference = "skew"`
+gives DR the skew-corrected one too. How the arm-pooled interval was chosen, against the exact conditional
+variance and the other candidates: `conditional_variance.md`.
 
 """
 
@@ -169,18 +179,33 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="markdown file to write (coverage.json beside it)")
     parser.add_argument("--only", type=int, choices=(2_000, 20_000), default=None,
                         help="run one n and write <out>.<n>.json (two processes in parallel; then --combine)")
-    parser.add_argument("--combine", action="store_true", help="write <out> from the two <out>.<n>.json of --only")
+    parser.add_argument("--combine", action="store_true",
+                        help="write <out> from the <out>.<n>.json of --only (and a confirmation set's, when there is one)")
+    parser.add_argument("--confirm", type=int, default=0,
+                        help="run only a second set of this many replications at n = 2,000, the ones after the first --reps "
+                             "(seeds no choice was made on), into <out>.confirm.json; --combine adds it to the page")
     args = parser.parse_args()
     command = f"python docs/experiments/coverage.py --reps {args.reps} --reps-large {args.reps_large}"
     header = HEADER + f"Command: `{command}` ({args.reps} replications at n = 2,000, {args.reps_large} at n = 20,000).\n\n"
     if args.combine:
         out = Path(args.out)
-        parts = [json.loads(out.with_suffix(f".{n}.json").read_text()) for n in (2_000, 20_000)]
+        files = [out.with_suffix(f".{n}.json") for n in (2_000, 20_000)]
+        files += [f for f in [out.with_suffix(".confirm.json")] if f.exists()]
+        parts = [json.loads(f.read_text()) for f in files]
         results = [p["results"][0] for p in parts]
+        if len(parts) > 2:
+            confirm = f"{command} --confirm {results[2]['reps']}"
+            header += (f"Confirmation set: `{confirm}` ({results[2]['reps']} more replications at n = 2,000, seeds not used "
+                       "in choosing the arm-pooled interval's quantiles).\n\n")
         _write(out, header + tables(results), {"command": command, "truth": parts[0]["truth"], "results": results})
         return
     pols = policies()
     true = truth(pols)
+    if args.confirm:
+        results = [run(2_000, args.confirm, pols, true, first=args.reps)]
+        payload = {"command": command, "truth": {k: v.tolist() for k, v in true.items()}, "results": results}
+        Path(args.out).with_suffix(".confirm.json").write_text(json.dumps(payload, indent=1) + "\n")
+        return
     sizes = [(2_000, args.reps), (20_000, args.reps_large)]
     results = [run(n, reps, pols, true) for n, reps in sizes if args.only in (None, n)]
     payload = {"command": command, "truth": {k: v.tolist() for k, v in true.items()}, "results": results}

@@ -51,8 +51,9 @@ INFERENCE_METHODS = {
     "normal": "normal (delta-method standard error)",
     "bootstrap": "percentile Poisson bootstrap",
     "bernstein": "empirical Bernstein (conservative)",
-    "arm-pooled": "normal with the larger of the empirical and the arm-pooled variance (each arm's residual spread from "
-                  "every request logged on it) for DR, SwitchDR and DRos at a fixed level; skew-corrected for the others",
+    "arm-pooled": "the larger of the empirical and the arm-pooled variance (each arm's residual spread from every request "
+                  "logged on it), the interval moved by Cornish–Fisher quantiles for the estimate's skew, for DR, SwitchDR "
+                  "and DRos at a fixed level; skew-corrected for the others",
 }
 
 

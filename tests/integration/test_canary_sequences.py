@@ -75,9 +75,10 @@ def test_readme_and_page_quote_the_saved_numbers() -> None:
         seeds = det[share]["one-sided EB, DR"]["cost"]["seeds"]
         within = sum(s is not None and s <= 10_000 for s in seeds)
         assert f"{100 * float(share):.0f} % canary in {within} of {len(seeds)}" in section
-    # "not within the first 10⁴ requests at 5 %, and no valid sequence can be; at 10 % the bound is just under 10⁴"
-    assert SAVED["floor"]["0.05"] > 10_000 and 9_000 < SAVED["floor"]["0.1"] < 10_000
-    assert det["0.1"]["one-sided EB, DR"]["cost"]["median"] > 10_000
+    # "not within the first 10⁴ requests at 5 % or at 10 %, and no valid sequence can be; at 10 % the sequence takes
+    # about 40 % longer than the bound"
+    assert SAVED["floor"]["0.05"] > 10_000 and SAVED["floor"]["0.1"] > 10_000
+    assert round(det["0.1"]["one-sided EB, DR"]["cost"]["median"] / SAVED["floor"]["0.1"] - 1, 1) == 0.4
     truth = SAVED["truth"]
     assert f"{-truth['sla_difference']:.3f} lower SLA hit rate" in section
     assert f"{1000 * truth['cost_cut_usd']:.2f} mUSD per request" in section

@@ -1,8 +1,8 @@
 """docs/experiments/conditional_variance.md is what its script writes, and today's code reproduces it.
 
 The full run (2,000 replications) takes about 4 minutes on two processes, so it lives in the script. Here: the first
-replications' intervals are re-computed (the script itself checks its normal and arm-pooled intervals
-against the package's) and must equal the saved ones; the markdown must be the rendering of the saved
+replications' intervals are re-computed (the script itself checks its normal and arm-pooled standard errors and its
+arm-pooled Cornish–Fisher interval, the run's default, against the package's) and must equal the saved ones; the markdown must be the rendering of the saved
 JSON; and the README quotes the page's ranges.
 """
 

@@ -57,3 +57,20 @@ def test_readme_quotes_the_large_sample_range(saved: dict) -> None:
     readme = " ".join((Path(PROJECT_ROOT) / "README.md").read_text().split())
     quoted = f"At n = 20,000 ({large['reps']} replications) DR's arm-pooled interval covers {100 * cov.min():.1f}–{100 * cov.max():.1f} %"
     assert quoted in readme, quoted
+
+
+def test_readme_quotes_the_heavy_cells_and_the_confirmation_set(saved: dict) -> None:
+    """The default interval's TTFT cells, and the replications 2,000-3,999 that played no part in choosing it."""
+    small, confirm = saved["results"][0], next(r for r in saved["results"] if r.get("first"))
+    ttft = experiment_script("coverage", "coverage_experiment").METRICS.index("ttft_ms")
+    cell = lambda res, policy, method: res["cells"][f"{policy}|DR|{method}"]["coverage"][ttft]
+    top = max(cell(small, p, "arm-pooled") for p in ("cheapest", "balanced", "diff"))
+    every = np.array([confirm["cells"][f"{p}|DR|arm-pooled"]["coverage"] for p in ("cheapest", "balanced", "diff")])
+    readme = " ".join((Path(PROJECT_ROOT) / "README.md").read_text().split())
+    assert (confirm["n"], confirm["first"], confirm["reps"]) == (2_000, small["reps"], 2_000)
+    for quoted in ((f"the cheapest target's TTFT ({100 * cell(small, 'cheapest', 'skew-corrected'):.1f} % skew-corrected) reads "
+                    f"{100 * cell(small, 'cheapest', 'arm-pooled'):.1f} %, the paired TTFT difference {100 * cell(small, 'diff', 'arm-pooled'):.1f} %"),
+                   f"the balanced target's TTFT at {100 * top:.1f} % ({round(top * small['reps']):,} of 2,000 replications",
+                   f"there DR's arm-pooled interval covers every cell in {100 * every.min():.1f}–{100 * every.max():.1f} %"):
+        assert quoted in readme, quoted
+    assert top == cell(small, "balanced", "arm-pooled")

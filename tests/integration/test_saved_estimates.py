@@ -6,7 +6,9 @@ became cross-fitted and certified (issue 17: only the rows of routed and mess_pl
 once more when MESS+ became evaluated by fold-wise rollouts (only the mess_plus rows moved), and again when
 certification began holding targets to the run's own interval method (only the routed rows moved); all three again when
 the arm-pooled interval became the default (DR's standard errors and intervals everywhere; in the examples also the
-certified routers' rows, whose tightening follows those bounds). The examples'
+certified routers' rows, whose tightening follows those bounds); and all three once more when that interval was
+moved by the Cornish–Fisher quantiles of its studentized estimate (DR's intervals everywhere, its values and standard
+errors unchanged; in the examples also the certified routers' rows). The examples'
 are checked by tests/integration/test_published.py, on its one re-run of both."""
 
 from __future__ import annotations
