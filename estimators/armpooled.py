@@ -136,40 +136,25 @@ class ArmSums:
         """σ̂²_k (K, M): each arm's mean squared residual, shrunk toward the all-arm one by `PRIOR_ROWS` pseudo-rows."""
         return _shrunk(self.resid, self.mass)
 
-    def _quad(self, gradient: FloatArray, centre: FloatArray) -> FloatArray:
-        """k2 (M,): Σ W² (g'(DM − centre))² + Σ_k σ̂²_k Σ_{a_i = k} W² (g'w̃)², DM's moments moved to ``centre``."""
-        shift = self.dm.centre - centre
-        first2 = self.dm.first2
-        cov = (self.dm.covariance() + shift[:, None] * first2[None] + shift[None] * first2[:, None]
-               + shift[:, None] * shift[None] * self.dm.total2)
-        cov = cov + np.einsum("km,kabm->abm", self.spread(), self.gram)
-        return np.einsum("am,abm,bm->m", gradient, cov, gradient)
-
-    def variance(self, gradient: FloatArray, centre: FloatArray, count: FloatArray, total: FloatArray) -> FloatArray:
-        """V_arm of the statistic with ``gradient`` (J, M), its columns' means ``centre`` (J, M) the centre of the DM
-        parts, with the n / (n − 1) correction and over (Σ W)² as `Sums.variance`; shape (M,)."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.maximum(self._quad(gradient, centre), 0.0) / total**2 * count / (count - 1)
-
-    def skewness(self, gradient: FloatArray, centre: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """κ, the estimate's skewness, and c = cov(θ̂, V̂_arm) / se³ under the arm-pooled model (each (M,); 0 where the
-        variance is 0), for the statistic with ``gradient`` (J, M) and columns' means ``centre`` (J, M)."""
+    def moments(self, gradient: FloatArray, centre: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """k2, k3 and cov (each (M,)) of the statistic with ``gradient`` (J, M) and columns' means ``centre`` (J, M),
+        under the arm-pooled model: V_arm = k2 / (Σ W)² · n / (n − 1), κ = k3 / k2^{3/2}, c = cov / k2^{3/2}."""
         assert self.dm.third is not None
-        g = gradient
+        g, shift = gradient, self.dm.centre - centre                          # DM's moments moved to the columns' means
+        first2 = self.dm.first2
+        cov2 = (self.dm.covariance() + shift[:, None] * first2[None] + shift[None] * first2[:, None]
+                + shift[:, None] * shift[None] * self.dm.total2)
         on_arm = lambda x: np.einsum("am,bm,kabm->km", g, g, x)
         cubed = lambda x: np.einsum("am,bm,cm,kabcm->km", g, g, g, x)
         gram, gram3, lin = on_arm(self.gram), on_arm(self.gram3), np.einsum("am,kam->km", g, self.lin)
         mixed = cubed(self.mixed) - (g * centre).sum(axis=0) * gram3          # Σ W³ g'(DM − centre) (g'w̃)²
         s2, s3 = self.spread(), _shrunk(self.resid3, self.mass)
-        k3 = (self.dm.third.moved(self.dm.centre - centre).cubed(g) + 3 * (s2 * mixed).sum(axis=0)
-              + (s3 * cubed(self.cube)).sum(axis=0))
+        k2 = np.einsum("am,abm,bm->m", g, cov2, g) + (s2 * gram).sum(axis=0)
+        k3 = self.dm.third.moved(shift).cubed(g) + 3 * (s2 * mixed).sum(axis=0) + (s3 * cubed(self.cube)).sum(axis=0)
         own = self.mass + PRIOR_ROWS
         cov = ((gram * lin * s3 / own).sum(axis=0)
                + (gram * PRIOR_ROWS / own).sum(axis=0) * (lin * s3).sum(axis=0) / self.mass.sum(axis=0))
-        k2 = self._quad(g, centre)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scale = np.where(k2 > 0, np.maximum(k2, 0.0) ** -1.5, 0.0)
-            return np.nan_to_num(k3 * scale), np.nan_to_num(cov * scale)
+        return k2, k3, cov
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +163,7 @@ class ArmPooledFit:
     studentized estimate with mean −c/2 and skewness ``skew`` = κ − 3c; as wide as θ̂ ± z · se.
 
     The move, se · (t(z) − z), is held within ± z · se so that the estimate stays inside its own interval: a skewness
-    that large (a few rows carrying most of the weight) is outside the expansion's reach. On the simulator's logs of
-    2,000 rows it stays under 1.1 se (docs/experiments/conditional_variance.md)."""
+    that large (a few rows carrying most of the weight) is outside the expansion's reach."""
 
     value: FloatArray
     stderr: FloatArray
@@ -211,8 +195,11 @@ class ArmPooled:
     def fit(self, statistic: Statistic, sums: Sums) -> IntervalFit:
         if sums.pooled is None:
             return SkewCorrected().fit(statistic, sums)
-        grad = statistic.gradient(sums.means)
-        v_emp = delta_variance(statistic, sums)
-        v_arm = sums.pooled.variance(grad, sums.centre, sums.count, sums.total)
-        kappa, c = sums.pooled.skewness(grad, sums.centre)
-        return ArmPooledFit(statistic.combine(sums.means), np.sqrt(np.fmax(v_emp, v_arm)), c, kappa - 3 * c)
+        k2, k3, cov = sums.pooled.moments(statistic.gradient(sums.means), sums.centre)
+        n = sums.count
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v_arm = np.maximum(k2, 0.0) / sums.total**2 * n / (n - 1)       # with the n / (n − 1) of `Sums.variance`
+            scale = np.where(k2 > 0, np.maximum(k2, 0.0) ** -1.5, 0.0)
+        kappa, c = np.nan_to_num(k3 * scale), np.nan_to_num(cov * scale)
+        se = np.sqrt(np.fmax(delta_variance(statistic, sums), v_arm))
+        return ArmPooledFit(statistic.combine(sums.means), se, c, kappa - 3 * c)

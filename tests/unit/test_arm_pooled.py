@@ -81,26 +81,32 @@ def _log(rng: np.random.Generator, n: int = 3000, k: int = 5, m: int = 3) -> tup
     return fb, rng.dirichlet(np.ones(k), size=n), rng.dirichlet(np.ones(k), size=n), q
 
 
+def _observed(fb: BanditFeedback, q: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """Metric j's row weights W (the sample weight where the outcome is observed, else 0) and residuals ε (0 where not)."""
+    seen = ~np.isnan(fb.rewards[:, j])
+    return fb.sample_weight * seen, np.where(seen, fb.rewards[:, j] - q[np.arange(fb.n), fb.actions, j], 0.0)
+
+
+def _shrunk(big_w: np.ndarray, x: np.ndarray, on: np.ndarray) -> float:
+    """The W-weighted mean of x over the rows ``on``, shrunk toward the all-row one by PRIOR_ROWS pseudo-rows."""
+    return ((big_w * x)[on].sum() + PRIOR_ROWS * (big_w * x).sum() / big_w.sum()) / (big_w[on].sum() + PRIOR_ROWS)
+
+
 def _written_out(fb: BanditFeedback, q: np.ndarray, w_t: np.ndarray, w_b: np.ndarray, pi: np.ndarray, base: np.ndarray
                  ) -> np.ndarray:
     """The difference's arm-pooled standard error, arm by arm and metric by metric."""
-    n, k, m = q.shape
-    rows = np.arange(n)
+    k, m = q.shape[1:]
     out = np.empty(m)
     for j in range(m):
-        seen = ~np.isnan(fb.rewards[:, j])
-        big_w = fb.sample_weight * seen
-        eps = np.where(seen, fb.rewards[:, j] - q[rows, fb.actions, j], 0.0)
+        big_w, eps = _observed(fb, q, j)
         dm = (pi * q[:, :, j]).sum(1) - (base * q[:, :, j]).sum(1)
         w = w_t - w_b
         psi = dm + w * eps
         theta = (big_w * psi).sum() / big_w.sum()
-        overall = (big_w * eps**2).sum() / big_w.sum()
         quad = (big_w**2 * (dm - theta) ** 2).sum()
         for arm in range(k):
             on = fb.actions == arm
-            sigma = ((big_w * eps**2)[on].sum() + PRIOR_ROWS * overall) / (big_w[on].sum() + PRIOR_ROWS)
-            quad += sigma * (big_w[on] ** 2 * w[on] ** 2).sum()
+            quad += _shrunk(big_w, eps**2, on) * (big_w[on] ** 2 * w[on] ** 2).sum()
         count = (big_w > 0).sum()
         v_arm = quad / big_w.sum() ** 2 * count / (count - 1)
         v_emp = (big_w**2 * (psi - theta) ** 2).sum() / big_w.sum() ** 2 * count / (count - 1)
@@ -110,24 +116,17 @@ def _written_out(fb: BanditFeedback, q: np.ndarray, w_t: np.ndarray, w_b: np.nda
 
 def _written_out_move(fb: BanditFeedback, q: np.ndarray, w: np.ndarray, dm: np.ndarray) -> np.ndarray:
     """The Cornish–Fisher move −c/2 + (κ − 3c)(z² − 1)/6 (M,) of the statistic with DR terms dm + w ε, arm by arm."""
-    n, k, m = q.shape
-    rows = np.arange(n)
+    k, m = q.shape[1:]
     out = np.empty(m)
     for j in range(m):
-        seen = ~np.isnan(fb.rewards[:, j])
-        big_w = fb.sample_weight * seen
-        eps = np.where(seen, fb.rewards[:, j] - q[rows, fb.actions, j], 0.0)
+        big_w, eps = _observed(fb, q, j)
         d = dm[:, j] - (big_w * (dm[:, j] + w * eps)).sum() / big_w.sum()
         k2, k3 = (big_w**2 * d**2).sum(), (big_w**3 * d**3).sum()
         cov_emp, cov_pool = 0.0, 0.0
-        def shrunk(on: np.ndarray, p: int, big_w: np.ndarray = big_w, eps: np.ndarray = eps) -> float:
-            """The arm's W-weighted mean of ε^p, shrunk toward the all-arm one by PRIOR_ROWS pseudo-rows."""
-            return ((big_w * eps**p)[on].sum() + PRIOR_ROWS * (big_w * eps**p).sum() / big_w.sum()) / (big_w[on].sum() + PRIOR_ROWS)
-
-        lin_mu3 = sum((big_w**2 * w)[fb.actions == a].sum() * shrunk(fb.actions == a, 3) for a in range(k))
+        lin_mu3 = sum((big_w**2 * w)[fb.actions == a].sum() * _shrunk(big_w, eps**3, fb.actions == a) for a in range(k))
         for arm in range(k):
             on = fb.actions == arm
-            sigma2, mu3 = shrunk(on, 2), shrunk(on, 3)
+            sigma2, mu3 = _shrunk(big_w, eps**2, on), _shrunk(big_w, eps**3, on)
             gram = (big_w[on] ** 2 * w[on] ** 2).sum()
             k2 += sigma2 * gram
             k3 += 3 * sigma2 * (big_w[on] ** 3 * d[on] * w[on] ** 2).sum() + mu3 * (big_w[on] ** 3 * w[on] ** 3).sum()
