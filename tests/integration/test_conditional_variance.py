@@ -75,6 +75,10 @@ def test_readme_quotes_the_page(saved: dict) -> None:
                    f"(the paired TTFT difference {_pct(cells[f'diff|{moved}']['coverage'][TTFT])}, the balanced target's TTFT "
                    + f"{_pct(cells[f'balanced|{moved}']['coverage'][TTFT])})"):
         assert quoted in readme, quoted
+    above = {key: f"{100 * cell['above'][TTFT]:.1f}" for key, cell in cells.items()}
+    quoted = (f"above it fall from {above['cheapest|arm-pooled']} to {_pct(cells[f'cheapest|{moved}']['above'][TTFT])} (cheapest) "
+              f"and from {above['balanced|arm-pooled']} to {_pct(cells[f'balanced|{moved}']['above'][TTFT])} (balanced)")
+    assert quoted in readme, quoted
     widths = {m: np.array([cells[f"{p}|{m}"]["width"] for p in ("cheapest", "balanced", "diff")]) for m in (moved, "arm-pooled")}
     np.testing.assert_allclose(widths[moved], widths["arm-pooled"], rtol=1e-9)  # moved, not widened
 
