@@ -37,7 +37,7 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from estimators.inference import IntervalFit, SkewCorrected, check_alpha, delta_variance
+from estimators.inference import IntervalFit, SkewCorrected, check_alpha
 from estimators.reduction import Sums
 from estimators.statistic import Statistic
 
@@ -195,11 +195,12 @@ class ArmPooled:
     def fit(self, statistic: Statistic, sums: Sums) -> IntervalFit:
         if sums.pooled is None:
             return SkewCorrected().fit(statistic, sums)
-        k2, k3, cov = sums.pooled.moments(statistic.gradient(sums.means), sums.centre)
+        grad = statistic.gradient(sums.means)
+        k2, k3, cov = sums.pooled.moments(grad, sums.centre)
         n = sums.count
         with np.errstate(divide="ignore", invalid="ignore"):
             v_arm = np.maximum(k2, 0.0) / sums.total**2 * n / (n - 1)       # with the n / (n − 1) of `Sums.variance`
             scale = np.where(k2 > 0, np.maximum(k2, 0.0) ** -1.5, 0.0)
         kappa, c = np.nan_to_num(k3 * scale), np.nan_to_num(cov * scale)
-        se = np.sqrt(np.fmax(delta_variance(statistic, sums), v_arm))
+        se = np.sqrt(np.fmax(sums.variance(grad), v_arm))                 # the empirical (delta-method) variance
         return ArmPooledFit(statistic.combine(sums.means), se, c, kappa - 3 * c)
